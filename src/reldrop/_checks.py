@@ -1,0 +1,77 @@
+"""Small argument checks shared by the public functions.
+
+Every check raises ``TypeError`` (wrong kind of object/dtype) or ``ValueError`` (wrong
+shape or value) with a message that names the argument and the expected form.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = [
+    "check_tensor",
+    "check_float_tensor",
+    "check_finite",
+    "check_probability",
+    "check_range_pair",
+    "check_batch_match",
+]
+
+
+def check_tensor(name: str, x: object, ndims: Sequence[int], form: str) -> torch.Tensor:
+    """``x`` must be a tensor whose rank is one of ``ndims``; ``form`` describes it, e.g. '(B, C, H, W)'."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {form}, got {type(x).__name__}")
+    if x.dim() not in tuple(ndims):
+        raise ValueError(f"{name} must have shape {form}, got a {x.dim()}-d tensor of shape {tuple(x.shape)}")
+    return x
+
+
+def check_float_tensor(name: str, x: object, ndims: Sequence[int], form: str) -> torch.Tensor:
+    """Like :func:`check_tensor`, and the dtype must be floating point."""
+    check_tensor(name, x, ndims, form)
+    assert isinstance(x, torch.Tensor)
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor of shape {form}, got dtype {x.dtype}")
+    return x
+
+
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Raise if ``x`` holds NaN or inf (one host sync; call once per public call, never in a loop)."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf values; expected finite numbers")
+    return x
+
+
+def check_probability(name: str, v: object) -> float:
+    """``v`` must be a real number in [0, 1]."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{name} must be a float in [0, 1], got {type(v).__name__}")
+    v = float(v)
+    if not (0.0 <= v <= 1.0):
+        raise ValueError(f"{name} must be in [0, 1], got {v}")
+    return v
+
+
+def check_range_pair(name: str, v: object, *, positive: bool = True) -> tuple[float, float]:
+    """``v`` must be a pair ``(low, high)`` of finite numbers with ``low <= high`` (and ``low > 0`` if positive)."""
+    try:
+        low, high = (float(t) for t in v)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair (low, high) of numbers, got {v!r}") from None
+    if not (torch.isfinite(torch.tensor([low, high])).all()):
+        raise ValueError(f"{name} must hold finite numbers, got {v!r}")
+    if low > high:
+        raise ValueError(f"{name} must satisfy low <= high, got {v!r}")
+    if positive and low <= 0:
+        raise ValueError(f"{name} must hold positive numbers, got {v!r}")
+    return low, high
+
+
+def check_batch_match(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    """The leading (batch) dimensions of ``a`` and ``b`` must agree."""
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"{name_b} must have the same batch size as {name_a}: got {b.shape[0]} and {a.shape[0]}"
+        )

@@ -1,0 +1,46 @@
+"""The ``reldrop`` command: ``reldrop <subcommand> ...``.
+
+Each subcommand lives in ``reldrop.commands.<name>`` and exposes ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+SUBCOMMANDS = ("demo", "train", "compare", "evaluate", "report")
+
+
+def _available() -> dict[str, object]:
+    found = {}
+    for name in SUBCOMMANDS:
+        try:
+            found[name] = importlib.import_module(f"reldrop.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"reldrop.commands.{name}":
+                raise
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reldrop", description="Relevance-driven Input Dropout: demo, training and evaluation."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in _available().items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)  # type: ignore[attr-defined]
+        module.add_arguments(p)  # type: ignore[attr-defined]
+        p.set_defaults(_run=module.run)  # type: ignore[attr-defined]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

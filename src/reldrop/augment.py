@@ -1,0 +1,204 @@
+"""RelDrop: the training-loop object that joins attribution and masks.
+
+``RelDrop`` answers *when and to what* the augmentation is applied; *how relevance is computed*
+lives in :mod:`reldrop.attribution` and *how a mask is drawn* in :mod:`reldrop.masks`.
+
+Usage (timm ``Mixup``-style, one call per batch, after normalization)::
+
+    reldrop_fn = reldrop.RelDrop(model, p=0.5)
+    for x, y in loader:
+        x = reldrop_fn(x, y)
+        loss = criterion(model(x), y)
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from ._checks import check_batch_match, check_float_tensor, check_probability, check_tensor
+from .masks import relevance_erase, relevance_point_drop
+
+__all__ = ["RelDrop", "DEFAULT_METHOD"]
+
+DEFAULT_METHOD = {"image": "epsilon_flat", "points": "zplus_flat"}
+
+
+class RelDrop:
+    """Relevance-driven Input Dropout for a batch ``(x, y)``.
+
+    Args:
+        model: the model being trained (may be wrapped in DDP / DataParallel / torch.compile).
+            It is never changed: parameters, buffers, modes, requires_grad flags, hooks and
+            ``.grad`` are exactly as before every call (also when a call raises).
+        modality: ``"image"`` (x ``(B, C, H, W)``, block erasing, Alg. A.1) or ``"points"``
+            (x ``(B, N, D)``, point dropout, Alg. A.2).
+        method: attribution preset (default ``"epsilon_flat"`` for images, ``"zplus_flat"`` for points).
+        backend: attribution backend, ``"auto"`` | ``"fast"`` | ``"zennit"``.
+        p: per-sample erasing probability. Images: default 0.5 (paper); relevance is computed only
+            for the samples the coin selects. Points: default 1.0 (Alg. A.2 drops points in every
+            sample; the α/β rule decides how many).
+        scale, ratio, value, centre, border, k: block law and fill of
+            :func:`reldrop.relevance_erase` (images).
+        alpha, beta, value: the point-dropout rule of :func:`reldrop.relevance_point_drop` (points).
+            ``alpha=1`` is pure random point dropout and skips attribution entirely.
+        target: ``"label"`` (the true labels ``y``, paper) or ``"predicted"`` (argmax of the logits).
+        generator: optional ``torch.Generator`` for the coins and masks (reproducibility).
+        enabled: when False, ``__call__`` returns ``x`` unchanged (e.g. for warm-up epochs).
+        **method_kwargs: passed to the attribution preset (e.g. ``epsilon=1e-3``).
+
+    ``__call__(x, y, return_mask=False)`` returns the augmented batch (a new tensor; ``x`` is not
+    modified), or ``(x_aug, mask)`` with ``mask`` ``(B, H, W)`` / ``(B, N)`` bool, True = occluded.
+    After each call ``last_stats`` holds ``{"selected": int, "dropped_fraction": Tensor}``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        modality: str = "image",
+        method: str | None = None,
+        backend: str = "auto",
+        p: float | None = None,
+        scale: Sequence[float] = (0.02, 0.4),
+        ratio: Sequence[float] = (0.3, 1 / 0.3),
+        value: float | Sequence[float] | str = 0.0,
+        centre: str = "argmax",
+        border: str = "clip",
+        k: int | None = None,
+        alpha: float = 0.5,
+        beta: float = 0.15,
+        target: str = "label",
+        generator: torch.Generator | None = None,
+        enabled: bool = True,
+        **method_kwargs: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if modality not in DEFAULT_METHOD:
+            raise ValueError(f"modality must be 'image' or 'points', got {modality!r}")
+        if target not in ("label", "predicted"):
+            raise ValueError(f"target must be 'label' or 'predicted', got {target!r}")
+        self.model = model
+        self.modality = modality
+        self.method = method or DEFAULT_METHOD[modality]
+        self.backend = backend
+        self.p = check_probability("p", (0.5 if modality == "image" else 1.0) if p is None else p)
+        self.alpha = check_probability("alpha", alpha)
+        self.beta = check_probability("beta", beta)
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.value = value
+        self.centre = centre
+        self.border = border
+        self.k = k
+        self.target = target
+        self.generator = generator
+        self.enabled = bool(enabled)
+        self.method_kwargs = method_kwargs
+        self.last_stats: dict[str, Any] = {}
+        self._attributor: Any = None  # built lazily, once per RelDrop (= once per model)
+        if modality == "image":  # validate the block law now, not at the first training step
+            probe = torch.zeros(1, 1, 4, 4)
+            relevance_erase(probe, probe, p=0.0, scale=self.scale, ratio=self.ratio, value=value,
+                            centre=centre, border=border, k=k)
+
+    # -- attribution -----------------------------------------------------------------------
+    @property
+    def attributor(self) -> Any:
+        """The :class:`reldrop.attribution.Attributor` for this model (built on first use)."""
+        if self._attributor is None:
+            from .attribution import Attributor
+
+            self._attributor = Attributor(self.model, self.method, backend=self.backend,
+                                          **self.method_kwargs)
+        return self._attributor
+
+    def relevance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Relevance of ``x`` for the targets (labels ``y`` or the predictions), shape of ``x``."""
+        target: torch.Tensor | str = y if self.target == "label" else "predicted"
+        return self.attributor(x, target)
+
+    # -- the call ----------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, return_mask: bool = False
+                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.modality == "image":
+            check_float_tensor("x", x, (4,), "(B, C, H, W)")
+        else:
+            check_float_tensor("x", x, (3,), "(B, N, D)")
+        check_tensor("y", y, (1,), "(B,) integer labels")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+        check_batch_match("x", x, "y", y)
+        if x.shape[0] == 0:
+            raise ValueError("x must hold at least one sample, got an empty batch")
+
+        if self.modality == "image":
+            x_out, mask = self._images(x, y)
+        else:
+            x_out, mask = self._points(x, y)
+        return (x_out, mask) if return_mask else x_out
+
+    def _coin(self, batch: int, device: torch.device) -> torch.Tensor:
+        gen_device = self.generator.device if self.generator is not None else device
+        return (torch.rand(batch, generator=self.generator, device=gen_device) < self.p).to(device)
+
+    def _images(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, _, H, W = x.shape
+        mask = torch.zeros(B, H, W, dtype=torch.bool, device=x.device)
+        if not self.enabled or self.p == 0.0:
+            self.last_stats = {"selected": 0}
+            return x.clone(), mask
+        # One host sync per step: the number of selected samples decides the attribution batch.
+        idx = self._coin(B, x.device).nonzero().squeeze(1)
+        n = int(idx.numel())
+        self.last_stats = {"selected": n}
+        if n == 0:
+            return x.clone(), mask
+        xs = x.index_select(0, idx)
+        rel = self.relevance(xs, y.index_select(0, idx))
+        xs_out, ms = relevance_erase(
+            xs, rel, p=1.0, scale=self.scale, ratio=self.ratio, value=self.value,
+            centre=self.centre, border=self.border, k=self.k, generator=self.generator,
+        )
+        x_out = x.clone()
+        x_out.index_copy_(0, idx, xs_out.to(x.dtype))
+        mask.index_copy_(0, idx, ms)
+        return x_out, mask
+
+    def _points(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, N, _ = x.shape
+        mask = torch.zeros(B, N, dtype=torch.bool, device=x.device)
+        if not self.enabled or self.p == 0.0 or self.beta == 0.0:
+            self.last_stats = {"selected": 0}
+            return x.clone(), mask
+        if self.p < 1.0:
+            idx = self._coin(B, x.device).nonzero().squeeze(1)
+        else:
+            idx = torch.arange(B, device=x.device)
+        n = int(idx.numel())
+        self.last_stats = {"selected": n}
+        if n == 0:
+            return x.clone(), mask
+        xs = x.index_select(0, idx)
+        if self.alpha == 1.0:  # pure random dropout: relevance plays no part, skip the LRP pass
+            rel = torch.zeros(xs.shape[:2], dtype=xs.dtype, device=xs.device)
+        else:
+            rel = self.relevance(xs, y.index_select(0, idx))
+        xs_out, ms = relevance_point_drop(xs, rel, alpha=self.alpha, beta=self.beta,
+                                          value=self.value if not isinstance(self.value, str) else 0.0,
+                                          generator=self.generator)
+        x_out = x.clone()
+        x_out.index_copy_(0, idx, xs_out.to(x.dtype))
+        mask.index_copy_(0, idx, ms)
+        self.last_stats["dropped_fraction"] = ms.float().mean()
+        return x_out, mask
+
+    def __repr__(self) -> str:
+        common = f"modality={self.modality!r}, method={self.method!r}, backend={self.backend!r}, p={self.p}"
+        if self.modality == "image":
+            extra = f"scale={self.scale}, ratio={tuple(round(r, 4) for r in self.ratio)}, centre={self.centre!r}, border={self.border!r}"
+        else:
+            extra = f"alpha={self.alpha}, beta={self.beta}"
+        return f"RelDrop({common}, {extra}, enabled={self.enabled})"

@@ -367,8 +367,10 @@ def fill_masked(
     kind, v = _parse_value(value, x.shape[1])
     m = mask[:, None]
     if kind == "scalar":
-        return x.masked_fill_(m, v) if inplace else x.masked_fill(m, v)
-    if kind == "channel":
+        if inplace:
+            return x.masked_fill_(m, v)
+        fill = torch.tensor(v, dtype=x.dtype, device=x.device)
+    elif kind == "channel":
         fill = torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     else:
         noise = torch.randn(tuple(x.shape), generator=generator, device=_draw_device(generator, x.device))

@@ -1,0 +1,120 @@
+"""CIFAR-10 / CIFAR-100 from the python-pickle layout or an ImageFolder layout, held in memory.
+
+Looked up under the data root (``data.root`` / ``--data-root`` / ``$RELDROP_DATA_DIR``), first match wins:
+
+* pickle: ``<root>/<path>/cifar-10-batches-py/`` (``data_batch_1..5``, ``test_batch``, ``batches.meta``),
+  ``<root>/cifar-10-batches-py/`` or ``<root>/<path>/`` holding those files; CIFAR-100:
+  ``cifar-100-python/`` (``train``, ``test``, ``meta``; fine labels);
+* ImageFolder: ``<root>/<path>/{train,test}/<class>/*.jpg|png`` (decoded once, cached; see
+  :func:`reldrop.data.imagefolder.load_imagefolder_tensor`).
+
+``path`` defaults to ``cifar10`` / ``cifar100``. Train-time augmentation: RandomCrop 32 pad 4 + HFlip,
+batched on tensors; then per-channel normalization (so fill 0 = the mean).
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .imagefolder import load_imagefolder_tensor
+from .registry import DatasetInfo, register_dataset
+from .tensor_dataset import TensorImageDataset, class_balanced_subset
+from .transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, BatchCompose, Normalize,
+                         RandomCropFlip)
+
+__all__ = ["load_cifar_pickle", "find_cifar", "build_cifar"]
+
+_PICKLE = {
+    10: {"dir": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
+         "meta": "batches.meta", "names": b"label_names", "labels": b"labels"},
+    100: {"dir": "cifar-100-python", "train": ["train"], "test": ["test"], "meta": "meta",
+          "names": b"fine_label_names", "labels": b"fine_labels"},
+}
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"CIFAR file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as err:  # truncated / not a pickle
+        raise ValueError(f"corrupt CIFAR pickle file: {path} ({type(err).__name__}: {err})") from err
+
+
+def load_cifar_pickle(folder: str | Path, split: str, num_classes: int = 10
+                      ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """``uint8`` images ``(N, 3, 32, 32)``, labels ``(N,)`` and class names from a pickle folder."""
+    spec = _PICKLE[num_classes]
+    folder = Path(folder)
+    meta = _unpickle(folder / spec["meta"])
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[spec["names"]]]
+    xs, ys = [], []
+    for fname in spec[split]:
+        path = folder / fname
+        d = _unpickle(path)
+        try:
+            data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(d[spec["labels"]], dtype=np.int64)
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"corrupt CIFAR pickle file: {path} (missing or malformed 'data'/labels: {err})") from err
+        if labels.shape[0] != data.shape[0]:
+            raise ValueError(f"corrupt CIFAR pickle file: {path} ({data.shape[0]} images but {labels.shape[0]} labels)")
+        xs.append(data)
+        ys.append(labels)
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), names
+
+
+def find_cifar(root: Path, num_classes: int, path: str | None = None) -> tuple[str, Path]:
+    """``("pickle", folder)`` or ``("imagefolder", folder)`` for CIFAR-``num_classes`` under ``root``."""
+    spec = _PICKLE[num_classes]
+    sub = path or f"cifar{num_classes}"
+    base = Path(sub) if Path(sub).is_absolute() else root / sub
+    for cand in (base / spec["dir"], root / spec["dir"], base):
+        if (cand / spec["meta"]).is_file():
+            return "pickle", cand
+    if (base / "train").is_dir() and (base / "test").is_dir():
+        return "imagefolder", base
+    raise FileNotFoundError(
+        f"CIFAR-{num_classes} not found: looked for {base / spec['dir']}, {root / spec['dir']} (pickle layout) "
+        f"and {base}/{{train,test}}/<class>/ (ImageFolder layout); set --data-root or $RELDROP_DATA_DIR")
+
+
+def build_cifar(root: Path, split: str, *, train_transform: bool, num_classes: int = 10, path: str | None = None,
+                subset: int | None = None, seed: int = 0, augment: bool = True, cache: bool = True,
+                **_: Any) -> DatasetInfo:
+    """CIFAR-10/100 as an in-memory :class:`TensorImageDataset` (``subset``: class-balanced N train images)."""
+    layout, folder = find_cifar(root, num_classes, path)
+    if layout == "pickle":
+        images, labels, names = load_cifar_pickle(folder, split, num_classes)
+    else:
+        images, labels, names = load_imagefolder_tensor(folder / split, cache=cache)
+        if len(names) != num_classes:
+            raise ValueError(f"{folder / split} has {len(names)} class folders, expected {num_classes} for CIFAR-{num_classes}")
+    if tuple(images.shape[1:]) != (3, 32, 32):
+        raise ValueError(f"CIFAR images under {folder} must be 3x32x32, got {tuple(images.shape[1:])}")
+    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if num_classes == 10 else (CIFAR100_MEAN, CIFAR100_STD)
+    steps: list = [RandomCropFlip(pad=4, flip=True)] if (train_transform and augment) else []
+    tf = BatchCompose(steps + [Normalize(mean, std)])
+    ds = TensorImageDataset(images, labels, tf)
+    if subset is not None and split == "train":
+        ds = ds.subset(class_balanced_subset(labels, int(subset), seed))
+    return DatasetInfo(dataset=ds, num_classes=num_classes, class_names=names, modality="image",
+                       input_shape=(3, 32, 32), mean=mean, std=std,
+                       extra={"layout": layout, "folder": str(folder)})
+
+
+@register_dataset("cifar10")
+def build_cifar10(root: Path, split: str, *, train_transform: bool, **kw: Any) -> DatasetInfo:
+    """CIFAR-10 (pickle or ImageFolder layout)."""
+    return build_cifar(root, split, train_transform=train_transform, num_classes=10, **kw)
+
+
+@register_dataset("cifar100")
+def build_cifar100(root: Path, split: str, *, train_transform: bool, **kw: Any) -> DatasetInfo:
+    """CIFAR-100, fine labels (pickle or ImageFolder layout)."""
+    return build_cifar(root, split, train_transform=train_transform, num_classes=100, **kw)

@@ -1,0 +1,293 @@
+"""Experiment configuration: nested dicts from YAML, defaults, presets and command-line overrides.
+
+A config is a plain nested ``dict`` (YAML-serializable). :data:`DEFAULTS` is the embedded
+``digits`` preset (identical to ``configs/digits.yaml``); every YAML file is merged onto it, so a
+file only states what differs. Sections::
+
+    name, seed, device, out
+    data:    name, root, subset, kwargs (passed to the dataset builder), num_workers
+    model:   name, kwargs (passed to reldrop.models.build), init, init_strict, reinit_head
+    optim:   name (sgd|adamw|adam), lr, momentum, weight_decay, nesterov
+    sched:   name (cosine|step|none), min_lr, warmup_epochs, step_size, gamma
+    train:   epochs, batch_size, eval_batch_size, amp, threads, grad_clip, eval_train_samples, ...
+    aug:     name (none|re|reldrop|random), p, scale, ratio, value, border, method, epsilon, backend,
+             alpha, beta, start_epoch, kwargs   (modality-independent; for points "random" = RelDrop α=1)
+    compare: seeds, variants (list of {name, <partial config>})
+
+Overrides: ``key.sub=value`` strings (values parsed as YAML: ``optim.lr=0.05``,
+``aug.scale=[0.02,0.3]``, ``data.subset=null``); unknown top-level sections are an error,
+unknown keys inside ``kwargs`` dicts are allowed.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+__all__ = ["DEFAULTS", "load_config", "apply_overrides", "set_key", "get_key", "deep_merge", "validate",
+           "dump_config", "preset_path", "preset_names", "flat_keys", "CONFIG_DIRS"]
+
+DEFAULTS: dict[str, Any] = {
+    "name": "digits",
+    "seed": 0,
+    "device": "auto",  # auto | cpu | cuda | cuda:N
+    "out": None,  # run directory; default runs/<name>-<aug>-s<seed>-<timestamp>
+    "data": {"name": "digits", "root": None, "subset": None, "num_workers": 0, "kwargs": {}},
+    "model": {"name": "small_cnn", "kwargs": {}, "init": None, "init_strict": True, "reinit_head": False},
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False},
+    "sched": {"name": "cosine", "min_lr": 1e-6, "warmup_epochs": 0, "step_size": 20, "gamma": 0.7},
+    "train": {
+        "epochs": 30,
+        "batch_size": 64,
+        "eval_batch_size": 512,
+        "amp": "auto",  # auto (bf16 on CUDA if supported, else fp16) | bf16 | fp16 | none
+        "threads": None,  # torch.set_num_threads on CPU (None: leave as is)
+        "grad_clip": None,
+        "eval_train_samples": 0,  # >0: also evaluate clean (eval-mode) accuracy on that many train images
+        "drop_last": False,
+        "progress": "auto",  # auto (tqdm when stderr is a TTY) | true | false
+        "time_aug_sync": True,  # synchronize CUDA around the augmentation call to time it exactly
+        "tensorboard": False,
+        "save_best": True,
+    },
+    "aug": {
+        "name": "none",  # none | re | reldrop | random
+        "p": 0.5,
+        "scale": [0.02, 0.4],
+        "ratio": [0.3, 3.3333333333333335],
+        "value": 0.0,
+        "border": "clip",
+        "method": "epsilon_flat",
+        "epsilon": 1e-3,
+        "backend": "auto",
+        "alpha": 0.5,
+        "beta": 0.15,
+        "start_epoch": 0,  # augmentation off for epochs < start_epoch
+        "kwargs": {},  # extra keyword arguments for reldrop.RelDrop
+    },
+    "compare": {
+        "seeds": [0, 1, 2],
+        "variants": [
+            {"name": "baseline", "aug": {"name": "none"}},
+            {"name": "RE", "aug": {"name": "re"}},
+            {"name": "RelDrop", "aug": {"name": "reldrop"}},
+        ],
+    },
+}
+
+_FREE_DICTS = ("data.kwargs", "model.kwargs", "aug.kwargs")
+
+#: where preset names are looked up (first hit wins): $RELDROP_CONFIG_DIR, ./configs, the repository's configs/
+CONFIG_DIRS: list[Path] = [Path("configs"), Path(__file__).resolve().parents[3] / "configs"]
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """A new dict: ``base`` with ``update`` merged in recursively (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _dirs() -> list[Path]:
+    env = os.environ.get("RELDROP_CONFIG_DIR")
+    return ([Path(env)] if env else []) + CONFIG_DIRS
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets found in the config directories."""
+    found = {"digits"}
+    for d in _dirs():
+        if d.is_dir():
+            found.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(found)
+
+
+def preset_path(name: str) -> Path | None:
+    """The YAML file of preset ``name`` (None for the embedded ``digits`` default when no file exists)."""
+    for d in _dirs():
+        p = d / f"{name}.yaml"
+        if p.is_file():
+            return p
+    if name == "digits":
+        return None
+    raise FileNotFoundError(f"unknown preset {name!r}: no {name}.yaml in {', '.join(str(d) for d in _dirs())}; "
+                            f"known presets: {', '.join(preset_names())}")
+
+
+def _check_keys(update: Mapping[str, Any], ref: Mapping[str, Any], prefix: str = "") -> None:
+    for k, v in update.items():
+        key = f"{prefix}{k}"
+        if k not in ref:
+            raise ValueError(f"unknown config key {key!r}; known keys here: {', '.join(sorted(ref))}")
+        if key in _FREE_DICTS or key == "compare.variants":
+            continue
+        if isinstance(v, Mapping) and isinstance(ref[k], Mapping):
+            _check_keys(v, ref[k], key + ".")
+
+
+def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+                overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Resolve a config: DEFAULTS <- (YAML file | preset name | dict) <- ``overrides`` (``"a.b=value"``)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if isinstance(source, Mapping):
+        update: Mapping[str, Any] = source
+    elif source is not None:
+        s = str(source)
+        path = Path(s) if (s.endswith((".yaml", ".yml")) or os.sep in s or Path(s).is_file()) else preset_path(s)
+        if path is None:
+            update = {}
+        else:
+            if not path.is_file():
+                raise FileNotFoundError(f"config file not found: {path}")
+            try:
+                update = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise ValueError(f"config file {path} is not valid YAML: {err}") from err
+            if not isinstance(update, Mapping):
+                raise ValueError(f"config file {path} must hold a mapping at top level")
+    else:
+        update = {}
+    _check_keys(update, cfg)
+    cfg = deep_merge(cfg, update)
+    cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def get_key(cfg: Mapping[str, Any], key: str) -> Any:
+    """``cfg["a"]["b"]`` for ``key = "a.b"``."""
+    cur: Any = cfg
+    for part in key.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            raise KeyError(f"config key {key!r} not found")
+        cur = cur[part]
+    return cur
+
+
+def set_key(cfg: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key = "a.b.c"`` in place; unknown keys are an error except inside ``*.kwargs`` dicts."""
+    parts = key.split(".")
+    cur: Any = cfg
+    for i, part in enumerate(parts[:-1]):
+        prefix = ".".join(parts[: i + 1])
+        if part not in cur:
+            if any(prefix.startswith(f) for f in _FREE_DICTS):
+                cur[part] = {}
+            else:
+                raise ValueError(f"unknown config key {key!r} (no section {prefix!r})")
+        cur = cur[part]
+        if not isinstance(cur, dict):
+            raise ValueError(f"config key {prefix!r} is not a section, cannot set {key!r}")
+    last = parts[-1]
+    parent = ".".join(parts[:-1])
+    if last not in cur and parent not in _FREE_DICTS and not any(parent.startswith(f + ".") for f in _FREE_DICTS):
+        known = ", ".join(sorted(cur)) if isinstance(cur, dict) else ""
+        raise ValueError(f"unknown config key {key!r}; known keys in {parent or 'the top level'}: {known}")
+    cur[last] = value
+
+
+def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A new config with ``"a.b=value"`` overrides applied (values parsed as YAML scalars/lists)."""
+    out = copy.deepcopy(dict(cfg))
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must have the form key.sub=value (e.g. optim.lr=0.05)")
+        key, raw = item.split("=", 1)
+        key = key.strip().lstrip("-")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() != "" else None
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: value is not valid YAML ({err})") from err
+        set_key(out, key, value)
+    return out
+
+
+def flat_keys(cfg: Mapping[str, Any] | None = None, prefix: str = "") -> list[str]:
+    """Dotted names of all leaf keys (sections listed in ``_FREE_DICTS`` count as leaves)."""
+    cfg = DEFAULTS if cfg is None else cfg
+    keys = []
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and key not in _FREE_DICTS:
+            keys.extend(flat_keys(v, key + "."))
+        else:
+            keys.append(key)
+    return keys
+
+
+def _pair(cfg: Mapping[str, Any], key: str) -> None:
+    v = get_key(cfg, key)
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(t, (int, float)) for t in v)):
+        raise ValueError(f"config {key} must be a pair [low, high] of numbers, got {v!r}")
+    if v[0] > v[1]:
+        raise ValueError(f"config {key} must satisfy low <= high, got {v!r}")
+
+
+def validate(cfg: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the key for values of the wrong form."""
+    def pos_int(key: str, allow_none: bool = False, allow_zero: bool = False) -> None:
+        v = get_key(cfg, key)
+        if v is None and allow_none:
+            return
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
+            raise ValueError(f"config {key} must be a {'non-negative' if allow_zero else 'positive'} int, got {v!r}")
+
+    def number(key: str, lo: float | None = None, hi: float | None = None) -> None:
+        v = get_key(cfg, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"config {key} must be a number, got {v!r}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ValueError(f"config {key} must be in [{lo}, {hi}], got {v!r}")
+
+    def choice(key: str, options: tuple[str, ...]) -> None:
+        v = get_key(cfg, key)
+        if v not in options:
+            raise ValueError(f"config {key} must be one of {', '.join(options)}; got {v!r}")
+
+    pos_int("seed", allow_zero=True)
+    pos_int("train.epochs")
+    pos_int("train.batch_size")
+    pos_int("train.eval_batch_size")
+    pos_int("data.subset", allow_none=True)
+    pos_int("data.num_workers", allow_zero=True)
+    pos_int("train.eval_train_samples", allow_zero=True)
+    pos_int("aug.start_epoch", allow_zero=True)
+    number("optim.lr", 0.0)
+    number("optim.weight_decay", 0.0)
+    number("optim.momentum", 0.0, 1.0)
+    number("sched.min_lr", 0.0)
+    pos_int("sched.warmup_epochs", allow_zero=True)
+    number("aug.p", 0.0, 1.0)
+    number("aug.alpha", 0.0, 1.0)
+    number("aug.beta", 0.0, 1.0)
+    number("aug.epsilon", 0.0)
+    _pair(cfg, "aug.scale")
+    _pair(cfg, "aug.ratio")
+    choice("aug.name", ("none", "re", "reldrop", "random"))
+    choice("optim.name", ("sgd", "adamw", "adam"))
+    choice("sched.name", ("cosine", "step", "none"))
+    choice("train.amp", ("auto", "bf16", "fp16", "none"))
+    for key in ("data.name", "model.name"):
+        if not isinstance(get_key(cfg, key), str):
+            raise ValueError(f"config {key} must be a name (string), got {get_key(cfg, key)!r}")
+    seeds = get_key(cfg, "compare.seeds")
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise ValueError(f"config compare.seeds must be a non-empty list of ints, got {seeds!r}")
+    variants = get_key(cfg, "compare.variants")
+    if not (isinstance(variants, list) and variants):
+        raise ValueError(f"config compare.variants must be a non-empty list of {{name: ..., <overrides>}}, got {variants!r}")
+    for v in variants:
+        if not (isinstance(v, Mapping) and isinstance(v.get("name"), str)):
+            raise ValueError(f"each compare.variants entry must be a mapping with a 'name', got {v!r}")
+
+
+def dump_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``cfg`` as YAML (key order kept)."""
+    Path(path).write_text(yaml.safe_dump(dict(cfg), sort_keys=False))

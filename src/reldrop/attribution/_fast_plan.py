@@ -1,0 +1,314 @@
+"""Compile a ReLU ResNet into a flat list of ops for the fast LRP backend (private).
+
+The model is traced ONCE with :mod:`torch.fx` (symbolic tracing never runs the model's real
+forward and never touches its parameters, buffers, modes or hooks). Every graph node is mapped
+to one of a handful of op records; anything unknown raises :class:`Unsupported`, so
+``supports()`` answers False and the caller falls back to zennit. The records keep references
+to the *modules* (not to tensors), so every call reads the current parameters.
+
+Which rule each op gets mirrors the zennit composite of the ``epsilon_flat`` preset:
+first Conv/Linear module executed -> Flat; every other Conv/Linear -> ε;
+a BatchNorm that directly follows a Conv in the leaf order *and* in the data flow is merged
+(corrected canonization, i.e. ``eps`` folded too); residual sums inside torchvision/timm
+``BasicBlock``/``Bottleneck`` (which the ResNet canonizers turn into a ``Sum`` module) -> Norm;
+average pools -> Norm; ReLU/flatten/identity/dropout -> pass (gradient); max pool -> gradient.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Unsupported(Exception):
+    """The model contains something the fast backend does not reproduce exactly."""
+
+
+def _block_types() -> tuple[type, ...]:
+    """Residual block classes whose sums zennit's (and our) ResNet canonizers turn into Sum."""
+    types: list[type] = []
+    try:
+        from torchvision.models.resnet import BasicBlock, Bottleneck
+
+        types += [BasicBlock, Bottleneck]
+    except Exception:  # pragma: no cover - torchvision is a dependency
+        pass
+    try:
+        from timm.models.resnet import BasicBlock as TBasic, Bottleneck as TBottle
+
+        types += [TBasic, TBottle]
+    except Exception:  # pragma: no cover - timm is optional
+        pass
+    return tuple(types)
+
+
+@dataclass
+class Op:
+    """One step of the plan. ``ins``/``out`` are value slots; ``kind`` selects the maths."""
+
+    kind: str  # conv | linear | add | relu | maxpool | gap | flatten | alias
+    ins: tuple[int, ...]
+    out: int
+    module: Any = None  # Conv2d / Linear / MaxPool2d
+    bn: Any = None  # merged BatchNorm2d or None
+    rule: str = "eps"  # eps | flat (conv/linear)
+    act: bool = False  # a ReLU fused into this op's output
+    start_dim: int = 1  # flatten
+    free_after: tuple[int, ...] = field(default_factory=tuple)  # slots dead after this op
+
+
+@dataclass
+class Plan:
+    ops: list[Op]
+    n_slots: int
+    input_slot: int
+    output_slot: int
+    first_conv: nn.Module
+    num_classes: int | None = None  # out_features of the output Linear, if the output is one
+
+
+class _Tracer(fx.Tracer):
+    """Standard tracer; torch.nn modules stay leaves (default behaviour)."""
+
+
+def _is_relu_module(m: nn.Module) -> bool:
+    return type(m) is nn.ReLU
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    seen = 0
+    while seen < 8:
+        seen += 1
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(getattr(model, "_orig_mod"), nn.Module):
+            model = model._orig_mod
+        else:
+            break
+    return model
+
+
+def _check_conv(m: nn.Conv2d) -> None:
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise Unsupported(f"conv padding {m.padding!r}/{m.padding_mode!r}")
+
+
+def _check_bn(bn: nn.BatchNorm2d) -> None:
+    if not bn.track_running_stats or bn.running_mean is None or bn.running_var is None:
+        raise Unsupported("BatchNorm without running statistics")
+
+
+def build_plan(model: nn.Module) -> Plan:
+    """Trace ``model`` and compile the op list (raises :class:`Unsupported`)."""
+    model = _unwrap(model)
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as exc:  # data-dependent control flow etc.
+        raise Unsupported(f"torch.fx cannot trace the model: {exc}") from exc
+    modules = dict(model.named_modules())
+    blocks = _block_types()
+
+    lin_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                 nn.ConvTranspose3d, nn.Linear)
+    linear_modules = [m for m in model.modules() if isinstance(m, lin_types)]
+    # "first layer" = the first conv/linear module *executed* (graph order = execution order),
+    # the same definition as the zennit backend's forward trace
+    first = next((modules[n.target] for n in graph.nodes
+                  if n.op == "call_module" and isinstance(modules[n.target], lin_types)), None)
+    if first is None:
+        raise Unsupported("no conv/linear layer")
+    leaves = [m for m in model.modules() if not list(m.children())]
+    leaf_pos = {id(m): i for i, m in enumerate(leaves)}
+
+    nodes = list(graph.nodes)
+    users = {n: list(n.users) for n in nodes}
+    slot: dict[fx.Node, int] = {}
+    ops: list[Op] = []
+    used_modules: set[int] = set()
+    input_slot = -1
+    output_slot = -1
+    absorbed: set[fx.Node] = set()
+
+    n_slots = 0
+
+    def fresh() -> int:
+        nonlocal n_slots
+        n_slots += 1
+        return n_slots - 1
+
+    def arg_slot(a: Any) -> int:
+        if not isinstance(a, fx.Node) or a not in slot:
+            raise Unsupported(f"unexpected argument {a!r}")
+        return slot[a]
+
+    def module_of(n: fx.Node) -> nn.Module:
+        return modules[n.target]
+
+    def sole_user(n: fx.Node) -> fx.Node | None:
+        u = users[n]
+        return u[0] if len(u) == 1 else None
+
+    def is_relu(n: fx.Node) -> bool:
+        if n.op == "call_module":
+            return _is_relu_module(modules[n.target])
+        if n.op == "call_function":
+            return n.target in (F.relu, torch.relu)
+        return False
+
+    def try_fuse_relu(n: fx.Node) -> tuple[bool, fx.Node]:
+        """If n's only user is a ReLU, absorb it; return (fused, node producing the result)."""
+        u = sole_user(n)
+        if u is not None and is_relu(u) and len(u.args) >= 1 and u.args[0] is n:
+            absorbed.add(u)
+            return True, u
+        return False, n
+
+    for n in nodes:
+        if n in absorbed:
+            continue
+        if n.op == "placeholder":
+            if input_slot >= 0:
+                raise Unsupported("more than one input")
+            input_slot = fresh()
+            slot[n] = input_slot
+            continue
+        if n.op == "output":
+            a = n.args[0]
+            output_slot = arg_slot(a)
+            continue
+        if n.op == "get_attr":
+            raise Unsupported("get_attr node")
+
+        if n.op == "call_module":
+            m = module_of(n)
+            if isinstance(m, nn.Conv2d) or isinstance(m, nn.Linear):
+                if id(m) in used_modules:
+                    raise Unsupported("a conv/linear module is called twice")
+                used_modules.add(id(m))
+                if isinstance(m, nn.Conv2d):
+                    _check_conv(m)
+                rule = "flat" if m is first else "eps"
+                if rule == "flat" and not isinstance(m, nn.Conv2d):
+                    raise Unsupported("Flat first layer on a Linear")
+                if rule == "flat" and (len(n.args) != 1 or n.args[0].op != "placeholder" or m.groups != 1):
+                    raise Unsupported("first layer does not read the input directly")
+                src = arg_slot(n.args[0])
+                bn = None
+                cur = n
+                u = sole_user(n)
+                if isinstance(m, nn.Conv2d) and u is not None and u.op == "call_module" \
+                        and isinstance(modules[u.target], nn.BatchNorm2d):
+                    cand = modules[u.target]
+                    # zennit's SequentialMergeBatchNorm merges by leaf order: require both orders
+                    if leaf_pos.get(id(cand), -9) == leaf_pos[id(m)] + 1:
+                        _check_bn(cand)
+                        bn = cand
+                        absorbed.add(u)
+                        cur = u
+                fused, cur = try_fuse_relu(cur)
+                out = fresh()
+                slot[cur] = out
+                ops.append(Op("conv" if isinstance(m, nn.Conv2d) else "linear", (src,), out,
+                              module=m, bn=bn, rule=rule, act=fused))
+                continue
+            if isinstance(m, nn.BatchNorm2d):
+                raise Unsupported("BatchNorm not directly after a conv")
+            if _is_relu_module(m):
+                out = fresh()
+                slot[n] = out
+                ops.append(Op("relu", (arg_slot(n.args[0]),), out))
+                continue
+            if isinstance(m, nn.MaxPool2d):
+                if m.return_indices:
+                    raise Unsupported("MaxPool2d(return_indices=True)")
+                out = fresh()
+                slot[n] = out
+                ops.append(Op("maxpool", (arg_slot(n.args[0]),), out, module=m))
+                continue
+            if isinstance(m, nn.AdaptiveAvgPool2d):
+                size = m.output_size
+                if size not in (1, (1, 1)):
+                    raise Unsupported("AdaptiveAvgPool2d with output size != 1")
+                out = fresh()
+                slot[n] = out
+                ops.append(Op("gap", (arg_slot(n.args[0]),), out))
+                continue
+            if isinstance(m, nn.Flatten):
+                if m.end_dim != -1:
+                    raise Unsupported("Flatten end_dim != -1")
+                out = fresh()
+                slot[n] = out
+                ops.append(Op("flatten", (arg_slot(n.args[0]),), out, start_dim=m.start_dim))
+                continue
+            if isinstance(m, (nn.Identity, nn.Dropout)):
+                slot[n] = arg_slot(n.args[0])
+                continue
+            raise Unsupported(f"module {type(m).__name__}")
+
+        if n.op == "call_function":
+            t = n.target
+            if t in (operator.add, operator.iadd, torch.add):
+                if len(n.args) != 2 or n.kwargs or not all(isinstance(a, fx.Node) for a in n.args):
+                    raise Unsupported("add with non-tensor operands")
+                stack = n.meta.get("nn_module_stack") or {}
+                owner = list(stack.values())[-1][1] if stack else None
+                if owner is None or not (isinstance(owner, type) and issubclass(owner, blocks)):
+                    raise Unsupported("residual sum outside a known ResNet block")
+                a, b = (arg_slot(x) for x in n.args)
+                fused, cur = try_fuse_relu(n)
+                out = fresh()
+                slot[cur] = out
+                ops.append(Op("add", (a, b), out, act=fused))
+                continue
+            if t in (F.relu, torch.relu):
+                out = fresh()
+                slot[n] = out
+                ops.append(Op("relu", (arg_slot(n.args[0]),), out))
+                continue
+            if t is torch.flatten:
+                start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
+                end = n.args[2] if len(n.args) > 2 else n.kwargs.get("end_dim", -1)
+                if end != -1 or start < 1:
+                    raise Unsupported("torch.flatten over the batch dimension")
+                out = fresh()
+                slot[n] = out
+                ops.append(Op("flatten", (arg_slot(n.args[0]),), out, start_dim=start))
+                continue
+            if t is F.adaptive_avg_pool2d:
+                size = n.args[1] if len(n.args) > 1 else n.kwargs.get("output_size")
+                if size not in (1, (1, 1)):
+                    raise Unsupported("adaptive_avg_pool2d with output size != 1")
+                out = fresh()
+                slot[n] = out
+                ops.append(Op("gap", (arg_slot(n.args[0]),), out))
+                continue
+            if t is F.dropout:
+                slot[n] = arg_slot(n.args[0])
+                continue
+            raise Unsupported(f"function {getattr(t, '__name__', t)}")
+        raise Unsupported(f"node {n.op} {n.target}")
+
+    if input_slot < 0 or output_slot < 0:
+        raise Unsupported("no input/output")
+    if not ops or ops[0].rule != "flat" or ops[0].kind != "conv":
+        raise Unsupported("the first op is not the Flat first conv")
+    if len(used_modules) != len(linear_modules):
+        raise Unsupported("conv/linear modules that the forward does not use")
+
+    # liveness: free every forward value after its last use
+    last_use: dict[int, int] = {}
+    for i, op in enumerate(ops):
+        for s in op.ins:
+            last_use[s] = i
+    for i, op in enumerate(ops):
+        op.free_after = tuple(s for s in set(op.ins) if last_use.get(s) == i)
+    last = next((op for op in ops if op.out == output_slot), None)
+    num_classes = last.module.out_features if last is not None and last.kind == "linear" else None
+    return Plan(ops=ops, n_slots=n_slots, input_slot=input_slot, output_slot=output_slot, first_conv=first,
+                num_classes=num_classes)

@@ -1,0 +1,307 @@
+"""Fast LRP backend: ε-LRP with a Flat first layer as ONE modified backward pass.
+
+Same maths as the zennit backend with the ``epsilon_flat`` composite and the corrected BN
+canonization (BN merged into the preceding conv, ``eps`` included), for ReLU ResNets
+(torchvision / timm ``BasicBlock`` / ``Bottleneck``, plain conv stems or deep stems).
+
+Why one pass suffices. With ``c_l = R_l / stab_ε(z_l)`` the ε-rule at a conv/linear layer reads
+``R_in = x ⊙ Wᵀ c_l``. The ReLU below passes relevance unchanged and ``x = relu(z)``, so
+``c_{l-1} = (Wᵀ c_l) ⊙ 1[z>0] ⊙ z / stab_ε(z)``: exactly the ordinary gradient, multiplied at
+every layer output by ``z / stab_ε(z)``. Residual sums and average pools (zennit's ``Norm``
+rule) multiply by ``s / stab_δ(s)`` with their own stabilizer ``δ`` (1e-6); max pooling,
+flatten and BN-after-merge are plain gradients. The output is seeded with
+``one-hot(target) ⊙ logit`` (so the top factor gives ``one-hot ⊙ logit / stab_ε(logit)``),
+and at the first conv the relevance ``R_z1 = z1 ⊙ ∂`` is redistributed by the Flat rule: a
+transposed convolution of ones, normalized by the (δ-stabilized) number of inputs in each
+receptive field. ``stab_ε(z) = z + ε·sign(z)`` with ``sign(0) = +1`` (zennit's ``stabilize``).
+
+Speed: the model is traced ONCE (``torch.fx``) into a flat op list; each call folds BN
+functionally, runs the forward without autograd, keeps one factor tensor per layer and runs
+the backward by hand (transposed convolutions only: no parameter gradients, no saved inputs,
+no hooks, no host-device syncs). Nothing of the model is modified at any point — parameters,
+buffers, modes, ``requires_grad``, hooks and ``.grad`` are only read.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._fast_plan import Op, Plan, Unsupported, _unwrap, build_plan
+
+__all__ = ["supports", "FastLRP", "METHODS"]
+
+METHODS = ("epsilon_flat",)
+#: zennit's default stabilizer of the Norm (residual Sum, average pool) and Flat rules.
+NORM_STABILIZER = 1e-6
+
+
+def supports(model: nn.Module, method: str) -> bool:
+    """True when :class:`FastLRP` reproduces the zennit backend exactly for ``model``/``method``.
+
+    ``"epsilon_flat"``: ReLU ResNets made of torchvision or timm ``BasicBlock``/``Bottleneck``
+    (any stem of Conv2d/BatchNorm2d/ReLU/MaxPool2d, global average pool, Linear head).
+    ``"zplus_flat"`` (PointNet++) is not handled yet: False. Never raises for a bad model.
+    """
+    if method not in METHODS or not isinstance(model, nn.Module):
+        return False
+    try:
+        build_plan(model)
+    except Unsupported:
+        return False
+    return True
+
+
+def _stab_div(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """``z / (z + eps·sign(z))`` with sign(0)=+1, as a new tensor (zennit's ``stabilize``)."""
+    den = z.abs().add_(eps)
+    torch.copysign(den, z, out=den)  # z = ±0 gives 0 / ±eps = 0 either way
+    return torch.div(z, den, out=den)
+
+
+def _relu_stab_div(y: torch.Tensor, eps: float) -> torch.Tensor:
+    """``relu(z) / stab(z)`` given ``y = relu(z)``: 0 where z <= 0, z/(z+eps) elsewhere."""
+    den = y + eps
+    return torch.div(y, den, out=den)
+
+
+class FastLRP:
+    """ε-LRP (Flat first layer) of a ReLU ResNet in one hand-written backward pass.
+
+    Build once per model (traces the model; raises ``ValueError`` when :func:`supports` is
+    False), then call ``lrp(x, target)`` with ``x`` ``(B, C, H, W)`` float and ``target`` a
+    ``(B,)`` integer tensor of class indices (or the string ``"predicted"``). Returns the input
+    relevance, same shape/dtype/device as ``x``, detached. Attribution always uses eval-mode
+    semantics (BN running statistics, dropout off) without changing the model's mode.
+
+    Args:
+        model: the network (DDP / DataParallel / ``torch.compile`` wrappers are unwrapped).
+        method: ``"epsilon_flat"``.
+        epsilon: ε of the conv/linear layers (default 1e-3, the paper's Table 3 value).
+        stabilizer: δ of the Norm (residual sum, average pool) and Flat rules (zennit: 1e-6).
+    """
+
+    def __init__(self, model: nn.Module, method: str = "epsilon_flat", *, epsilon: float = 1e-3,
+                 stabilizer: float = NORM_STABILIZER) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS} for the fast backend, got {method!r}")
+        for name, val in (("epsilon", epsilon), ("stabilizer", stabilizer)):
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0 \
+                    or val == float("inf"):
+                raise ValueError(f"{name} must be a finite float >= 0, got {val!r}")
+        try:
+            self._plan: Plan = build_plan(model)
+        except Unsupported as exc:
+            raise ValueError(f"the fast LRP backend does not handle this model ({exc}); "
+                             f"use backend='zennit'") from exc
+        self.model = _unwrap(model)
+        self.method = method
+        self.epsilon = float(epsilon)
+        self.stabilizer = float(stabilizer)
+
+    def __repr__(self) -> str:
+        return (f"FastLRP({type(self.model).__name__}, method={self.method!r}, "
+                f"epsilon={self.epsilon}, ops={len(self._plan.ops)})")
+
+    # ------------------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor (B, C, H, W), got dtype {x.dtype}")
+        if x.ndim != 4 or x.shape[0] == 0:
+            raise ValueError(f"x must have shape (B, C, H, W) with B >= 1, got {tuple(x.shape)}")
+        if isinstance(target, str):
+            if target != "predicted":
+                raise ValueError(f"target must be a (B,) integer tensor or 'predicted', got {target!r}")
+        elif not isinstance(target, torch.Tensor):
+            raise TypeError(f"target must be a (B,) integer tensor or 'predicted', got {type(target).__name__}")
+        else:
+            if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+                raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+            if target.shape != (x.shape[0],):
+                raise ValueError(f"target must have shape (B,) = ({x.shape[0]},), got {tuple(target.shape)}")
+            k = self._plan.num_classes
+            if k is not None and bool(((target < 0) | (target >= k)).any()):  # one sync, before any work
+                raise ValueError(f"target holds class indices outside [0, {k})")
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            return self._run(x.detach(), target)
+
+    # ------------------------------------------------------------------------------------
+    def _folded(self, op: Op, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight and bias of ``op.module`` with its BatchNorm merged (eps included)."""
+        m = op.module
+        w = m.weight
+        b = m.bias
+        bn = op.bn
+        if bn is not None:
+            scale = bn.running_var + bn.eps
+            scale = scale.sqrt()
+            scale = (bn.weight / scale) if bn.weight is not None else scale.reciprocal()
+            w = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
+            shift = -bn.running_mean if b is None else b - bn.running_mean
+            b = shift * scale
+            if bn.bias is not None:
+                b = b + bn.bias
+        if w.dtype != dtype:
+            w = w.to(dtype)
+            b = None if b is None else b.to(dtype)
+        return w, b
+
+    def _run(self, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
+        plan = self._plan
+        eps, delta = self.epsilon, self.stabilizer
+        vals: list[Any] = [None] * plan.n_slots
+        vals[plan.input_slot] = x
+        store: list[Any] = [None] * len(plan.ops)
+
+        # ---- forward (no autograd): values, and the per-op factor for the backward ----
+        for i, op in enumerate(plan.ops):
+            kind = op.kind
+            if kind == "conv" or kind == "linear":
+                inp = vals[op.ins[0]]
+                w, b = self._folded(op, inp.dtype)
+                if kind == "conv":
+                    m = op.module
+                    z = F.conv2d(inp, w, b, m.stride, m.padding, m.dilation, m.groups)
+                else:
+                    z = F.linear(inp, w, b)
+                if op.rule == "flat":
+                    if op.act:
+                        z = z.relu_()
+                    fac = z  # R_z1 = z1 ⊙ grad (Flat redistributes it below)
+                    store[i] = (fac, inp.shape, None)
+                elif op.act:
+                    z = z.relu_()
+                    store[i] = (_relu_stab_div(z, eps), inp.shape, w)
+                else:
+                    store[i] = (_stab_div(z, eps), inp.shape, w)
+                vals[op.out] = z
+            elif kind == "add":
+                s = vals[op.ins[0]] + vals[op.ins[1]]
+                if op.act:
+                    s = s.relu_()
+                    store[i] = _relu_stab_div(s, delta)
+                else:
+                    store[i] = _stab_div(s, delta)
+                vals[op.out] = s
+            elif kind == "relu":
+                y = torch.relu(vals[op.ins[0]])
+                store[i] = y
+                vals[op.out] = y
+            elif kind == "maxpool":
+                m = op.module
+                inp = vals[op.ins[0]]
+                y, idx = F.max_pool2d(inp, m.kernel_size, m.stride, m.padding, m.dilation,
+                                      ceil_mode=m.ceil_mode, return_indices=True)
+                store[i] = (inp, idx)
+                vals[op.out] = y
+            elif kind == "gap":
+                inp = vals[op.ins[0]]
+                o = inp.mean(dim=(-2, -1), keepdim=True)
+                store[i] = (_stab_div(o, delta), inp.shape)
+                vals[op.out] = o
+            elif kind == "flatten":
+                inp = vals[op.ins[0]]
+                store[i] = inp.shape
+                vals[op.out] = inp.flatten(op.start_dim)
+            else:  # pragma: no cover - build_plan emits only the kinds above
+                raise RuntimeError(f"unknown op {kind}")
+            for s_ in op.free_after:
+                if s_ != plan.input_slot:
+                    vals[s_] = None
+
+        logits = vals[plan.output_slot]
+        vals = None  # type: ignore[assignment]
+        if isinstance(target, str):
+            target = logits.argmax(dim=1)
+        if logits.ndim != 2:
+            raise ValueError(f"the model must return logits (B, classes), got {tuple(logits.shape)}")
+        seed = torch.zeros_like(logits).scatter_(1, target.to(logits.device).long().unsqueeze(1), 1.0)
+
+        # ---- backward by hand ----
+        grads: list[Any] = [None] * plan.n_slots
+        grads[plan.output_slot] = seed
+
+        def acc(slot: int, t: torch.Tensor) -> None:
+            old = grads[slot]
+            grads[slot] = t if old is None else old + t
+
+        relevance = None
+        for i in range(len(plan.ops) - 1, -1, -1):
+            op = plan.ops[i]
+            g = grads[op.out]
+            grads[op.out] = None
+            st = store[i]
+            store[i] = None
+            if g is None:
+                continue
+            kind = op.kind
+            if kind == "conv" or kind == "linear":
+                fac, in_shape, w = st
+                c = fac.mul_(g)
+                if op.rule == "flat":
+                    relevance = self._flat(op, c, in_shape, delta)
+                    continue
+                if kind == "conv":
+                    m = op.module
+                    acc(op.ins[0], _conv_input_grad(c, w, in_shape, m))
+                else:
+                    acc(op.ins[0], c.matmul(w))
+            elif kind == "add":
+                c = st.mul_(g)
+                acc(op.ins[0], c)
+                acc(op.ins[1], c)
+            elif kind == "relu":
+                acc(op.ins[0], torch.where(st > 0, g, 0.0))
+            elif kind == "maxpool":
+                inp, idx = st
+                m = op.module
+                acc(op.ins[0], torch.ops.aten.max_pool2d_with_indices_backward(
+                    g, inp, _pair(m.kernel_size), _pair(m.stride), _pair(m.padding),
+                    _pair(m.dilation), m.ceil_mode, idx))
+            elif kind == "gap":
+                fac, in_shape = st
+                c = fac.mul_(g).div_(in_shape[-1] * in_shape[-2])
+                acc(op.ins[0], c.expand(in_shape))
+            elif kind == "flatten":
+                acc(op.ins[0], g.reshape(st))
+        if relevance is None:  # pragma: no cover - the first conv always reads the input
+            raise RuntimeError("relevance did not reach the input")
+        return relevance
+
+    @staticmethod
+    def _flat(op: Op, r_out: torch.Tensor, in_shape: torch.Size, delta: float) -> torch.Tensor:
+        """Flat rule at the first conv: ``R_out`` spread uniformly over each receptive field."""
+        m = op.module
+        kh, kw = m.kernel_size
+        cin = in_shape[1]
+        ones_k = torch.ones(1, 1, kh, kw, dtype=r_out.dtype, device=r_out.device)
+        ones_x = torch.ones(1, 1, in_shape[2], in_shape[3], dtype=r_out.dtype, device=r_out.device)
+        count = F.conv2d(ones_x, ones_k, None, m.stride, m.padding, m.dilation) * cin
+        s = r_out.sum(dim=1, keepdim=True) / (count + delta)  # count > 0: sign +1
+        r = _conv_transpose(s, ones_k, in_shape[-2:], m.stride, m.padding, m.dilation, 1)
+        return r.expand(in_shape[0], cin, in_shape[2], in_shape[3]).contiguous()
+
+
+def _pair(v: Any) -> list[int]:
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def _conv_transpose(c: torch.Tensor, w: torch.Tensor, in_hw: Any, stride: Any, padding: Any,
+                    dilation: Any, groups: int) -> torch.Tensor:
+    """Input-gradient of a 2-D convolution (transposed conv with the right output padding)."""
+    st, pd, dl = _pair(stride), _pair(padding), _pair(dilation)
+    kh, kw = w.shape[-2], w.shape[-1]
+    oh, ow = c.shape[-2], c.shape[-1]
+    op_h = in_hw[0] - ((oh - 1) * st[0] - 2 * pd[0] + dl[0] * (kh - 1) + 1)
+    op_w = in_hw[1] - ((ow - 1) * st[1] - 2 * pd[1] + dl[1] * (kw - 1) + 1)
+    return F.conv_transpose2d(c, w, None, st, pd, (op_h, op_w), groups, dl)
+
+
+def _conv_input_grad(c: torch.Tensor, w: torch.Tensor, in_shape: torch.Size, m: nn.Conv2d) -> torch.Tensor:
+    return _conv_transpose(c, w, in_shape[-2:], m.stride, m.padding, m.dilation, m.groups)

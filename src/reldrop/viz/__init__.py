@@ -1,0 +1,24 @@
+"""Figures (matplotlib, Agg): relevance heatmap grids, perturbation curves, channel-AUC plots.
+
+Submodules are imported on use so that ``import reldrop.viz`` stays light.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "relevance_to_rgb": "heatmaps",
+    "plot_heatmap_grid": "heatmaps",
+    "heatmap_grid_for_models": "heatmaps",
+    "plot_perturbation_curves": "curves",
+    "plot_channel_auc_change": "curves",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"reldrop.viz.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'reldrop.viz' has no attribute {name!r}")

@@ -1,0 +1,296 @@
+"""``attribute`` and ``Attributor``: relevance of the target logit for a batch, model left untouched.
+
+Conventions (all backends):
+
+* **Seed.** LRP presets start from the output relevance ``one_hot(target) · logit_target`` (the
+  logit value, not 1): then input relevance decomposes the target logit, ``Σ R ≈ logit_t`` minus
+  what biases and ε absorb, and a negative logit is not turned into a sign flip of the map. This is
+  the same convention as ``gradient_x_input`` (seed 1 at ``∂/∂logit``; ``Σ x⊙∇f ≈ f`` for a
+  bias-free ReLU network), to which LRP-0 reduces. ``gradient`` returns ``∂ logit_t / ∂x``.
+  (zennit's ``Gradient`` attributor with a plain one-hot seed gives ``R / logit_t`` instead.)
+* **Numerics.** Computed in the model's parameter dtype if that is float64, else float32, with
+  autocast disabled (also when called inside ``torch.autocast``); returned in ``x``'s dtype,
+  detached, same shape (channels_last inputs work).
+* **Model state.** Runs in eval mode, under :func:`~reldrop.attribution.state.preserve_model_state`;
+  gradients are taken w.r.t. the input only (``torch.autograd.grad``), so no ``.grad`` is touched.
+  DataParallel/DistributedDataParallel (``.module``) and ``torch.compile`` (``._orig_mod``)
+  wrappers are unwrapped; the inner module is evaluated directly (no DDP hooks, no buffer sync).
+* **First layer.** "First" means first conv/linear module *executed* (forward trace of one sample,
+  done once per :class:`Attributor`), not first registered.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from zennit.types import Linear as LinearOrConv
+
+from .canonize import canonizers_for
+from .presets import check_method_kwargs, get_preset
+from .state import preserve_model_state
+
+__all__ = ["Attributor", "attribute", "unwrap_model", "BACKENDS"]
+
+BACKENDS = ("auto", "zennit", "fast")
+Target = torch.Tensor | str
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DataParallel/DistributedDataParallel (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    wrappers: tuple[type, ...] = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    for _ in range(16):
+        if isinstance(model, wrappers):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod  # torch._dynamo OptimizedModule
+        else:
+            break
+    return model
+
+
+def _load_fast() -> Any | None:
+    """The fast backend module, or None when it does not exist (yet)."""
+    try:
+        return importlib.import_module("reldrop.attribution.fast")
+    except ModuleNotFoundError as err:
+        if err.name == "reldrop.attribution.fast":
+            return None
+        raise
+
+
+def _fast_supports(model: nn.Module, method: str) -> bool:
+    """``fast.supports(model, method)`` tolerating an absent/incomplete/broken fast module (auto mode)."""
+    try:
+        fast = _load_fast()
+        supports = getattr(fast, "supports", None) if fast is not None else None
+        if not callable(supports) or not callable(getattr(fast, "FastLRP", None)):
+            return False
+        return bool(supports(model, method))
+    except Exception as err:  # a broken optional backend must not break attribution
+        warnings.warn(f"reldrop.attribution.fast is unusable ({err!r}); using the zennit backend", RuntimeWarning)
+        return False
+
+
+def _compute_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            if p.dtype == torch.float64:
+                return torch.float64
+            if p.dtype != torch.float32:
+                raise TypeError(
+                    f"model parameters must be float32 or float64 for attribution, got {p.dtype}; "
+                    "keep float32 master weights (autocast is fine)"
+                )
+            return torch.float32
+    return torch.float32
+
+
+def _check_input(x: Any) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, ...), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor of shape (B, ...), got dtype {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape (B, ...) with at least 2 dims, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("x must hold at least one sample (empty batch, shape (0, ...))")
+    return x
+
+
+def _check_target(target: Any, batch: int, device: torch.device) -> torch.Tensor | None:
+    """LongTensor (B,) on ``device``, or None for ``"predicted"``."""
+    if isinstance(target, str):
+        if target != "predicted":
+            raise ValueError(f"target must be a LongTensor (B,) of labels or the string 'predicted', got {target!r}")
+        return None
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"target must be a LongTensor (B,) of labels or the string 'predicted', got {type(target).__name__}"
+        )
+    if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
+        raise TypeError(f"target must be an integer tensor (B,) of class indices, got dtype {target.dtype}")
+    if target.dim() != 1 or target.shape[0] != batch:
+        raise ValueError(f"target must have shape (B,) = ({batch},), got shape {tuple(target.shape)}")
+    return target.to(device=device, dtype=torch.long, non_blocking=True)
+
+
+def _logits(output: Any) -> torch.Tensor:
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        output = output[0]  # e.g. PointNet's (logits, transform)
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(f"model must return logits of shape (B, num_classes) (or a tuple starting with them), got {shape}")
+    return output
+
+
+def _check_range(target: torch.Tensor, num_classes: int) -> None:
+    # one host sync per call (an out-of-range index would be a device-side assert on CUDA)
+    if bool(((target < 0) | (target >= num_classes)).any()):
+        raise ValueError(f"target holds class indices outside [0, {num_classes}) for a model with {num_classes} outputs")
+
+
+def _first_layer(model: nn.Module, sample: torch.Tensor) -> nn.Module | None:
+    """The first conv/linear module that runs in ``model(sample)`` (eval, no grad, model untouched)."""
+    found: list[nn.Module] = []
+
+    def hook(module: nn.Module, args: Any) -> None:
+        if not found:
+            found.append(module)
+
+    with preserve_model_state(model), torch.no_grad():
+        model.eval()
+        for module in model.modules():
+            if isinstance(module, LinearOrConv):
+                module.register_forward_pre_hook(hook)
+        model(sample)
+    return found[0] if found else None
+
+
+class Attributor:
+    """Relevance for one model, built once and called per batch: ``attributor(x, target) -> R``.
+
+    Args:
+        model: the classifier (``(B, ...) -> (B, C)`` logits); DP/DDP/compile wrappers are unwrapped.
+        method: a preset name (``reldrop.attribution.method_names()``): ``"epsilon_flat"``,
+            ``"zplus_flat"``, ``"epsilon_gamma_box"``, ``"gradient"``, ``"gradient_x_input"``.
+        backend: ``"zennit"`` (always available), ``"fast"`` (``reldrop.attribution.fast``; error if
+            it does not support the model/method) or ``"auto"`` (fast if available and it supports
+            them, else zennit).
+        canonizers: override the canonizers (default :func:`~reldrop.attribution.canonize.canonizers_for`).
+        **method_kwargs: the preset's options (e.g. ``epsilon=1e-3``; see :mod:`.presets`).
+
+    The composite, its rules and canonizers are created here, once; each call registers them,
+    computes and removes them (the model is unchanged between and after calls). Not thread-safe:
+    use one Attributor per thread.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: str = "epsilon_flat",
+        *,
+        backend: str = "auto",
+        canonizers: list | None = None,
+        **method_kwargs: Any,
+    ) -> None:
+        self.wrapped_model = model
+        self.model = unwrap_model(model)
+        self.preset = get_preset(method)
+        self.method = method
+        check_method_kwargs(method, method_kwargs)
+        self.method_kwargs = dict(method_kwargs)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "auto":
+            backend = "fast" if _fast_supports(self.model, method) else "zennit"
+        self.backend = backend
+        self._fast: Callable[..., torch.Tensor] | None = None
+        self.composite = None
+        if backend == "fast":
+            fast = _load_fast()
+            if fast is None or not callable(getattr(fast, "FastLRP", None)):
+                raise ValueError("backend='fast' requested but reldrop.attribution.fast is not available")
+            if not fast.supports(self.model, method):
+                raise ValueError(f"backend='fast' does not support method {method!r} on {type(self.model).__name__}")
+            self._fast = fast.FastLRP(self.model, method, **self.method_kwargs)
+        elif self.preset.lrp:
+            self.canonizers = list(canonizers) if canonizers is not None else canonizers_for(self.model)
+            self.composite = self.preset.build(self.canonizers, **self.method_kwargs)
+        self.first_layer: nn.Module | None = None
+        self._traced = False
+
+    def __repr__(self) -> str:
+        return f"Attributor({type(self.model).__name__}, method={self.method!r}, backend={self.backend!r})"
+
+    def __call__(self, x: torch.Tensor, target: Target) -> torch.Tensor:
+        """Relevance ``R`` (same shape and dtype as ``x``, detached) of the target logit.
+
+        Args:
+            x: inputs ``(B, ...)``, floating point, B >= 1.
+            target: LongTensor ``(B,)`` of class indices, or ``"predicted"`` (argmax of the logits).
+        """
+        x = _check_input(x)
+        target_idx = _check_target(target, x.shape[0], x.device)
+        model = self.model
+        dtype = _compute_dtype(model)
+        with torch.autocast(device_type=x.device.type, enabled=False), torch.enable_grad():
+            x_in = x.detach().to(dtype)
+            if x_in.is_inference():
+                x_in = x_in.clone()
+            if self._fast is not None:
+                relevance = self._call_fast(x_in, target_idx)
+            else:
+                relevance = self._call_zennit(x_in, target_idx)
+        return relevance.detach().to(x.dtype)
+
+    # ------------------------------------------------------------------------------------ fast
+    def _call_fast(self, x_in: torch.Tensor, target_idx: torch.Tensor | None) -> torch.Tensor:
+        model = self.model
+        if target_idx is None:
+            with preserve_model_state(model), torch.no_grad():
+                model.eval()
+                target_idx = _logits(model(x_in)).argmax(dim=1)
+        assert self._fast is not None
+        return self._fast(x_in, target_idx)
+
+    # ---------------------------------------------------------------------------------- zennit
+    def _call_zennit(self, x_in: torch.Tensor, target_idx: torch.Tensor | None) -> torch.Tensor:
+        model = self.model
+        composite = self.composite
+        if composite is not None and not self._traced:
+            self.first_layer = _first_layer(model, x_in[:1])
+            composite.first_layer = self.first_layer
+            self._traced = True
+        with preserve_model_state(model):
+            model.eval()
+            if composite is not None:
+                with torch.no_grad():
+                    composite.register(model)
+            try:
+                x_in = x_in.requires_grad_(True)
+                logits = _logits(model(x_in))
+                if target_idx is None:
+                    target_idx = logits.detach().argmax(dim=1)
+                else:
+                    _check_range(target_idx, logits.shape[1])
+                index = target_idx[:, None]
+                value = logits.detach().gather(1, index) if self.preset.lrp else torch.ones_like(index, dtype=logits.dtype)
+                seed = torch.zeros_like(logits).scatter_(1, index, value)
+                (grad,) = torch.autograd.grad(logits, x_in, grad_outputs=seed)
+            finally:
+                if composite is not None:
+                    composite.remove()
+        if self.preset.multiply_input:
+            return x_in.detach() * grad
+        return grad
+
+
+def attribute(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    method: str = "epsilon_flat",
+    *,
+    backend: str = "auto",
+    **method_kwargs: Any,
+) -> torch.Tensor:
+    """One-shot relevance: ``Attributor(model, method, backend=backend, **method_kwargs)(x, target)``.
+
+    Args:
+        model: classifier returning ``(B, C)`` logits (wrappers unwrapped; left unchanged).
+        x: ``(B, ...)`` float input.
+        target: LongTensor ``(B,)`` of labels, or ``"predicted"``.
+        method: preset name, default ``"epsilon_flat"`` (Flat first layer, ε = 1e-3 elsewhere).
+        backend: ``"auto"`` | ``"zennit"`` | ``"fast"``.
+    Returns:
+        relevance, same shape and dtype as ``x``, detached. For LRP presets the output seed is
+        ``one_hot · logit``, so ``R.sum()`` per sample approximates the target logit.
+
+    For repeated calls on the same model build an :class:`Attributor` once instead.
+    """
+    return Attributor(model, method, backend=backend, **method_kwargs)(x, target)

@@ -1,0 +1,64 @@
+"""``reldrop evaluate``: evaluation suite for a trained run directory (JSON + PNGs in RUN_DIR/eval/)."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate a trained run: accuracy, corruption accuracy, RRA, MoRF/LeRF, channel AUC, heatmaps"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from reldrop.metrics.suite import METRICS
+
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
+                        help="run directory written by `reldrop train` (best.pt, else last.pt), or a .pt inside one")
+    parser.add_argument("--metrics", default=",".join(METRICS),
+                        help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/eval)")
+    parser.add_argument("--data-root", default=None, help="data root (default: config, $RELDROP_DATA_DIR, ./data)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    parser.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint to load (default: best)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--limit", type=int, default=500,
+                        help="test images for corruption/morf/channel_auc (0 = all; default 500)")
+    parser.add_argument("--rra-size", type=int, default=1000, help="placed-tile canvases for RRA (default 1000)")
+    parser.add_argument("--patch-size", type=int, default=4, help="region-perturbation patch side (default 4)")
+    parser.add_argument("--steps", type=int, default=16,
+                        help="patches removed in region perturbation (0 = all; default 16 = 1/4 of a 32x32 image)")
+    parser.add_argument("--method", default="epsilon_gamma_box",
+                        help="attribution preset for rra/morf/heatmaps (default epsilon_gamma_box)")
+    parser.add_argument("--heatmap-samples", type=int, default=6)
+    parser.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR",
+                        help="more runs whose relevance is shown as extra heatmap columns")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from reldrop.metrics.suite import evaluate_run, load_run
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.batch_size < 1 or args.limit < 0 or args.rra_size < 1 or args.patch_size < 1 or args.steps < 0:
+        raise SystemExit("--batch-size, --rra-size, --patch-size must be >= 1; --limit, --steps >= 0")
+    torch.manual_seed(args.seed)
+    loaded = load_run(args.checkpoint, checkpoint=args.which, device=args.device, data_root=args.data_root)
+    compare = [load_run(c, checkpoint=args.which, device=args.device, data_root=args.data_root) for c in args.compare]
+    try:
+        res = evaluate_run(loaded, metrics, out_dir=args.out, device=args.device, batch_size=args.batch_size,
+                           limit=args.limit or None, rra_size=args.rra_size, patch_size=args.patch_size,
+                           steps=args.steps or None, method=args.method, heatmap_samples=args.heatmap_samples,
+                           compare=compare, seed=args.seed)
+    except ValueError as err:
+        raise SystemExit(f"reldrop evaluate: {err}") from None
+    summary = []
+    if "acc" in res:
+        summary.append(f"acc {res['acc']['accuracy']:.2f}%")
+    if "corruption" in res:
+        summary.append(f"corruption {res['corruption']['mean']:.2f}%")
+    if "rra" in res:
+        summary.append(f"RRA {res['rra']['mean']:.2f}%")
+    if "morf" in res:
+        summary.append(f"MoRF AUC {res['morf']['morf']['accuracy_auc']:.2f}")
+    out = args.out or f"{loaded.run_dir}/eval"
+    print(f"[{loaded.name}] " + ", ".join(summary) + f"  -> {out}/metrics.json")
+    return 0

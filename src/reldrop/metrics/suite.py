@@ -1,0 +1,270 @@
+"""The evaluation suite behind ``reldrop evaluate``: load a run directory, compute the chosen
+metrics, write ``<run>/eval/metrics.json`` and figures.
+
+Run directory (written by :func:`reldrop.train.train`)::
+
+    config.yaml            the resolved config (also stored inside the checkpoints)
+    best.pt / last.pt      {"model": state_dict, "config": cfg, "epoch": ..., ...}
+
+Metrics (names for ``--metrics``):
+
+=============  ==============================================================================
+acc            test accuracy and class-mean accuracy (%)
+corruption     CIFAR-10-C-style suite (:mod:`reldrop.shift`): clean and mean corruption acc (%)
+rra            Relevance Rank Accuracy on the placed-tile benchmark (CIFAR-10 test images on a
+               64×64 canvas of other-class tiles; true-label relevance), plus the accuracy there
+morf           region perturbation on test images: MoRF, LeRF and random accuracy curves + AUCs
+channel_auc    per-layer channel-relevance AUC (App. A.5.1)
+heatmaps       Fig. 3-style grid of test images with this run's (and ``compare`` runs') relevance
+=============  ==============================================================================
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+__all__ = ["METRICS", "LoadedRun", "load_run", "evaluate_run"]
+
+METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps")
+
+
+@dataclass
+class LoadedRun:
+    """A trained model restored from a run directory, with its config and test data."""
+
+    run_dir: Path
+    name: str
+    model: nn.Module
+    config: dict[str, Any]
+    test: Any  # reldrop.data.DatasetInfo of the test split (eval transform)
+    checkpoint: Path
+    epoch: int | None
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | torch.device = "cpu",
+             data_root: str | Path | None = None) -> LoadedRun:
+    """Restore the model of a run directory (``best.pt``, falling back to ``last.pt``).
+
+    Args:
+        run_dir: the run directory, or a ``.pt`` checkpoint inside one.
+        checkpoint: "best" or "last" (the other is used when the first is missing).
+        device: where the model goes (eval mode).
+        data_root: overrides the config's ``data.root`` (else ``$RELDROP_DATA_DIR``/``./data``).
+    """
+    from ..data import build_dataset
+    from ..data import data_root as resolve_root
+    from ..train.engine import build_model, load_checkpoint
+
+    path = Path(run_dir)
+    if path.suffix == ".pt":
+        ckpt_path, run = path, path.parent
+    else:
+        run = path
+        if not run.is_dir():
+            raise FileNotFoundError(f"run directory not found: {run}")
+        if checkpoint not in ("best", "last"):
+            raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+        other = "last" if checkpoint == "best" else "best"
+        ckpt_path = next((run / f"{c}.pt" for c in (checkpoint, other) if (run / f"{c}.pt").is_file()),
+                         run / f"{checkpoint}.pt")
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"no best.pt or last.pt in {run} (not a finished run directory?)")
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if cfg is None:
+        import yaml
+
+        cfg_path = run / "config.yaml"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{ckpt_path} holds no config and {cfg_path} is missing")
+        cfg = yaml.safe_load(cfg_path.read_text())
+    cfg = copy.deepcopy(dict(cfg))
+    data_cfg = cfg.get("data", {})
+    root = resolve_root(data_root or data_cfg.get("root"))
+    kwargs = dict(data_cfg.get("kwargs") or {})
+    test = build_dataset(data_cfg["name"], root, "test", train_transform=False, **kwargs)
+    cfg.setdefault("model", {})["init"] = None  # weights come from the checkpoint, not the init file
+    model = build_model(cfg, test)
+    state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+    model.load_state_dict(_strip_prefixes(state))
+    model.to(device).eval()
+    name = run.name if run.name not in ("", ".") else str(run)
+    if name.startswith("seed") and run.parent.name:
+        name = f"{run.parent.name}/{run.name}"
+    return LoadedRun(run, name, model, cfg, test, ckpt_path, ckpt.get("epoch") if isinstance(ckpt, dict) else None)
+
+
+def _test_batches(info: Any, n: int | None, batch_size: int, device: torch.device):
+    ds = info.dataset
+    total = len(ds) if n is None else min(n, len(ds))
+    if hasattr(ds, "get_batch"):
+        for s in range(0, total, batch_size):
+            yield ds.get_batch(torch.arange(s, min(total, s + batch_size)), device=device)
+        return
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(total)), batch_size=batch_size)
+    for x, y in loader:
+        yield x.to(device).float(), torch.as_tensor(y).to(device).long()
+
+
+def _relevance_kwargs(method: str, info: Any) -> dict[str, Any]:
+    if method == "epsilon_gamma_box":
+        if info.mean is None or info.std is None:
+            return {"low": -3.0, "high": 3.0}
+        return {"mean": info.mean, "std": info.std}
+    return {}
+
+
+def evaluate_run(
+    run: LoadedRun,
+    metrics: Sequence[str] = METRICS,
+    *,
+    out_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 128,
+    limit: int | None = 1000,
+    rra_size: int = 1000,
+    patch_size: int = 4,
+    steps: int | None = None,
+    method: str = "epsilon_gamma_box",
+    heatmap_samples: int = 6,
+    compare: Sequence[LoadedRun] = (),
+    seed: int = 0,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Compute ``metrics`` for ``run``; write ``<out_dir>/metrics.json`` (+ PNGs); return the dict.
+
+    ``limit`` test images feed the corruption, region-perturbation and channel-AUC metrics
+    (``None`` = the whole test set); accuracy always uses the whole test set. Accuracies are in %.
+    """
+    from ..attribution import Attributor
+    from . import evaluate_accuracy, relevance_rank_accuracy, summarize_rra
+    from .perturbation import RegionPerturbationResult, region_perturbation
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+    dev = torch.device(device)
+    out = Path(out_dir) if out_dir is not None else run.run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    info, model = run.test, run.model.to(dev).eval()
+    results: dict[str, Any] = {"run": str(run.run_dir), "name": run.name, "checkpoint": str(run.checkpoint),
+                               "epoch": run.epoch, "model": run.config.get("model", {}).get("name"),
+                               "aug": run.config.get("aug", {}).get("name"), "method": method}
+    json_path = out / "metrics.json"
+    if json_path.is_file():  # keep metrics computed earlier with other --metrics selections
+        try:
+            prev = json.loads(json_path.read_text())
+            results = {**prev, **results}
+        except json.JSONDecodeError:
+            pass
+    rel_kw = _relevance_kwargs(method, info)
+    attributor = None
+
+    def get_attributor() -> Any:
+        nonlocal attributor
+        if attributor is None:
+            attributor = Attributor(model, method, **rel_kw)
+        return attributor
+
+    def timed(name: str):
+        log(f"[{run.name}] {name} ...")
+        return time.perf_counter()
+
+    if "acc" in metrics:
+        t = timed("acc")
+        acc = evaluate_accuracy(model, _test_batches(info, None, 512, dev), device=dev, num_classes=info.num_classes)
+        results["acc"] = {"accuracy": 100 * acc["accuracy"], "class_accuracy": 100 * acc["class_accuracy"],
+                          "n": acc["n"], "seconds": time.perf_counter() - t}
+    if "corruption" in metrics:
+        from ..shift import corruption_accuracy
+
+        if info.mean is None or info.std is None:
+            raise ValueError("corruption needs an image dataset with known mean/std normalization")
+        t = timed("corruption")
+        c = corruption_accuracy(model, _test_batches(info, limit, batch_size, dev), mean=info.mean, std=info.std,
+                                device=dev, seed=seed)
+        results["corruption"] = {"clean": 100 * c["clean"], "mean": 100 * c["mean"],
+                                 "per_name": {k: 100 * v for k, v in c["per_name"].items()},
+                                 "per_corruption": {k: {str(s): 100 * a for s, a in v.items()}
+                                                    for k, v in c["per_corruption"].items()},
+                                 "n": c["n"], "seconds": time.perf_counter() - t}
+    if "rra" in metrics:
+        from ..data.placed_tiles import load_placed_tiles
+        from ..data.root import data_root
+
+        t = timed("rra")
+        root = run.config.get("data", {}).get("root")
+        bench = load_placed_tiles(data_root(root), "test", size=rra_size)
+        scores, masks, hits = [], [], 0
+        for x, y, m in bench.batches(batch_size, mean=info.mean, std=info.std, device=dev):
+            r = get_attributor()(x, y)
+            scores.append(relevance_rank_accuracy(r, m))
+            masks.append(m)
+            with torch.no_grad():
+                hits += int((model(x).argmax(1) == y).sum())
+        s = summarize_rra(torch.cat(scores), torch.cat(masks))
+        results["rra"] = {"mean": 100 * s.mean, "n_valid": s.n_valid, "n_skipped": s.n_skipped,
+                          "chance": 100 * float(bench.masks.float().mean()),
+                          "placed_accuracy": 100 * hits / len(bench), "benchmark": "cifar10 placed tiles 64x64, seed 1",
+                          "seconds": time.perf_counter() - t}
+    if "morf" in metrics:
+        t = timed("morf")
+        parts: dict[str, list[RegionPerturbationResult]] = {"morf": [], "lerf": [], "random": []}
+        g = torch.Generator(device=dev).manual_seed(seed)
+        for x, y in _test_batches(info, limit, batch_size, dev):
+            r = get_attributor()(x, y)
+            for order in parts:
+                parts[order].append(region_perturbation(model, x, y, r, order=order, patch_size=patch_size,
+                                                        steps=steps, generator=g))
+        morf: dict[str, Any] = {"patch_size": patch_size, "seconds": 0.0}
+        for order, ps in parts.items():
+            res = RegionPerturbationResult.concat(ps)
+            morf[order] = {"accuracy_auc": 100 * res.accuracy_auc(), "drop_auc": res.drop_auc(),
+                           "fractions": res.fractions.tolist(), "accuracy": (100 * res.accuracy_curve).tolist(),
+                           "drop": res.drop_curve.tolist()}
+        morf["n"] = int(sum(p.scores.shape[0] for p in parts["morf"]))
+        morf["seconds"] = time.perf_counter() - t
+        results["morf"] = morf
+        from ..viz.curves import plot_perturbation_curves
+
+        plot_perturbation_curves({f"{run.name} {o.upper()}": (morf[o]["fractions"], morf[o]["accuracy"])
+                                  for o in ("morf", "lerf", "random")}, out / "perturbation.png",
+                                 ylabel="test accuracy (%)",
+                                 title=f"region perturbation, {patch_size}x{patch_size} patches, {method}")
+    if "channel_auc" in metrics:
+        from .channel_auc import layer_channel_auc
+
+        t = timed("channel_auc")
+        ch = layer_channel_auc(model, _test_batches(info, min(limit or 256, 256), 64, dev), device=dev,
+                               **_relevance_kwargs("epsilon_gamma_box", info))
+        results["channel_auc"] = {"layers": ch, "seconds": time.perf_counter() - t}
+    if "heatmaps" in metrics:
+        from ..viz.heatmaps import heatmap_grid_for_models
+
+        t = timed("heatmaps")
+        x, y = next(_test_batches(info, heatmap_samples, heatmap_samples, dev))
+        models = {run.name: model}
+        models.update({c.name: c.model.to(dev).eval() for c in compare})
+        path = heatmap_grid_for_models(models, x, y, out / "heatmaps.png", class_names=info.class_names,
+                                       mean=info.mean, std=info.std, method=method,
+                                       title="LRP relevance (epsilon_gamma_box): red +, blue -")
+        results["heatmaps"] = {"path": str(path), "seconds": time.perf_counter() - t}
+    json_path.write_text(json.dumps(results, indent=1))
+    return results

@@ -1,0 +1,85 @@
+"""`reldrop evaluate` / `reldrop report` end to end on tiny run directories written here."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from reldrop.cli import main
+
+
+def _write_run(path, data_name, model_name, seed=0, **model_kwargs):
+    from reldrop.data import build_dataset, data_root
+    from reldrop.train.config import DEFAULTS
+    from reldrop.train.engine import build_model
+
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["data"]["name"] = data_name
+    cfg["model"]["name"] = model_name
+    cfg["model"]["kwargs"] = dict(model_kwargs)
+    info = build_dataset(data_name, data_root(), "test", train_transform=False)
+    torch.manual_seed(seed)
+    model = build_model(cfg, info)
+    path.mkdir(parents=True)
+    # a DDP-style prefixed state dict must load too
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"model": state, "config": cfg, "epoch": 3}, path / "best.pt")
+    return model, info
+
+
+def test_evaluate_and_report_on_digits(tmp_path, capsys):
+    from reldrop.metrics import evaluate_accuracy
+
+    model, info = _write_run(tmp_path / "base" / "seed0", "digits", "small_cnn", seed=0)
+    _write_run(tmp_path / "other" / "seed0", "digits", "small_cnn", seed=1)
+    for run in ("base", "other"):
+        assert main(["evaluate", "--checkpoint", str(tmp_path / run / "seed0"), "--metrics",
+                     "acc,morf,channel_auc,heatmaps", "--limit", "6", "--steps", "3", "--patch-size", "2",
+                     "--heatmap-samples", "2", "--batch-size", "16"]) == 0
+    ev = tmp_path / "base" / "seed0" / "eval"
+    m = json.loads((ev / "metrics.json").read_text())
+    x = torch.stack([info.dataset[i][0] for i in range(len(info.dataset))])
+    y = torch.tensor([info.dataset[i][1] for i in range(len(info.dataset))])
+    expected = evaluate_accuracy(model, [(x, y)])
+    assert m["acc"]["accuracy"] == pytest.approx(100 * expected["accuracy"])
+    assert m["epoch"] == 3 and m["morf"]["n"] == 6
+    assert len(m["morf"]["morf"]["accuracy"]) == 4 and m["morf"]["morf"]["fractions"][1] == pytest.approx(1 / 16)
+    assert m["channel_auc"]["layers"] and all(0 <= v["auc"] <= 1 for v in m["channel_auc"]["layers"].values())
+    assert (ev / "heatmaps.png").is_file() and (ev / "perturbation.png").is_file()
+    # a second evaluate with other metrics keeps the first ones
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "base" / "seed0"), "--metrics", "acc"]) == 0
+    assert "morf" in json.loads((ev / "metrics.json").read_text())
+    capsys.readouterr()
+    out_md = tmp_path / "table.md"
+    assert main(["report", str(tmp_path / "base" / "seed0"), str(tmp_path / "other" / "seed0"),
+                 "--out", str(out_md), "--figures", str(tmp_path / "fig")]) == 0
+    table = out_md.read_text()
+    assert table.splitlines()[0].startswith("| run | n | test acc (%)")
+    assert "| base | 1 | " + f"{m['acc']['accuracy']:.2f}" in table and "| other | 1 |" in table
+    assert (tmp_path / "fig" / "perturbation_all.png").is_file()
+    assert (tmp_path / "fig" / "channel_auc_change.png").is_file()
+
+
+def test_evaluate_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run directory"):
+        main(["evaluate", "--checkpoint", str(tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="best.pt"):
+        main(["evaluate", "--checkpoint", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="reldrop report"):
+        main(["report", str(tmp_path / "empty")])
+
+
+@pytest.mark.data
+def test_evaluate_corruption_and_rra_on_cifar10(tmp_path, cifar10_root):
+    _write_run(tmp_path / "c10", "cifar10", "resnet8_cifar")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "c10"), "--metrics", "corruption,rra",
+                 "--limit", "2", "--rra-size", "2", "--batch-size", "2"]) == 0
+    m = json.loads((tmp_path / "c10" / "eval" / "metrics.json").read_text())
+    assert set(m["corruption"]["per_name"]) == {"gaussian_noise", "shot_noise", "gaussian_blur", "contrast",
+                                                "brightness", "jpeg", "pixelate"}
+    assert 0 <= m["corruption"]["mean"] <= 100 and m["corruption"]["n"] == 2
+    assert m["rra"]["n_valid"] == 2 and 0 <= m["rra"]["mean"] <= 100
+    assert m["rra"]["chance"] == pytest.approx(100 * 32 * 32 / (64 * 64))

@@ -74,7 +74,11 @@ def plot_heatmap_grid(
         panels += [(name, relevance_to_rgb(r[i])) for name, r in relevances.items()]
         for j, (name, img) in enumerate(panels):
             ax = axes[i][j]
-            ax.imshow(img.numpy(), interpolation="nearest")
+            arr = img.numpy()
+            if arr.ndim == 3 and arr.shape[2] == 1:  # grayscale input
+                ax.imshow(arr[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(arr, interpolation="nearest")
             if masks is not None:
                 ax.contour(masks[i].cpu().float().numpy(), levels=[0.5], colors="lime", linewidths=0.8)
             ax.set_xticks([])

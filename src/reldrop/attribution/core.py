@@ -248,10 +248,10 @@ class Attributor:
             self._traced = True
         with preserve_model_state(model):
             model.eval()
-            if composite is not None:
-                with torch.no_grad():
-                    composite.register(model)
             try:
+                if composite is not None:
+                    with torch.no_grad():
+                        composite.register(model)
                 x_in = x_in.requires_grad_(True)
                 logits = _logits(model(x_in))
                 if target_idx is None:

@@ -466,3 +466,24 @@ def test_bad_input_leaves_inputs_untouched():
     with pytest.raises(ValueError):
         relevance_erase(x, r, p=1.0, inplace=True)
     assert torch.equal(x, X)
+
+
+def test_finite_check_covers_every_dtype_and_reports_sum_overflow():
+    for dtype in DTYPES:
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            x = torch.randn(2, 3, 4, 4).to(dtype)
+            r = torch.randn(2, 3, 4, 4).to(dtype)
+            xb, rb = x.clone(), r.clone()
+            xb[1, 2, 3, 0] = bad
+            rb[1, 0, 0, 3] = bad
+            with pytest.raises(ValueError, match=r"^x contains NaN"):
+                relevance_erase(xb, r)
+            with pytest.raises(ValueError, match=r"^relevance contains NaN"):
+                relevance_erase(x, rb)
+            with pytest.raises(ValueError, match=r"^x contains NaN"):
+                random_erase(xb)
+    big = torch.full((1, 2, 3, 3), 3e38)  # finite, but the channel sum overflows float32
+    with pytest.raises(ValueError, match="relevance's channel sum overflows"):
+        relevance_erase(torch.zeros(1, 2, 3, 3), big)
+    x64 = torch.full((1, 1, 2, 2), 1e300, dtype=torch.float64)  # finite in float64: accepted
+    relevance_erase(x64, x64, p=1.0)

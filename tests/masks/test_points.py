@@ -201,3 +201,16 @@ BAD = [
 def test_bad_input_names_the_argument(args, kwargs, exc, name):
     with pytest.raises(exc, match=rf"\b{name}\b"):
         relevance_point_drop(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_input_is_rejected_in_every_dtype(dtype, bad):
+    pts, rel = torch.randn(2, 8, 3).to(dtype), torch.randn(2, 8, 3).to(dtype)
+    pb, rb = pts.clone(), rel.clone()
+    pb[1, 7, 2] = bad
+    rb[0, 3, 1] = bad
+    with pytest.raises(ValueError, match="^points contains NaN"):
+        relevance_point_drop(pb, rel)
+    with pytest.raises(ValueError, match="^relevance contains NaN"):
+        relevance_point_drop(pts, rb)

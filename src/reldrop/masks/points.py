@@ -139,8 +139,12 @@ def relevance_point_drop(
         raise TypeError(f"inplace must be a bool, got {type(inplace).__name__}")
     if stats is not None and not isinstance(stats, dict):
         raise TypeError(f"stats must be a dict (filled in place) or None, got {type(stats).__name__}")
-    check_finite("relevance", relevance)
-    check_finite("points", points)
+    # aminmax propagates NaN and shows +-inf: one read per tensor, one host sync for both
+    ok = torch.stack([torch.isfinite(t) for t in (*torch.aminmax(points), *torch.aminmax(relevance))]).tolist()
+    if not all(ok[:2]):
+        check_finite("points", points)
+    if not all(ok[2:]):
+        check_finite("relevance", relevance)
 
     draw_device = generator.device if generator is not None else points.device
     v = torch.rand((B, N), generator=generator, device=draw_device).to(points.device)

@@ -487,3 +487,14 @@ def test_finite_check_covers_every_dtype_and_reports_sum_overflow():
         relevance_erase(torch.zeros(1, 2, 3, 3), big)
     x64 = torch.full((1, 1, 2, 2), 1e300, dtype=torch.float64)  # finite in float64: accepted
     relevance_erase(x64, x64, p=1.0)
+
+
+def test_value_must_fit_the_dtype_and_autograd_input_works():
+    with pytest.raises(ValueError, match=r"\bvalue\b"):
+        relevance_erase(X.half(), R, value=1e6)
+    with pytest.raises(ValueError, match=r"\bvalue\b"):
+        random_erase(X.half(), value=[0.0, 1e6, 0.0])
+    x = X.clone().requires_grad_(True)
+    out, mask = relevance_erase(x, R, p=1.0, value=[1.0, 2.0, 3.0], generator=gen(34))
+    out.sum().backward()  # gradient 1 outside the mask, 0 inside
+    assert torch.equal(x.grad, (~mask[:, None]).expand_as(x).float())

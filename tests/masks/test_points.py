@@ -214,3 +214,8 @@ def test_non_finite_input_is_rejected_in_every_dtype(dtype, bad):
         relevance_point_drop(pb, rel)
     with pytest.raises(ValueError, match="^relevance contains NaN"):
         relevance_point_drop(pts, rb)
+
+
+def test_value_must_fit_the_dtype():
+    with pytest.raises(ValueError, match=r"\bvalue\b"):
+        relevance_point_drop(P.half(), RP, value=1e6)

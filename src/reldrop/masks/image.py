@@ -396,6 +396,8 @@ def fill_masked(
         fill = noise.to(device=x.device, dtype=x.dtype)
     if inplace:
         return x.copy_(torch.where(m, fill, x))
+    if x.requires_grad and torch.is_grad_enabled():  # out= does not support autograd
+        return torch.where(m, fill, x)
     out = torch.empty_like(x)  # keeps the memory format (channels_last stays channels_last)
     return torch.where(m, fill, x, out=out)
 
@@ -467,7 +469,9 @@ def _check_common(
     x = _check_images(x)
     p = check_probability("p", p)
     s, r = _check_scale_ratio(scale, ratio)
-    _parse_value(value, x.shape[1])
+    kind, v = _parse_value(value, x.shape[1])
+    if kind != "random" and not bool(torch.isfinite(torch.tensor(v, dtype=x.dtype)).all()):
+        raise ValueError(f"value must be representable in x's dtype {x.dtype}, got {value!r}")
     _check_choice("border", border, BORDERS)
     _check_generator(generator)
     _check_bool("inplace", inplace)

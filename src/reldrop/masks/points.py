@@ -133,6 +133,8 @@ def relevance_point_drop(
     alpha = check_probability("alpha", alpha)
     beta = check_probability("beta", beta)
     kind, fill = _parse_point_value(value, D)
+    if not bool(torch.isfinite(torch.tensor(fill, dtype=points.dtype)).all()):
+        raise ValueError(f"value must be representable in points' dtype {points.dtype}, got {value!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if not isinstance(inplace, bool):

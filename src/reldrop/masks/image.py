@@ -17,6 +17,7 @@ centre: a paired comparison.
 """
 from __future__ import annotations
 
+import functools
 import math
 from numbers import Real
 from typing import Any, NamedTuple, Optional, Sequence, Union
@@ -104,6 +105,12 @@ def _rand(shape: tuple[int, ...], generator: Optional[torch.Generator], device: 
 def _randint(high: int, shape: tuple[int, ...], generator: Optional[torch.Generator], device: Device) -> Tensor:
     out = torch.randint(0, high, shape, generator=generator, device=_draw_device(generator, device))
     return out.to(_out_device(generator, device))
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small constant tensor on ``device``, cached so a CUDA fill value is copied to the GPU once."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -385,12 +392,13 @@ def fill_masked(
     """
     kind, v = _parse_value(value, x.shape[1])
     m = mask[:, None]
+    fill: Union[float, Tensor]
     if kind == "scalar":
         if inplace:
             return x.masked_fill_(m, v)
-        fill = torch.tensor(v, dtype=x.dtype, device=x.device)
+        fill = _constant((v,), x.dtype, x.device).view(())
     elif kind == "channel":
-        fill = torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        fill = _constant(tuple(v), x.dtype, x.device).view(1, -1, 1, 1)
     else:
         noise = torch.randn(tuple(x.shape), generator=generator, device=_draw_device(generator, x.device))
         fill = noise.to(device=x.device, dtype=x.dtype)

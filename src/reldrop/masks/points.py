@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batch_match, check_finite, check_float_tensor, check_probability
+from .image import _constant
 
 __all__ = ["relevance_point_drop", "normalize_relevance_points", "point_drop_mask"]
 
@@ -157,7 +158,7 @@ def relevance_point_drop(
     if kind == "scalar":
         out = points.masked_fill_(m, fill) if inplace else points.masked_fill(m, fill)
     else:
-        f = torch.tensor(fill, dtype=points.dtype, device=points.device)
+        f = _constant(tuple(fill), points.dtype, points.device)
         out = points.copy_(torch.where(m, f, points)) if inplace else torch.where(m, f, points)
     if stats is not None:
         stats.clear()

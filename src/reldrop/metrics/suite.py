@@ -111,14 +111,22 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
     return LoadedRun(run, name, model, cfg, test, ckpt_path, ckpt.get("epoch") if isinstance(ckpt, dict) else None)
 
 
-def _test_batches(info: Any, n: int | None, batch_size: int, device: torch.device):
+def _test_batches(info: Any, n: int | None, batch_size: int, device: torch.device, seed: int = 0):
+    """Batches of the first ``n`` test samples of a fixed seeded permutation (all when ``n`` is None).
+
+    Test sets are often stored sorted by class, so a prefix would hold one class only; the
+    permutation makes every ``n`` a class-mixed sample, the same for every run.
+    """
     ds = info.dataset
     total = len(ds) if n is None else min(n, len(ds))
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:total]
+    if n is None:
+        order = order.sort().values
     if hasattr(ds, "get_batch"):
         for s in range(0, total, batch_size):
-            yield ds.get_batch(torch.arange(s, min(total, s + batch_size)), device=device)
+            yield ds.get_batch(order[s:s + batch_size], device=device)
         return
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(total)), batch_size=batch_size)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=batch_size)
     for x, y in loader:
         yield x.to(device).float(), torch.as_tensor(y).to(device).long()
 
@@ -150,8 +158,9 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Compute ``metrics`` for ``run``; write ``<out_dir>/metrics.json`` (+ PNGs); return the dict.
 
-    ``limit`` test images feed the corruption, region-perturbation and channel-AUC metrics
-    (``None`` = the whole test set); accuracy always uses the whole test set. Accuracies are in %.
+    ``limit`` test images (a fixed random sample, seed 0, the same for every run) feed the
+    corruption, region-perturbation and channel-AUC metrics (``None`` = the whole test set);
+    accuracy always uses the whole test set. Accuracies are in %.
     """
     from ..attribution import Attributor
     from . import evaluate_accuracy, relevance_rank_accuracy, summarize_rra

@@ -21,6 +21,7 @@ Conventions (all backends):
 from __future__ import annotations
 
 import importlib
+import sys
 import warnings
 from typing import Any, Callable
 
@@ -55,10 +56,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 def _load_fast() -> Any | None:
     """The fast backend module, or None when it does not exist (yet)."""
+    name = "reldrop.attribution.fast"
     try:
-        return importlib.import_module("reldrop.attribution.fast")
+        return importlib.import_module(name)
     except ModuleNotFoundError as err:
-        if err.name == "reldrop.attribution.fast":
+        if err.name == name or (name in sys.modules and sys.modules[name] is None):
             return None
         raise
 
@@ -230,13 +232,9 @@ class Attributor:
 
     # ------------------------------------------------------------------------------------ fast
     def _call_fast(self, x_in: torch.Tensor, target_idx: torch.Tensor | None) -> torch.Tensor:
-        model = self.model
-        if target_idx is None:
-            with preserve_model_state(model), torch.no_grad():
-                model.eval()
-                target_idx = _logits(model(x_in)).argmax(dim=1)
         assert self._fast is not None
-        return self._fast(x_in, target_idx)
+        with preserve_model_state(self.model):
+            return self._fast(x_in, "predicted" if target_idx is None else target_idx)
 
     # ---------------------------------------------------------------------------------- zennit
     def _call_zennit(self, x_in: torch.Tensor, target_idx: torch.Tensor | None) -> torch.Tensor:

@@ -83,3 +83,4 @@ def test_evaluate_corruption_and_rra_on_cifar10(tmp_path, cifar10_root):
     assert 0 <= m["corruption"]["mean"] <= 100 and m["corruption"]["n"] == 2
     assert m["rra"]["n_valid"] == 2 and 0 <= m["rra"]["mean"] <= 100
     assert m["rra"]["chance"] == pytest.approx(100 * 32 * 32 / (64 * 64))
+    assert (tmp_path / "c10" / "eval" / "rra_heatmaps.png").is_file()

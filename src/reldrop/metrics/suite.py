@@ -221,18 +221,27 @@ def evaluate_run(
         t = timed("rra")
         root = run.config.get("data", {}).get("root")
         bench = load_placed_tiles(data_root(root), "test", size=rra_size)
-        scores, masks, hits = [], [], 0
+        scores, masks, hits, shown = [], [], 0, None
         for x, y, m in bench.batches(batch_size, mean=info.mean, std=info.std, device=dev):
             r = get_attributor()(x, y)
             scores.append(relevance_rank_accuracy(r, m))
             masks.append(m)
             with torch.no_grad():
                 hits += int((model(x).argmax(1) == y).sum())
+            if shown is None:
+                shown = (x[:heatmap_samples], y[:heatmap_samples], m[:heatmap_samples], r[:heatmap_samples])
         s = summarize_rra(torch.cat(scores), torch.cat(masks))
         results["rra"] = {"mean": 100 * s.mean, "n_valid": s.n_valid, "n_skipped": s.n_skipped,
                           "chance": 100 * float(bench.masks.float().mean()),
                           "placed_accuracy": 100 * hits / len(bench), "benchmark": "cifar10 placed tiles 64x64, seed 1",
                           "seconds": time.perf_counter() - t}
+        if shown is not None:
+            from ..viz.heatmaps import plot_heatmap_grid
+
+            xs, ys, ms, rs = shown
+            plot_heatmap_grid(xs, {run.name: rs}, out / "rra_heatmaps.png",
+                              row_labels=[bench.class_names[int(c)] for c in ys], mean=info.mean, std=info.std,
+                              masks=ms, title="placed-tile benchmark: relevance, GT tile outlined")
     if "morf" in metrics:
         t = timed("morf")
         parts: dict[str, list[RegionPerturbationResult]] = {"morf": [], "lerf": [], "random": []}

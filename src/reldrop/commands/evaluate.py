@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmap-samples", type=int, default=6)
     parser.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR",
                         help="more runs whose relevance is shown as extra heatmap columns")
+    parser.add_argument("--channel-samples", type=int, default=128,
+                        help="test images for the channel-relevance AUC (default 128)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU (default: leave)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -38,16 +41,20 @@ def run(args: argparse.Namespace) -> int:
     from reldrop.metrics.suite import evaluate_run, load_run
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    if args.batch_size < 1 or args.limit < 0 or args.rra_size < 1 or args.patch_size < 1 or args.steps < 0:
-        raise SystemExit("--batch-size, --rra-size, --patch-size must be >= 1; --limit, --steps >= 0")
+    if min(args.batch_size, args.rra_size, args.patch_size, args.channel_samples, args.heatmap_samples) < 1 \
+            or args.limit < 0 or args.steps < 0:
+        raise SystemExit("--batch-size, --rra-size, --patch-size, --channel-samples, --heatmap-samples must be >= 1; "
+                         "--limit, --steps >= 0")
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     loaded = load_run(args.checkpoint, checkpoint=args.which, device=args.device, data_root=args.data_root)
     compare = [load_run(c, checkpoint=args.which, device=args.device, data_root=args.data_root) for c in args.compare]
     try:
         res = evaluate_run(loaded, metrics, out_dir=args.out, device=args.device, batch_size=args.batch_size,
                            limit=args.limit or None, rra_size=args.rra_size, patch_size=args.patch_size,
                            steps=args.steps or None, method=args.method, heatmap_samples=args.heatmap_samples,
-                           compare=compare, seed=args.seed)
+                           compare=compare, seed=args.seed, channel_samples=args.channel_samples)
     except ValueError as err:
         raise SystemExit(f"reldrop evaluate: {err}") from None
     summary = []

@@ -152,6 +152,7 @@ def evaluate_run(
     steps: int | None = None,
     method: str = "epsilon_gamma_box",
     heatmap_samples: int = 6,
+    channel_samples: int = 128,
     compare: Sequence[LoadedRun] = (),
     seed: int = 0,
     log: Any = print,
@@ -270,7 +271,7 @@ def evaluate_run(
         from .channel_auc import layer_channel_auc
 
         t = timed("channel_auc")
-        ch = layer_channel_auc(model, _test_batches(info, min(limit or 256, 256), 64, dev), device=dev,
+        ch = layer_channel_auc(model, _test_batches(info, channel_samples, 64, dev), device=dev,
                                **_relevance_kwargs("epsilon_gamma_box", info))
         results["channel_auc"] = {"layers": ch, "seconds": time.perf_counter() - t}
     if "heatmaps" in metrics:

@@ -293,3 +293,17 @@ def test_ddp_wrapped_model_single_process(tmp_path):
         torch.testing.assert_close(R, attribute(m, X, Y, backend="zennit"), rtol=0, atol=0)
     finally:
         dist.destroy_process_group()
+
+
+def test_point_model_through_registry_is_left_unchanged():
+    """Integration: PointNet++ (reldrop.models) with its canonizer from canonize_points, zplus_flat."""
+    registry = pytest.importorskip("reldrop.models.registry")
+    if "pointnet2_ssg" not in registry.names():
+        pytest.skip("pointnet2_ssg not registered")
+    torch.manual_seed(0)
+    m = registry.build("pointnet2_ssg", num_classes=4).eval()
+    pts = torch.randn(2, 128, 3, generator=torch.Generator().manual_seed(1))
+    before = snapshot(m)
+    R = attribute(m, pts, torch.tensor([1, 2]), "zplus_flat")
+    assert R.shape == pts.shape and torch.isfinite(R).all() and R.abs().sum() > 0
+    assert_unchanged(before, m)

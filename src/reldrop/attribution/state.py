@@ -60,32 +60,30 @@ class ModelStateSnapshot:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.copy_parameters = bool(copy_parameters)
-        self.modules: list[tuple[nn.Module, dict[str, Any], dict[str, Any]]] = []
-        for module in model.modules():
-            attrs = dict(module.__dict__)
-            containers = {
-                key: (list(value.items()) if isinstance(value, dict) else set(value))
-                for key, value in attrs.items()
-                if isinstance(value, (dict, set))
-            }
-            self.modules.append((module, attrs, containers))
+        self.modules: list[tuple[nn.Module, dict[str, Any], list[tuple[str, Any]]]] = []
         self.tensors: list[tuple[str, torch.Tensor, torch.Tensor, tuple, int, bool, Any, tuple, Any]] = []
         seen: set[int] = set()
         with torch.no_grad():
-            for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
-                for name, t in named:
-                    if t is None or id(t) in seen:
-                        continue
-                    seen.add(id(t))
-                    data = t.data
-                    value = None
-                    if kind == "buffer" or self.copy_parameters:
-                        value = data.clone()
-                    hooks = tuple(getattr(t, attr, None) for attr in _TENSOR_HOOK_ATTRS)
-                    self.tensors.append(
-                        (f"{kind} {name!r}", t, data, _tensor_meta(data), t._version, t.requires_grad,
-                         t.grad, hooks, value)
-                    )
+            for prefix, module in model.named_modules(remove_duplicate=True):
+                attrs = dict(module.__dict__)
+                containers = [
+                    (key, list(value.items()) if isinstance(value, dict) else set(value))
+                    for key, value in attrs.items()
+                    if isinstance(value, (dict, set))
+                ]
+                self.modules.append((module, attrs, containers))
+                for kind, store in (("parameter", module._parameters), ("buffer", module._buffers)):
+                    for name, t in store.items():
+                        if t is None or id(t) in seen:
+                            continue
+                        seen.add(id(t))
+                        data = t.data
+                        value = data.clone() if (kind == "buffer" or self.copy_parameters) else None
+                        hooks = tuple(getattr(t, attr, None) for attr in _TENSOR_HOOK_ATTRS)
+                        label = f"{kind} {prefix + '.' if prefix else ''}{name}"
+                        self.tensors.append(
+                            (label, t, data, _tensor_meta(data), t._version, t.requires_grad, t.grad, hooks, value)
+                        )
         self.global_hooks = {
             name: list(getattr(_torch_module, name).items())
             for name in _GLOBAL_HOOK_DICTS
@@ -101,9 +99,12 @@ class ModelStateSnapshot:
             for key, value in attrs.items():
                 if current.get(key, _MISSING) is not value:
                     current[key] = value
-            for key, saved in containers.items():
+            for key, saved in containers:
                 container = current[key]
-                if isinstance(container, dict):
+                if not saved:
+                    if container:
+                        container.clear()
+                elif isinstance(container, dict):
                     if len(container) != len(saved) or any(
                         container.get(k, _MISSING) is not v for k, v in saved
                     ) or list(container) != [k for k, _ in saved]:

@@ -203,3 +203,12 @@ def test_cuda() -> None:
     y = torch.randint(0, 5, (4,), device="cuda")
     out, mask = reldrop.RelDrop(model, p=1.0)(x, y, return_mask=True)
     assert out.device.type == "cuda" and mask.device.type == "cuda"
+
+
+def test_per_channel_fill_value() -> None:
+    fn = reldrop.RelDrop(small_resnet(), p=1.0, value=[0.1, 0.2, 0.3])
+    fn._attributor = FakeAttributor()
+    x = torch.randn(2, 3, 16, 16)
+    out, mask = fn(x, torch.zeros(2, dtype=torch.long), return_mask=True)
+    for c, v in enumerate((0.1, 0.2, 0.3)):
+        assert torch.allclose(out[:, c][mask], torch.tensor(v))

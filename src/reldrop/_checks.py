@@ -39,7 +39,10 @@ def check_float_tensor(name: str, x: object, ndims: Sequence[int], form: str) ->
 
 def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
     """Raise if ``x`` holds NaN or inf (one host sync; call once per public call, never in a loop)."""
-    if not bool(torch.isfinite(x).all()):
+    if x.numel() == 0:
+        return x
+    lo, hi = torch.aminmax(x.detach())  # NaN and +-inf propagate to min/max: one read, one sync
+    if not bool(torch.isfinite(torch.stack([lo, hi])).all()):
         raise ValueError(f"{name} contains NaN or inf values; expected finite numbers")
     return x
 

@@ -100,7 +100,8 @@ class RelDrop:
         self.last_stats: dict[str, Any] = {}
         self._attributor: Any = None  # built lazily, once per RelDrop (= once per model)
         if modality == "image":  # validate the block law now, not at the first training step
-            probe = torch.zeros(1, 1, 4, 4)
+            channels = len(value) if isinstance(value, Sequence) and not isinstance(value, str) else 1
+            probe = torch.zeros(1, channels, 4, 4)
             relevance_erase(probe, probe, p=0.0, scale=self.scale, ratio=self.ratio, value=value,
                             centre=centre, border=border, k=k)
 

@@ -96,6 +96,10 @@ def test_no_grad_context_and_input_untouched(model):
     with torch.no_grad():
         R = attribute(model, x, Y, backend="zennit")
     assert x.grad is None and torch.equal(x.detach(), X) and R.abs().sum() > 0
+    with torch.inference_mode():
+        x_inf = X.clone()
+        R_inf = attribute(model, x_inf, Y, backend="zennit")
+    torch.testing.assert_close(R_inf, R, rtol=0, atol=0)
 
 
 class _HeadFirst(nn.Module):

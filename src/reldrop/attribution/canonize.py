@@ -117,11 +117,11 @@ class MergeBatchNorm(Canonizer):
         for module in self.linears:
             weight = module.weight.data
             if module.bias is None:
-                module.bias = nn.Parameter(
-                    torch.zeros(weight.shape[1 if isinstance(module, _ConvTransposeType) else 0],
-                                dtype=weight.dtype, device=weight.device),
-                    requires_grad=False,
-                )
+                out = getattr(module, "out_channels", None) or getattr(module, "out_features", None)
+                if out is None:
+                    out = weight.shape[1 if isinstance(module, _ConvTransposeType) else 0]
+                module.bias = nn.Parameter(torch.zeros(out, dtype=weight.dtype, device=weight.device),
+                                           requires_grad=False)
             bias = module.bias.data
             if isinstance(module, _ConvTransposeType):
                 index = (None, slice(None), *((None,) * (weight.ndim - 2)))

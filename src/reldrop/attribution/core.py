@@ -167,7 +167,10 @@ class Attributor:
         **method_kwargs: the preset's options (e.g. ``epsilon=1e-3``; see :mod:`.presets`).
 
     The composite, its rules and canonizers are created here, once; each call registers them,
-    computes and removes them (the model is unchanged between and after calls). Not thread-safe:
+    computes and removes them (the model is unchanged between and after calls). The first layer
+    (``self.first_layer``) is found by a forward trace of one sample on the first call. Build a new
+    Attributor if you change the model's architecture. Works under ``torch.no_grad()``,
+    ``torch.inference_mode()`` and ``torch.autocast`` (all suspended inside). Not thread-safe:
     use one Attributor per thread.
     """
 
@@ -193,6 +196,7 @@ class Attributor:
         self.backend = backend
         self._fast: Callable[..., torch.Tensor] | None = None
         self.composite = None
+        self.canonizers: list = []
         if backend == "fast":
             fast = _load_fast()
             if fast is None or not callable(getattr(fast, "FastLRP", None)):
@@ -220,7 +224,8 @@ class Attributor:
         target_idx = _check_target(target, x.shape[0], x.device)
         model = self.model
         dtype = _compute_dtype(model)
-        with torch.autocast(device_type=x.device.type, enabled=False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), \
+                torch.autocast(device_type=x.device.type, enabled=False):
             x_in = x.detach().to(dtype)
             if x_in.is_inference():
                 x_in = x_in.clone()

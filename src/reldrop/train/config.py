@@ -5,7 +5,8 @@ A config is a plain nested ``dict`` (YAML-serializable). :data:`DEFAULTS` is the
 file only states what differs. Sections::
 
     name, seed, device, out
-    data:    name, root, subset, kwargs (passed to the dataset builder), num_workers
+    data:    name, root, subset (class-balanced N train samples, fixed seed 0), test_subset (same for
+             the test split, evaluated every epoch), kwargs (passed to the dataset builder), num_workers
     model:   name, kwargs (passed to reldrop.models.build), init, init_strict, reinit_head
     optim:   name (sgd|adamw|adam), lr, momentum, weight_decay, nesterov
     sched:   name (cosine|step|none), min_lr, warmup_epochs, step_size, gamma
@@ -35,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "out": None,  # run directory; default runs/<name>-<aug>-s<seed>-<timestamp>
-    "data": {"name": "digits", "root": None, "subset": None, "num_workers": 0, "kwargs": {}},
+    "data": {"name": "digits", "root": None, "subset": None, "test_subset": None, "num_workers": 0, "kwargs": {}},
     "model": {"name": "small_cnn", "kwargs": {}, "init": None, "init_strict": True, "reinit_head": False},
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False},
     "sched": {"name": "cosine", "min_lr": 1e-6, "warmup_epochs": 0, "step_size": 20, "gamma": 0.7},
@@ -44,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 64,
         "eval_batch_size": 512,
         "amp": "auto",  # auto (bf16 on CUDA if supported, else fp16) | bf16 | fp16 | none
-        "threads": None,  # torch.set_num_threads on CPU (None: leave as is)
+        "threads": 1,  # torch.set_num_threads on CPU (null: leave as is); 1 is fastest on a shared machine
         "grad_clip": None,
         "eval_train_samples": 0,  # >0: also evaluate clean (eval-mode) accuracy on that many train images
         "drop_last": False,
@@ -256,6 +257,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     pos_int("train.batch_size")
     pos_int("train.eval_batch_size")
     pos_int("data.subset", allow_none=True)
+    pos_int("data.test_subset", allow_none=True)
     pos_int("data.num_workers", allow_zero=True)
     pos_int("train.eval_train_samples", allow_zero=True)
     pos_int("aug.start_epoch", allow_zero=True)

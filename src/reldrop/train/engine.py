@@ -524,6 +524,9 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
     sync_time = device.type == "cuda" and bool(cfg["train"]["time_aug_sync"])
     grad_clip = cfg["train"].get("grad_clip")
     last_row: dict[str, Any] = {}
+    test_index = None
+    if cfg["data"].get("test_subset"):
+        test_index = _subset_index(test_info.dataset, int(cfg["data"]["test_subset"]))
     clean_index = None
     if clean_train is not None:
         g = torch.Generator().manual_seed(derive_seed(seed, 0, 3))
@@ -582,7 +585,7 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
             t_eval = time.perf_counter()
             te = evaluate(net, test_info.dataset, num_classes, device=device,
                           batch_size=int(cfg["train"]["eval_batch_size"]), info=info, amp=amp,
-                          num_workers=int(cfg["data"]["num_workers"]))
+                          num_workers=int(cfg["data"]["num_workers"]), index=test_index)
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
             row.update({k: v for k, v in tr.items() if k != "train_n"})
             row.update({k: v for k, v in te.items() if k != "test_n"})
@@ -633,6 +636,17 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
     result = {"run_dir": str(run_dir), "final": last_row, "best_acc": best_acc, "best_epoch": best_epoch,
               "rank": info.rank, "world_size": info.world_size}
     return result
+
+
+def _subset_index(ds: Any, n: int) -> torch.Tensor:
+    """Class-balanced (when ``ds.labels`` exists) subset of ``n`` indices of ``ds``, fixed seed 0, sorted."""
+    labels = getattr(ds, "labels", None)
+    if labels is not None:
+        from reldrop.data.tensor_dataset import class_balanced_subset
+
+        return class_balanced_subset(torch.as_tensor(labels), n, seed=0)
+    g = torch.Generator().manual_seed(0)
+    return torch.randperm(len(ds), generator=g)[:n].sort().values
 
 
 def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:

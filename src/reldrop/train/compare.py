@@ -1,0 +1,287 @@
+"""``reldrop compare``: train every variant × seed of a config, then tabulate and plot (Table 1 / Fig. 2 style).
+
+Variants come from ``compare.variants`` in the config: a list of ``{name: ..., <partial config>}``
+entries merged onto the base config, optionally with ``set: ["key=value", ...]`` overrides and a
+``grid: {dotted.key: [values...]}`` that expands into one variant per combination (e.g. the
+point-cloud α × β sweep)::
+
+    compare:
+      seeds: [0, 1, 2]
+      variants:
+        - {name: baseline, aug: {name: none}}
+        - {name: random, aug: {name: random, beta: 0.15}}
+        - {name: RelDrop, aug: {name: reldrop}, grid: {aug.alpha: [0, 0.5, 1], aug.beta: [0.15, 0.5, 0.85]}}
+
+Each run goes to ``<out>/<variant>/seed<k>/`` (a normal run directory). Finished runs are reused and
+interrupted ones resumed, so re-running the same command continues a killed comparison. Outputs:
+``results.md`` / ``results.csv`` (mean ± std over seeds of final and best test accuracy, class-mean
+accuracy, final train accuracy, train–test gap, time per epoch, augmentation time per epoch),
+``runs.csv`` (one row per run) and ``curves.png`` (train and test accuracy per epoch: mean over
+seeds as a thin line plus its 5-epoch moving average as a thick line).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import itertools
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .config import apply_overrides, deep_merge, validate
+
+__all__ = ["expand_variants", "run_compare", "summarize", "write_results", "plot_curves", "moving_average",
+           "read_metrics"]
+
+
+def _fmt_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def expand_variants(cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``[(variant name, full config), ...]`` from ``cfg["compare"]["variants"]`` (grids expanded)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for entry in cfg["compare"]["variants"]:
+        entry = dict(entry)
+        name = str(entry.pop("name"))
+        sets = list(entry.pop("set", []) or [])
+        grid = dict(entry.pop("grid", {}) or {})
+        base = deep_merge(cfg, entry)
+        base = apply_overrides(base, sets)
+        if not grid:
+            combos: list[tuple[tuple[str, Any], ...]] = [()]
+        else:
+            keys = list(grid)
+            for k in keys:
+                if not isinstance(grid[k], (list, tuple)) or not grid[k]:
+                    raise ValueError(f"compare variant {name!r}: grid[{k!r}] must be a non-empty list")
+            combos = [tuple(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
+        for combo in combos:
+            vcfg = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in combo])
+            label = name if not combo else name + " " + " ".join(f"{k.split('.')[-1]}={_fmt_value(v)}" for k, v in combo)
+            validate(vcfg)
+            out.append((label, vcfg))
+    names = [n for n, _ in out]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"compare.variants: duplicate variant names {sorted(dup)}")
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_") or "variant"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``<run_dir>/metrics.jsonl``."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    rows = read_metrics(run_dir)
+    return bool(rows) and rows[-1]["epoch"] >= epochs and (run_dir / "last.pt").is_file()
+
+
+def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds: Sequence[int] | None = None,
+                only: Sequence[str] | None = None, quiet: bool = False, data_root: str | None = None,
+                plot: bool = True) -> dict[str, Any]:
+    """Train all variants × seeds (sequentially, resuming what exists) and write the results.
+
+    Returns ``{"out", "rows" (summary per variant), "runs" (per run), "files"}``.
+    """
+    from .engine import train
+
+    seeds = list(seeds if seeds is not None else cfg["compare"]["seeds"])
+    out_dir = Path(out or cfg.get("out") or f"runs/compare-{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    variants = expand_variants(cfg)
+    if only:
+        known = [n for n, _ in variants]
+        missing = [o for o in only if o not in known]
+        if missing:
+            raise ValueError(f"unknown variant(s) {missing}; this config has: {', '.join(known)}")
+        variants = [(n, c) for n, c in variants if n in only]
+    (out_dir / "compare.json").write_text(json.dumps(
+        {"config": cfg, "seeds": seeds, "variants": [n for n, _ in variants]}, indent=2, default=str))
+    runs: list[dict[str, Any]] = []
+    total = len(variants) * len(seeds)
+    k = 0
+    for name, vcfg in variants:
+        for seed in seeds:
+            k += 1
+            run_dir = out_dir / _slug(name) / f"seed{seed}"
+            rcfg = copy.deepcopy(vcfg)
+            rcfg["seed"] = int(seed)
+            rcfg["out"] = str(run_dir)
+            epochs = int(rcfg["train"]["epochs"])
+            if not quiet:
+                print(f"[compare {k}/{total}] {name} seed {seed} -> {run_dir}", file=sys.stderr, flush=True)
+            if _finished(run_dir, epochs):
+                pass
+            elif (run_dir / "last.pt").is_file():
+                train(rcfg, resume=run_dir, quiet=quiet, data_root=data_root)
+            else:
+                train(rcfg, quiet=quiet, data_root=data_root)
+            runs.append({"variant": name, "seed": seed, "run_dir": str(run_dir), "metrics": read_metrics(run_dir)})
+    rows = summarize(runs)
+    files = write_results(out_dir, rows, runs, cfg)
+    if plot:
+        files.append(str(plot_curves(runs, out_dir / "curves.png", title=f"{cfg['name']}: train / test accuracy")))
+    return {"out": str(out_dir), "rows": rows, "runs": runs, "files": files}
+
+
+def _ms(values: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], dtype=float)
+    if a.size == 0:
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per variant: mean and sample std (ddof=1) over seeds of the run-level numbers."""
+    by: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        if r["metrics"]:
+            by.setdefault(r["variant"], []).append(r)
+    rows = []
+    for name, rs in by.items():
+        final = [r["metrics"][-1] for r in rs]
+        best = [max(m["test_acc"] for m in r["metrics"]) for r in rs]
+        row: dict[str, Any] = {"variant": name, "seeds": len(rs), "epochs": final[0]["epoch"]}
+        stats = {
+            "final_test_acc": [f["test_acc"] for f in final],
+            "best_test_acc": best,
+            "final_test_macro": [f["test_macro"] for f in final],
+            "final_train_acc": [f["train_acc"] for f in final],
+            "gap": [f["gap"] for f in final],
+            "time_per_epoch": [float(np.mean([m["epoch_time"] for m in r["metrics"]])) for r in rs],
+            "aug_time_per_epoch": [float(np.mean([m.get("aug_time", 0.0) for m in r["metrics"]])) for r in rs],
+        }
+        if all("gap_clean" in f for f in final):
+            stats["final_train_clean_acc"] = [f["train_clean_acc"] for f in final]
+            stats["gap_clean"] = [f["gap_clean"] for f in final]
+        for key, vals in stats.items():
+            row[f"{key}_mean"], row[f"{key}_std"] = _ms(vals)
+        rows.append(row)
+    return rows
+
+
+def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],
+                  cfg: Mapping[str, Any] | None = None) -> list[str]:
+    """Write ``results.csv``, ``runs.csv`` and ``results.md``; returns their paths."""
+    out_dir = Path(out_dir)
+    files = []
+    if rows:
+        keys: list[str] = []
+        for r in rows:
+            keys.extend(k for k in r if k not in keys)
+        with open(out_dir / "results.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        files.append(str(out_dir / "results.csv"))
+    with open(out_dir / "runs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "seed", "epochs", "final_test_acc", "best_test_acc", "final_test_macro",
+                    "final_train_acc", "gap", "time_per_epoch", "run_dir"])
+        for r in runs:
+            if not r["metrics"]:
+                continue
+            m = r["metrics"]
+            w.writerow([r["variant"], r["seed"], m[-1]["epoch"], f"{m[-1]['test_acc']:.3f}",
+                        f"{max(x['test_acc'] for x in m):.3f}", f"{m[-1]['test_macro']:.3f}",
+                        f"{m[-1]['train_acc']:.3f}", f"{m[-1]['gap']:.3f}",
+                        f"{np.mean([x['epoch_time'] for x in m]):.2f}", r["run_dir"]])
+    files.append(str(out_dir / "runs.csv"))
+
+    def pm(row: Mapping[str, Any], key: str, digits: int = 2) -> str:
+        m, s = row.get(f"{key}_mean", float("nan")), row.get(f"{key}_std", float("nan"))
+        return "–" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+    clean = rows and all("gap_clean_mean" in r for r in rows)
+    head = ["variant", "seeds", "epochs", "final test acc %", "best test acc %", "final class-mean acc %",
+            "final train acc %", "train–test gap (pt)"]
+    if clean:
+        head += ["clean train acc %", "clean gap (pt)"]
+    head += ["s / epoch", "aug s / epoch"]
+    lines = []
+    if cfg is not None:
+        lines.append(f"# {cfg['name']}: {cfg['data']['name']} / {cfg['model']['name']}, "
+                     f"{cfg['train']['epochs']} epochs, batch {cfg['train']['batch_size']}, "
+                     f"{cfg['optim']['name']} lr {cfg['optim']['lr']}\n")
+    lines.append("Mean ± sample std over seeds. *train acc* is the running accuracy on the augmented training "
+                 "batches of the last epoch; gap = train acc − test acc (percentage points).\n")
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for r in rows:
+        cells = [str(r["variant"]), str(r["seeds"]), str(r["epochs"]), pm(r, "final_test_acc"), pm(r, "best_test_acc"),
+                 pm(r, "final_test_macro"), pm(r, "final_train_acc"), pm(r, "gap")]
+        if clean:
+            cells += [pm(r, "final_train_clean_acc"), pm(r, "gap_clean")]
+        cells += [pm(r, "time_per_epoch", 1), pm(r, "aug_time_per_epoch", 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    files.append(str(out_dir / "results.md"))
+    return files
+
+
+def moving_average(y: Sequence[float], window: int = 5) -> np.ndarray:
+    """Trailing moving average over up to ``window`` points (the first points average what exists)."""
+    a = np.asarray(y, dtype=float)
+    if a.size == 0:
+        return a
+    c = np.cumsum(np.insert(a, 0, 0.0))
+    idx = np.arange(1, a.size + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path, *, window: int = 5,
+                title: str | None = None) -> Path:
+    """Fig. 2 analogue: train (left) and test (right) accuracy per epoch, one colour per variant.
+
+    Thin line: mean over seeds per epoch; thick line: its ``window``-epoch moving average.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by: dict[str, list[list[dict[str, Any]]]] = {}
+    for r in runs:
+        if r["metrics"]:
+            by.setdefault(r["variant"], []).append(r["metrics"])
+    cmap = plt.get_cmap("tab10" if len(by) <= 10 else "tab20")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
+    for i, (name, seed_rows) in enumerate(by.items()):
+        n = min(len(m) for m in seed_rows)
+        epochs = np.asarray([m["epoch"] for m in seed_rows[0][:n]])
+        for ax, key in zip(axes, ("train_acc", "test_acc")):
+            mean = np.mean([[m[key] for m in rows[:n]] for rows in seed_rows], axis=0)
+            color = cmap(i % cmap.N)
+            ax.plot(epochs, mean, color=color, lw=0.8, alpha=0.45)
+            ax.plot(epochs, moving_average(mean, window), color=color, lw=2.4,
+                    label=f"{name} (n={len(seed_rows)})")
+    for ax, label in zip(axes, ("train accuracy (%)", "test accuracy (%)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("train (augmented batches)")
+    axes[1].set_title("test")
+    axes[1].legend(loc="lower right", fontsize=9)
+    if title:
+        fig.suptitle(title + f"  —  thin: mean over seeds, thick: {window}-epoch moving average", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -14,7 +14,7 @@ from zennit.types import Linear as LinearOrConv
 from conftest import TinyPointNet2, randomize_bn, unit_clouds
 from reldrop.attribution import Attributor, attribute
 from reldrop.attribution.canonize import SequentialMergeBatchNorm
-from reldrop.attribution.canonize_points import PointNet2Canonizer, canonizers_for, input_layers
+from reldrop.attribution.canonize_points import PointNet2Canonizer, PointNetCanonizer, canonizers_for, input_layers
 from reldrop.models import build
 from reldrop.models.pointnet2 import ball_query, farthest_point_sample, index_points
 
@@ -27,6 +27,7 @@ def _models():
         "ssg_conv2d": randomize_bn(build("pointnet2_ssg", num_classes=5, npoint=(32, 8), layout="conv2d")),
         "tiny_msg": randomize_bn(TinyPointNet2(5, msg=True)),
         "tiny_ssg": randomize_bn(TinyPointNet2(5, msg=False)),
+        "pointnet_tnets": randomize_bn(build("pointnet", num_classes=5, tnet=True, feature_tnet=True)),
     }
 
 
@@ -61,7 +62,7 @@ def test_canonizer_keeps_outputs_and_is_undone(name):
     before = model(x)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     (can,) = canonizers_for(model)
-    assert isinstance(can, PointNet2Canonizer)
+    assert isinstance(can, PointNetCanonizer if name.startswith("pointnet") else PointNet2Canonizer)
     handles = can.apply(model)
     try:
         during = model(x)
@@ -75,7 +76,7 @@ def test_canonizer_keeps_outputs_and_is_undone(name):
     assert all(getattr(m, "eps", 1e-5) > 0 for m in model.modules() if isinstance(m, nn.BatchNorm1d))
 
 
-@pytest.mark.parametrize("name", ["ssg", "msg_d6", "tiny_msg"])
+@pytest.mark.parametrize("name", ["ssg", "msg_d6", "tiny_msg", "pointnet_tnets"])
 def test_relevance_is_conserved_with_the_point_canonizer(name):
     model, x = MODELS[name], _x(name)
     y = torch.tensor([0, 2, 4])

@@ -20,9 +20,12 @@ Per-point relevance = sum of a point's ``D`` input features. The gathers (``inde
 relevance only to points that were grouped, so a point in no ball of any sampled centroid gets
 exactly 0. Max pooling over a group is winner-take-all (the gradient of ``max``), as usual for LRP.
 
+For plain PointNet (:mod:`reldrop.models.pointnet`) the BN merge applies as well, and its optional
+T-Nets' transforms are held constant in ``x @ T(x)`` (:class:`TransformDetachCanonizer`).
+
 Entry points used by :func:`reldrop.attribution.canonize.canonizers_for`:
-``canonizers_for(model) -> list | None`` (``None``: not a point model), and the classes
-:class:`PointNet2Canonizer`, :class:`CentroidDetachCanonizer`.
+``canonizers_for(model) -> list | None`` (``None``: not a point model); :func:`input_layers` names
+the layers that should get the first-layer (Flat) rule.
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ from zennit.canonizers import AttributeCanonizer, Canonizer, CompositeCanonizer
 
 from .canonize import SequentialMergeBatchNorm
 
-__all__ = ["PointNet2Canonizer", "CentroidDetachCanonizer", "PointNetCanonizer", "canonizers_for",
+__all__ = ["PointNet2Canonizer", "CentroidDetachCanonizer", "PointNetCanonizer", "TransformDetachCanonizer",
+           "canonizers_for",
            "is_point_model", "input_layers", "POINT_MODEL_MODULES"]
 
 POINT_MODEL_MODULES = ("reldrop.models.pointnet2", "reldrop.models.pointnet")
@@ -107,46 +111,70 @@ class PointNet2Canonizer(CompositeCanonizer):
         super().__init__((SequentialMergeBatchNorm(), CentroidDetachCanonizer()))
 
 
-def _is_tnet_output_user(module: nn.Module) -> bool:
-    return type(module).__module__ == "reldrop.models.pointnet" and hasattr(module, "lrp_detach_transform")
+def _is_pointnet(module: nn.Module) -> bool:
+    return type(module).__module__ == "reldrop.models.pointnet" and type(module).__name__ == "PointNetClassifier"
 
 
-class _DetachTransformFlag(Canonizer):
-    """Set ``lrp_detach_transform = True`` on PointNet modules that support it (restored on remove)."""
+class _EpsilonBmm(torch.autograd.Function):
+    """``x @ T`` (``x (B, N, k)``, ``T (B, k, k)`` constant) whose backward is the LRP-ε rule of that
+    linear map: ``R_x[i] = x[i] * sum_j T[i, j] R[j] / (z[j] + eps*sign(z[j]))`` (conserves R per point)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, trans: torch.Tensor, eps: float) -> torch.Tensor:  # noqa: ANN001
+        z = torch.bmm(x, trans)
+        ctx.save_for_backward(x, trans, z)
+        ctx.eps = eps
+        return z
+
+    @staticmethod
+    def backward(ctx, rel: torch.Tensor):  # noqa: ANN001, ANN205
+        x, trans, z = ctx.saved_tensors
+        denom = z + ctx.eps * torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+        return x * torch.bmm(rel / denom, trans.transpose(1, 2)), None, None
+
+
+def _pointnet_forward(self: nn.Module, points: torch.Tensor) -> torch.Tensor:
+    """``PointNetClassifier.forward`` with the T-Net transforms held constant in ``x @ T(x)`` (same values)."""
+    b, n, d = points.shape
+    x = points
+    if self.stn is not None:
+        trans = self.stn(points).detach()
+        xyz = _EpsilonBmm.apply(points[..., :3], trans, 1e-6)
+        x = torch.cat([xyz, points[..., 3:]], -1) if d > 3 else xyz
+    h = self.mlp1(x.reshape(b * n, d))
+    if self.fstn is not None:
+        ftrans = self.fstn(h.view(b, n, -1)).detach()
+        h = _EpsilonBmm.apply(h.view(b, n, -1), ftrans, 1e-6).reshape(b * n, -1)
+    h = self.mlp2(h).view(b, n, -1).max(1)[0]
+    return self.fc(self.head(h))
+
+
+class TransformDetachCanonizer(AttributeCanonizer):
+    """Swap a PointNet's ``forward`` for one that treats its T-Net transforms as constants in
+    ``x @ T(x)`` (only when it has T-Nets; outputs identical): that product is then a per-cloud
+    linear layer with weights ``T``, and relevance crosses it by the LRP-ε rule (ε = 1e-6), which
+    keeps each point's relevance with that point. The T-Nets get no relevance (the usual LRP
+    treatment of a multiplicative gate). A plain gradient through ``x @ T`` would not conserve it."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.module: nn.Module | None = None
-        self.old: bool | None = None
+        super().__init__(self._attribute_map)
 
-    def apply(self, root_module: nn.Module) -> list[Canonizer]:
-        out = []
-        for m in root_module.modules():
-            if _is_tnet_output_user(m):
-                inst = _DetachTransformFlag()
-                inst.register(m)
-                out.append(inst)
-        return out
+    @staticmethod
+    def _attribute_map(name: str, module: nn.Module) -> dict | None:
+        if _is_pointnet(module) and (module.stn is not None or module.fstn is not None):
+            return {"forward": _pointnet_forward.__get__(module)}
+        return None
 
-    def register(self, module: nn.Module) -> None:  # type: ignore[override]
-        self.module, self.old = module, bool(module.lrp_detach_transform)
-        module.lrp_detach_transform = True
-
-    def remove(self) -> None:
-        if self.module is not None and self.old is not None:
-            self.module.lrp_detach_transform = self.old
-
-    def copy(self) -> "_DetachTransformFlag":
-        return _DetachTransformFlag()
+    def copy(self) -> "TransformDetachCanonizer":
+        return TransformDetachCanonizer()
 
 
 class PointNetCanonizer(CompositeCanonizer):
-    """Canonizer for plain PointNet: corrected BN merge; input/feature transforms (T-Nets) treated as
-    constants in ``x @ T(x)`` when the model offers the ``lrp_detach_transform`` switch (relevance then
-    flows through the transformed points, the LRP treatment of a multiplicative gate)."""
+    """Canonizer for :class:`reldrop.models.pointnet.PointNetClassifier`: corrected BN merge into every
+    preceding Linear, T-Net transforms held constant (see :class:`TransformDetachCanonizer`)."""
 
     def __init__(self) -> None:
-        super().__init__((SequentialMergeBatchNorm(), _DetachTransformFlag()))
+        super().__init__((SequentialMergeBatchNorm(), TransformDetachCanonizer()))
 
 
 def is_point_model(model: nn.Module) -> bool:
@@ -157,7 +185,7 @@ def is_point_model(model: nn.Module) -> bool:
 def input_layers(model: nn.Module) -> list[nn.Module]:
     """The layers that read the input points directly: the first layer of every level-1 shared MLP.
 
-    SSG has one (``sa1.mlp[0]``); MSG has one per radius (``sa1.mlps[i][0]``). All of them should
+    SSG has one (``sa1.mlp[0]``); MSG has one per radius (``sa1.mlps[i][0]``); PointNet ``mlp1[0]``. All of them should
     get the first-layer rule (Flat): a composite that gives Flat only to the first one in module
     order applies z⁺ to the others, and z⁺ loses the relevance of each centroid's own grouped row
     (its local coordinates are exactly 0, so no positive contribution carries it). Empty list for
@@ -167,6 +195,8 @@ def input_layers(model: nn.Module) -> list[nn.Module]:
         if _is_sa(m):
             mlps = [m.mlp] if hasattr(m, "mlp") else list(m.mlps)
             return [mlp[0] for mlp in mlps]
+        if _is_pointnet(m):  # not the input T-Net's first layer: it gets no relevance
+            return [m.mlp1[0]]
     return []
 
 
@@ -175,6 +205,6 @@ def canonizers_for(model: nn.Module) -> list[Canonizer] | None:
     modules = list(model.modules())
     if any(_is_sa(m) for m in modules):
         return [PointNet2Canonizer()]
-    if any(type(m).__module__ == "reldrop.models.pointnet" for m in modules):
+    if any(_is_pointnet(m) for m in modules):
         return [PointNetCanonizer()]
     return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torchvision
-from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import BasicBlock
 
 __all__ = ["TinyResNet", "tiny_resnet", "randomize_bn", "resnet18_3x3", "timm_resnet18_3x3", "tv_to_timm_state_dict"]
 

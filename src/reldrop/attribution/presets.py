@@ -7,21 +7,19 @@ Every LRP preset shares zennit's base map (as in zennit's own ``EpsilonPlusFlat`
 * residual sums (the ``zennit.layer.Sum`` modules inserted by the canonizers) → ``Norm``
   (proportional split ``R_i = x_i / Σx · R``). The official RelDrop code omitted this rule; then
   the gradient of the sum hands the *full* relevance to both branches and the input relevance of
-  a canonized ResNet-18 explodes (measured ~1e10× the logit); see the tests,
+  a canonized ResNet-18 explodes (measured 1e9-1e12× the logit, random weights); see the tests,
 * average pools (``AvgPool*``, ``AdaptiveAvgPool*``, timm's ``FastAdaptiveAvgPool``) → ``Norm``.
 
 Then, per preset (``first`` = the first conv/linear layer *in forward order*, found by a forward
 trace once per model, see :class:`~reldrop.attribution.Attributor`):
 
-=====================  ============================  ===================================  ==========
-name                   first layer                   conv / linear layers                 defaults
-=====================  ============================  ===================================  ==========
-``epsilon_flat``       Flat                          Epsilon(ε)                           ε = 1e-3
-``zplus_flat``         Flat                          ZPlus                                -
-``epsilon_gamma_box``  ZBox(low, high)               Gamma(γ) on conv, Epsilon(ε) dense   γ = 0.25, ε = 1e-6
-``gradient``           plain gradient ∂f_t/∂x (no canonization, no rules)
-``gradient_x_input``   x ⊙ ∂f_t/∂x
-=====================  ==================================================================  ==========
+* ``epsilon_flat`` - Flat on the first layer, Epsilon(ε) on every other conv/linear; ε = 1e-3
+  (paper Table 3; the training setup for ResNets).
+* ``zplus_flat`` - Flat on the first layer, ZPlus on every other conv/linear (point clouds, RRA).
+* ``epsilon_gamma_box`` - ZBox(low, high) on the first layer, Gamma(γ = 0.25) on convs,
+  Epsilon(ε = 1e-6, zennit's default) on dense layers (visualization, zennit's EpsilonGammaBox).
+* ``gradient`` - the plain gradient ∂ logit_t / ∂x (no canonization, no rules).
+* ``gradient_x_input`` - x ⊙ ∂ logit_t / ∂x.
 
 ``stabilizer`` (default 1e-6, zennit's default) is the ε of the Norm/Flat/ZPlus/Gamma/ZBox
 denominators. ``epsilon_gamma_box`` needs the input range: ``low``/``high`` (floats or tensors

@@ -1,0 +1,79 @@
+"""reldrop compare: variants x seeds, results.md/csv, curves.png, grid expansion, resume of a comparison."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reldrop.train.compare import expand_variants, moving_average, run_compare
+from reldrop.train.config import load_config
+
+
+def test_expand_variants_grid_and_overrides() -> None:
+    cfg = load_config(None, [])
+    cfg["compare"]["variants"] = [
+        {"name": "baseline", "aug": {"name": "none"}},
+        {"name": "random", "aug": {"name": "random"}, "set": ["aug.beta=0.15"]},
+        {"name": "RelDrop", "aug": {"name": "reldrop"}, "grid": {"aug.alpha": [0, 0.5], "aug.beta": [0.15, 0.85]}},
+    ]
+    out = dict(expand_variants(cfg))
+    assert list(out) == ["baseline", "random", "RelDrop alpha=0 beta=0.15", "RelDrop alpha=0 beta=0.85",
+                         "RelDrop alpha=0.5 beta=0.15", "RelDrop alpha=0.5 beta=0.85"]
+    assert out["random"]["aug"]["beta"] == 0.15 and out["random"]["aug"]["name"] == "random"
+    g = out["RelDrop alpha=0.5 beta=0.85"]["aug"]
+    assert (g["name"], g["alpha"], g["beta"]) == ("reldrop", 0.5, 0.85)
+    assert out["baseline"]["optim"] == cfg["optim"]  # the rest of the config is inherited
+    cfg["compare"]["variants"] = [{"name": "a"}, {"name": "a"}]
+    with pytest.raises(ValueError, match="duplicate"):
+        expand_variants(cfg)
+
+
+def test_moving_average() -> None:
+    y = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+    ma = moving_average(y, 3)
+    assert np.allclose(ma, [0, 5, 10, 20, 30, 40])
+    assert np.allclose(moving_average(y, 1), y)
+
+
+def test_compare_writes_table_curves_and_resumes(tmp_path: Path, make_cfg: Any) -> None:
+    cfg = make_cfg(tmp_path, train__epochs=2, data__subset=100, data__test_subset=60)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}, {"name": "RE", "aug": {"name": "re"}}]
+    out = tmp_path / "cmp"
+    res = run_compare(cfg, out=out, seeds=[0, 1], quiet=True)
+    for f in ("results.md", "results.csv", "runs.csv", "curves.png"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0
+    assert (out / "baseline" / "seed1" / "metrics.jsonl").is_file()
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    with open(out / "results.csv") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"baseline", "RE"} and len(runs) == 4
+    for name in ("baseline", "RE"):
+        finals = [float(r["final_test_acc"]) for r in runs if r["variant"] == name]
+        assert float(rows[name]["final_test_acc_mean"]) == pytest.approx(np.mean(finals), abs=1e-3)
+        assert float(rows[name]["final_test_acc_std"]) == pytest.approx(np.std(finals, ddof=1), abs=1e-3)
+    md = (out / "results.md").read_text()
+    assert "| baseline | 2 | 2 |" in md and "±" in md and "gap" in md
+    # seeds differ -> runs differ
+    assert runs[0]["final_train_acc"] != runs[1]["final_train_acc"] or runs[0]["final_test_acc"] != runs[1]["final_test_acc"]
+    # re-running reuses finished runs (no retraining: last.pt untouched)
+    ckpt = out / "RE" / "seed0" / "last.pt"
+    mtime = ckpt.stat().st_mtime_ns
+    res2 = run_compare(cfg, out=out, seeds=[0, 1], quiet=True, plot=False)
+    assert ckpt.stat().st_mtime_ns == mtime
+    assert res2["rows"] == res["rows"]
+
+
+def test_compare_cli_on_digits_subset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reldrop.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(["compare", "--preset", "digits", "--out", str(out), "--seeds", "3", "--variants", "baseline",
+               "--epochs", "1", "--set", "data.subset=100", "model.kwargs={width: 4}", "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert f"results written to {out}" in text and "| baseline | 1 | 1 |" in text
+    assert main(["compare", "--preset", "digits", "--variants", "nope", "--out", str(out), "--quiet"]) == 2

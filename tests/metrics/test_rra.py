@@ -104,3 +104,33 @@ def test_matches_quantus_relevance_rank_accuracy():
         assert np.isnan(ref[0]) and ours[0] == 0.0
         np.testing.assert_allclose(ours[1:], ref[1:], atol=1e-6, rtol=0)
         assert summarize_rra(torch.from_numpy(ours), m).mean == pytest.approx(np.nanmean(ref), abs=1e-6)
+
+
+def _reference_rra(r2d: torch.Tensor, m: torch.Tensor) -> float:
+    """Plain-Python RRA of one sample: rank by (-value, row-major position), NaN last."""
+    vals = r2d.flatten().tolist()
+    key = [(float("inf") if v != v else -v, i) for i, v in enumerate(vals)]
+    ranked = [i for _, i in sorted(key)]
+    mflat = m.flatten().tolist()
+    k = sum(mflat)
+    return sum(mflat[i] for i in ranked[:k]) / k if k else 0.0
+
+
+def test_matches_plain_reference_with_ties():
+    pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5), st.integers(0, 2**31 - 1))
+    def check(b, h, w, seed):
+        g = torch.Generator().manual_seed(seed)
+        r = torch.randint(-2, 3, (b, h, w), generator=g).float()  # many ties
+        r[torch.rand(b, h, w, generator=g) < 0.1] = float("nan")
+        m = torch.rand(b, h, w, generator=g) < 0.4
+        out = relevance_rank_accuracy(r, m)
+        assert torch.isfinite(out).all()
+        for i in range(b):
+            assert out[i].item() == pytest.approx(_reference_rra(r[i], m[i]))
+
+    check()

@@ -239,3 +239,52 @@ def test_auto_falls_back_to_zennit(model, monkeypatch):
         assert Attributor(model).backend == "zennit"
     monkeypatch.setitem(sys.modules, "reldrop.attribution.fast", None)  # module absent
     assert Attributor(model).backend == "zennit"
+
+
+class _TwoBranch(nn.Module):
+    """The input feeds two convs in parallel (like PointNet++ MSG radii)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 2, 3, padding=1)
+        self.b = nn.Conv2d(3, 2, 5, padding=2)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1)
+        return self.head(h.mean((2, 3)))
+
+
+def _flat_modules(attributor, model):
+    from zennit.rules import Flat as FlatRule
+
+    attributor.composite.register(model)
+    try:
+        return [m for m in model.modules()
+                if any(isinstance(getattr(h, "__self__", None), FlatRule) for h in m._forward_hooks.values())]
+    finally:
+        attributor.composite.remove()
+
+
+def test_several_input_layers_all_get_flat():
+    torch.manual_seed(0)
+    m = _TwoBranch().eval()
+    y = torch.tensor([0, 1, 2])
+    default = Attributor(m, "epsilon_flat", backend="zennit")
+    r1 = default(X, y)
+    assert default.first_layers == [m.a] and _flat_modules(default, m) == [m.a]
+    both = Attributor(m, "epsilon_flat", backend="zennit", first_layers=[m.a, m.b])
+    assert _flat_modules(both, m) == [m.a, m.b]
+    assert not torch.allclose(both(X, y), r1)
+
+
+def test_pointnet2_msg_declares_every_radius_as_input_layer():
+    registry = pytest.importorskip("reldrop.models.registry")
+    points = pytest.importorskip("reldrop.attribution.canonize_points")
+    if "pointnet2_msg" not in registry.names() or not hasattr(points, "input_layers"):
+        pytest.skip("PointNet++ MSG or canonize_points.input_layers not available")
+    m = registry.build("pointnet2_msg", num_classes=4).eval()
+    a = Attributor(m, "zplus_flat", backend="zennit")
+    declared = points.input_layers(m)
+    assert len(declared) > 1 and a.first_layers == declared
+    assert _flat_modules(a, m) == declared

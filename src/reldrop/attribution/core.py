@@ -16,7 +16,9 @@ Conventions (all backends):
   DataParallel/DistributedDataParallel (``.module``) and ``torch.compile`` (``._orig_mod``)
   wrappers are unwrapped; the inner module is evaluated directly (no DDP hooks, no buffer sync).
 * **First layer.** "First" means first conv/linear module *executed* (forward trace of one sample,
-  done once per :class:`Attributor`), not first registered.
+  done once per :class:`Attributor`), not first registered - unless the model declares its input
+  layers (``canonize_points.input_layers``: every radius branch of PointNet++ MSG) or the caller
+  passes ``first_layers``.
 """
 from __future__ import annotations
 
@@ -136,6 +138,18 @@ def _check_range(target: torch.Tensor, num_classes: int) -> None:
         raise ValueError(f"target holds class indices outside [0, {num_classes}) for a model with {num_classes} outputs")
 
 
+def _declared_input_layers(model: nn.Module) -> list[nn.Module]:
+    """Input layers a model-specific module declares (``canonize_points.input_layers``), else []."""
+    try:
+        mod = importlib.import_module("reldrop.attribution.canonize_points")
+    except ModuleNotFoundError as err:
+        if err.name == "reldrop.attribution.canonize_points":
+            return []
+        raise
+    fn = getattr(mod, "input_layers", None)
+    return list(fn(model)) if callable(fn) else []
+
+
 def _first_layer(model: nn.Module, sample: torch.Tensor) -> nn.Module | None:
     """The first conv/linear module that runs in ``model(sample)`` (eval, no grad, model untouched)."""
     found: list[nn.Module] = []
@@ -164,6 +178,9 @@ class Attributor:
             it does not support the model/method) or ``"auto"`` (fast if available and it supports
             them, else zennit).
         canonizers: override the canonizers (default :func:`~reldrop.attribution.canonize.canonizers_for`).
+        first_layers: override the input layer(s) that get the first-layer rule (Flat/ZBox).
+            Default: the layers ``reldrop.attribution.canonize_points.input_layers(model)`` declares
+            (PointNet++ MSG: one per radius), else the first conv/linear executed in a forward trace.
         **method_kwargs: the preset's options (e.g. ``epsilon=1e-3``; see :mod:`.presets`).
 
     The composite, its rules and canonizers are created here, once; each call registers them,
@@ -181,6 +198,7 @@ class Attributor:
         *,
         backend: str = "auto",
         canonizers: list | None = None,
+        first_layers: list[nn.Module] | None = None,
         **method_kwargs: Any,
     ) -> None:
         self.wrapped_model = model
@@ -207,8 +225,21 @@ class Attributor:
         elif self.preset.lrp:
             self.canonizers = list(canonizers) if canonizers is not None else canonizers_for(self.model)
             self.composite = self.preset.build(self.canonizers, **self.method_kwargs)
-        self.first_layer: nn.Module | None = None
-        self._traced = False
+        self.first_layers: list[nn.Module] = []
+        if first_layers is not None:
+            if not all(isinstance(m, nn.Module) for m in first_layers):
+                raise TypeError("first_layers must be a list of modules of the model")
+            self.first_layers = list(first_layers)
+        elif self.composite is not None:
+            self.first_layers = _declared_input_layers(self.model)
+        self._traced = bool(self.first_layers)
+        if self.composite is not None:
+            self.composite.first_layers = tuple(self.first_layers)
+
+    @property
+    def first_layer(self) -> nn.Module | None:
+        """The (first) input layer given the first-layer rule; None before the first call."""
+        return self.first_layers[0] if self.first_layers else None
 
     def __repr__(self) -> str:
         return f"Attributor({type(self.model).__name__}, method={self.method!r}, backend={self.backend!r})"
@@ -246,8 +277,9 @@ class Attributor:
         model = self.model
         composite = self.composite
         if composite is not None and not self._traced:
-            self.first_layer = _first_layer(model, x_in[:1])
-            composite.first_layer = self.first_layer
+            first = _first_layer(model, x_in[:1])
+            self.first_layers = [first] if first is not None else []
+            composite.first_layers = tuple(self.first_layers)
             self._traced = True
         with preserve_model_state(model):
             model.eval()

@@ -63,10 +63,12 @@ def is_avg_pool(module: nn.Module) -> bool:
 
 
 class FirstLayerComposite(Composite):
-    """A zennit Composite: ``first_rule`` on the module ``self.first_layer`` (set by identity,
-    after a forward trace), then the first matching ``(predicate, rule)`` of ``layer_map``.
+    """A zennit Composite: ``first_rule`` on the input layer(s) ``self.first_layers`` (modules, by
+    identity, set after a forward trace), then the first matching ``(predicate, rule)`` of ``layer_map``.
 
-    Build once per model; ``register(model)``/``remove()`` per call (zennit ``Composite`` protocol).
+    Usually one input layer; models whose input feeds several layers in parallel (PointNet++ MSG:
+    one per radius) give all of them the first-layer rule. Build once per model;
+    ``register(model)``/``remove()`` per call (zennit ``Composite`` protocol).
     """
 
     def __init__(
@@ -77,11 +79,11 @@ class FirstLayerComposite(Composite):
     ) -> None:
         self.layer_map = list(layer_map)
         self.first_rule = first_rule
-        self.first_layer: nn.Module | None = None
+        self.first_layers: tuple[nn.Module, ...] = ()
         super().__init__(module_map=self._module_map, canonizers=list(canonizers or []))
 
     def _module_map(self, ctx: dict, name: str, module: nn.Module) -> Hook | None:
-        if self.first_rule is not None and module is self.first_layer:
+        if self.first_rule is not None and any(module is m for m in self.first_layers):
             return self.first_rule
         return next((rule for predicate, rule in self.layer_map if predicate(module)), None)
 

@@ -181,3 +181,16 @@ def test_init_from_state_dict_and_eval_train_clean(tmp_path: Path, make_cfg: Any
     fresh = load_checkpoint(Path(first["run_dir"]) / "last.pt")["model"]
     assert torch.equal(after[params[0]], fresh[params[0]])
     assert 0 <= row["train_clean_acc"] <= 100 and row["gap_clean"] == pytest.approx(row["train_clean_acc"] - row["test_acc"])
+
+
+def test_tensorboard_events_or_clear_warning(tmp_path: Path, make_cfg: Any) -> None:
+    cfg = make_cfg(tmp_path, train__epochs=1, train__tensorboard=True, data__subset=100)
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.warns(UserWarning, match="tensorboard"):
+            train(cfg, quiet=True)
+        assert not (Path(cfg["out"]) / "tb").exists()
+    else:
+        train(cfg, quiet=True)
+        assert list((Path(cfg["out"]) / "tb").glob("events.out.tfevents.*"))

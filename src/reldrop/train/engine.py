@@ -618,7 +618,7 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
                 save_checkpoint(state, run_dir / "last.pt")
                 if improved and cfg["train"]["save_best"]:
                     save_checkpoint(state, run_dir / "best.pt")
-                if not quiet and not show:
+                if not quiet:
                     print(f"[{run_dir.name}] epoch {epoch + 1}/{epochs} lr {lr:.4g} "
                           f"train {row['train_acc']:.2f}% loss {row['train_loss']:.4f} | "
                           f"test {row['test_acc']:.2f}% (top5 {row['test_top5']:.2f}, macro {row['test_macro']:.2f}) "

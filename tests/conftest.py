@@ -13,7 +13,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 if "RELDROP_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
     os.environ["RELDROP_DATA_DIR"] = str(SHARED_DATA)
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One thread: the suite runs many tiny ops, and OpenMP spin-waiting made them up to ~50x slower
+# on a loaded 2-core machine (measured by the attribution tests).
+torch.set_num_threads(1)
 
 
 def shared_data(*parts: str) -> Path:

@@ -213,3 +213,14 @@ def test_shapenet_part_as_classification(tmp_path):
     (root / "train_test_split" / "shuffled_test_file_list.json").write_text("{not json")
     with pytest.raises(ValueError, match="shuffled_test_file_list.json"):
         build_dataset("shapenet", root, "test")
+
+
+def test_train_subset_is_class_balanced_and_test_is_whole(tmp_path):
+    root = tmp_path / "pts"
+    _write_folder(root, np.random.default_rng(8))  # train: bed 2, chair 3; test: bed 1, chair 2
+    sub = build_dataset("point_folder", root, "train", npoints=8, subset=2)
+    assert sorted(y for _, y in sub.dataset) == [0, 1]
+    test = build_dataset("point_folder", root, "test", npoints=8, subset=2)
+    assert len(test.dataset) == 3
+    shapes = build_dataset("shapes", ".", "train", num_per_class=4, npoints=16, subset=22)
+    assert torch.bincount(shapes.dataset.labels).tolist() == [2] * 11

@@ -17,7 +17,8 @@ Common keyword arguments of every point builder: ``npoints=1024``, ``sampling="f
 sphere), ``augment`` (``None``: :class:`PointAugment` defaults when ``train_transform``; ``False``: off;
 a dict of :class:`PointAugment` fields; or an instance), ``cache=True`` (preprocess the whole split
 once and keep it in memory and under :func:`reldrop.data.cache_dir`, never inside the data folder;
-``False`` reads and preprocesses each file lazily in ``__getitem__``). Items are
+``False`` reads and preprocesses each file lazily in ``__getitem__``), ``subset=None`` (an int: a
+class-balanced subset of that many *train* clouds, drawn with ``seed``; the test split is whole). Items are
 ``(points (npoints, D) float32, label int)``. A missing or unreadable file raises an error naming it.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ from torch.utils.data import Dataset
 from .points_transforms import SAMPLINGS, PointAugment, farthest_point_sample, normalize_unit_sphere, subsample
 from .registry import DatasetInfo, register_dataset
 from .root import cache_dir
+from .tensor_dataset import class_balanced_subset
 
 __all__ = ["PointPrep", "PointArrayDataset", "PointFileDataset", "read_point_file", "point_info",
            "prepare_arrays", "make_augment", "resolve_root"]
@@ -236,9 +238,13 @@ def resolve_root(root: Path, names: Sequence[str], marker: Callable[[Path], bool
 
 def _build(name: str, split: str, items: list[tuple[Path, int]], class_names: list[str],
            reader: Callable[[Path], np.ndarray], root: Path, *, train_transform: bool, npoints: int,
-           sampling: str, use_normals: bool, normalize: bool, augment: Any, cache: bool, seed: int) -> DatasetInfo:
+           sampling: str, use_normals: bool, normalize: bool, augment: Any, cache: bool, seed: int,
+           subset: int | None = None) -> DatasetInfo:
     if not items:
         raise FileNotFoundError(f"{name}: no {split} point clouds found under {root}")
+    if subset is not None and split == "train":
+        keep = class_balanced_subset(torch.tensor([c for _, c in items]), int(subset), seed)
+        items = [items[i] for i in keep.tolist()]
     prep = PointPrep(npoints, sampling, use_normals, normalize, seed)
     aug = make_augment(augment, train_transform)
     files = [p for p, _ in items]
@@ -258,7 +264,8 @@ def _build(name: str, split: str, items: list[tuple[Path, int]], class_names: li
     return point_info(ds, labels, class_names, prep, root=str(root), split=split)
 
 
-_COMMON = dict(npoints=1024, sampling="fps", use_normals=False, normalize=True, augment=None, cache=True, seed=0)
+_COMMON = dict(npoints=1024, sampling="fps", use_normals=False, normalize=True, augment=None, cache=True, seed=0,
+               subset=None)
 
 
 def _opts(kwargs: dict[str, Any], name: str) -> dict[str, Any]:
@@ -389,5 +396,8 @@ def build_modelnet40_h5(root: Path, split: str, *, train_transform: bool, **kwar
 
     key = {"format": "modelnet40_h5", "split": split, "root": str(folder.resolve()), "files": _files_key(files)}
     points = prepare_arrays(key, load, prep, cache=opts["cache"])
+    if opts["subset"] is not None and split == "train":
+        keep = class_balanced_subset(labels, int(opts["subset"]), opts["seed"])
+        points, labels = points[keep], labels[keep]
     ds = PointArrayDataset(points, labels, make_augment(opts["augment"], train_transform))
     return point_info(ds, labels, classes, prep, root=str(folder), split=split)

@@ -22,6 +22,7 @@ import torch
 from .modelnet import PointArrayDataset, PointPrep, make_augment, point_info
 from .points_transforms import normalize_unit_sphere
 from .registry import DatasetInfo, register_dataset
+from .tensor_dataset import class_balanced_subset
 
 __all__ = ["SHAPE_CLASSES", "generate_shapes", "build_shapes"]
 
@@ -256,7 +257,8 @@ def generate_shapes(num_per_class: int, npoints: int = 1024, *, seed: int = 0,
 def build_shapes(root: Path, split: str, *, train_transform: bool, num_per_class: int | None = None,
                  npoints: int = 1024, use_normals: bool = False, seed: int = 0,
                  classes: Sequence[str] | None = None, rotate: str = "so3",
-                 occlusion: float = 0.5, augment: Any = None, **unused: Any) -> DatasetInfo:
+                 occlusion: float = 0.5, augment: Any = None, subset: int | None = None,
+                 **unused: Any) -> DatasetInfo:
     """The generated shapes (``root`` is ignored): ``num_per_class`` defaults to 200 (train) / 50 (test).
 
     The test split uses a different seed stream from the train split, so no cloud appears in both.
@@ -270,6 +272,9 @@ def build_shapes(root: Path, split: str, *, train_transform: bool, num_per_class
         num_per_class = 200 if split == "train" else 50
     points, labels, names = generate_shapes(num_per_class, npoints, seed=2 * int(seed) + (split == "test"),
                                             classes=classes, rotate=rotate, occlusion=occlusion)
+    if subset is not None and split == "train":
+        keep = class_balanced_subset(labels, int(subset), seed)
+        points, labels = points[keep], labels[keep]
     prep = PointPrep(npoints, "first", use_normals, True, seed)
     ds = PointArrayDataset(points[..., : prep.dim], labels, make_augment(augment, train_transform))
     return point_info(ds, labels, names, prep, split=split, generator="shapes")

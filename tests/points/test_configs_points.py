@@ -47,3 +47,15 @@ def test_shapes_preset_trains_end_to_end_with_reldrop(tmp_path):
     assert row["aug_selected"] > 0  # RelDrop ran on the training batches
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["epoch"] == 1
+    # Fig. 4 and Fig. A.1 straight from the run directory
+    from reldrop.metrics.flipping import flipping_report
+    from reldrop.metrics.suite import load_run
+    from reldrop.viz.pointclouds import plot_dropped_points_for_model
+
+    report = flipping_report({"tiny": tmp_path / "run"}, tmp_path / "fig4", step_size=16, limit=10)
+    assert report["tiny"]["fixed"]["n"] == 10 and len(report["tiny"]["random"]["accuracy"]) == 5
+    assert (tmp_path / "fig4" / "flipping.png").stat().st_size > 1000
+    loaded = load_run(tmp_path / "run")
+    x, y = loaded.test.dataset[0]
+    png = plot_dropped_points_for_model(loaded.model, x, y, tmp_path / "figA1.png")
+    assert png.stat().st_size > 1000

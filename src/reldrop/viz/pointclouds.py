@@ -11,7 +11,7 @@ import torch
 
 from .._checks import check_float_tensor, check_tensor
 
-__all__ = ["plot_dropped_points", "plot_flipping_curves", "plot_point_relevance"]
+__all__ = ["plot_dropped_points", "plot_dropped_points_for_model", "plot_flipping_curves", "plot_point_relevance"]
 
 
 def _plt():  # noqa: ANN202 - lazy import keeps `import reldrop` light
@@ -72,6 +72,18 @@ def plot_dropped_points(points: torch.Tensor, relevance: torch.Tensor, path: Uni
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_dropped_points_for_model(model: "torch.nn.Module", points: torch.Tensor, label: int, path: Union[str, Path], *,
+                                  method: str = "zplus_flat", alpha: float = 0.5,
+                                  betas: Sequence[float] = (0.15, 0.5, 0.85), seed: int = 0,
+                                  title: str | None = None) -> Path:
+    """Fig. A.1 for a trained model: relevance of ``points`` ``(N, D)`` for class ``label`` with
+    ``method`` (the same attribution RelDrop uses during training), then :func:`plot_dropped_points`."""
+    from ..attribution import attribute
+
+    rel = attribute(model, points.unsqueeze(0), torch.tensor([int(label)], device=points.device), method)[0]
+    return plot_dropped_points(points, rel.sum(-1), path, alpha=alpha, betas=betas, seed=seed, title=title)
 
 
 def plot_point_relevance(points: torch.Tensor, relevance: torch.Tensor, path: Union[str, Path], *,

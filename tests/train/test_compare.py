@@ -34,7 +34,8 @@ def test_expand_variants_grid_and_overrides() -> None:
 def test_moving_average() -> None:
     y = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
     ma = moving_average(y, 3)
-    assert np.allclose(ma, [0, 5, 10, 20, 30, 40])
+    assert np.allclose(ma, [5, 10, 20, 30, 40, 45])  # centred, shrinking at the ends
+    assert np.allclose(moving_average(y, 5)[2], 20) and np.allclose(moving_average(y, 4)[0], 10)
     assert np.allclose(moving_average(y, 1), y)
 
 

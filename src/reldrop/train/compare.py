@@ -235,14 +235,15 @@ def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], runs: 
 
 
 def moving_average(y: Sequence[float], window: int = 5) -> np.ndarray:
-    """Trailing moving average over up to ``window`` points (the first points average what exists)."""
+    """Centred moving average over ``window`` points (shrinks at both ends; no lag, same length as ``y``)."""
     a = np.asarray(y, dtype=float)
     if a.size == 0:
         return a
     c = np.cumsum(np.insert(a, 0, 0.0))
-    idx = np.arange(1, a.size + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[idx] - c[lo]) / (idx - lo)
+    i = np.arange(a.size)
+    lo = np.maximum(i - (window - 1) // 2, 0)
+    hi = np.minimum(i + window // 2 + 1, a.size)
+    return (c[hi] - c[lo]) / (hi - lo)
 
 
 def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path, *, window: int = 5,
@@ -275,11 +276,12 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path, *, window: 
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].set_title("train (augmented batches)")
     axes[1].set_title("test")
     axes[1].legend(loc="lower right", fontsize=9)
     if title:
-        fig.suptitle(title + f"  —  thin: mean over seeds, thick: {window}-epoch moving average", fontsize=10)
+        fig.suptitle(title + f"  —  thin: mean over seeds, thick: centred {window}-epoch moving average", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -1,4 +1,6 @@
-"""Model registry: ``reldrop.models.build(name, num_classes=..., **kwargs)`` and ``names()``."""
+"""Model registry: ``reldrop.models.build(name, num_classes=..., **kwargs)`` and ``names()``;
+``load_init(model, path, strict=True, reinit_head=False)`` for user checkpoints."""
+from .checkpoint import load_init
 from .registry import build, names, register
 
-__all__ = ["build", "names", "register"]
+__all__ = ["build", "names", "register", "load_init"]

@@ -84,3 +84,26 @@ def test_evaluate_corruption_and_rra_on_cifar10(tmp_path, cifar10_root):
     assert m["rra"]["n_valid"] == 2 and 0 <= m["rra"]["mean"] <= 100
     assert m["rra"]["chance"] == pytest.approx(100 * 32 * 32 / (64 * 64))
     assert (tmp_path / "c10" / "eval" / "rra_heatmaps.png").is_file()
+
+
+def test_report_groups_seeds_mean_std(tmp_path):
+    from reldrop.metrics.report import collect, markdown_table, write_figures
+
+    runs = []
+    for variant, accs in (("baseline", (40.0, 42.0)), ("RelDrop", (45.0, 45.0))):
+        for seed, a in enumerate(accs):
+            d = tmp_path / variant / f"seed{seed}"
+            (d / "eval").mkdir(parents=True)
+            m = {"name": f"{variant}/seed{seed}", "acc": {"accuracy": a}, "rra": {"mean": a / 2},
+                 "morf": {o: {"accuracy_auc": a, "fractions": [0, 0.5, 1], "accuracy": [a, a / 2, 0]}
+                          for o in ("morf", "lerf", "random")},
+                 "channel_auc": {"layers": {"l1": {"auc": a / 100}, "l2": {"auc": 0.5}}}}
+            (d / "eval" / "metrics.json").write_text(json.dumps(m))
+            runs.append(d)
+    table = markdown_table(collect(runs))
+    lines = table.splitlines()
+    assert lines[2].startswith("| baseline | 2 | 41.00 ± 1.41 |")
+    assert lines[3].startswith("| RelDrop | 2 | 45.00 ± 0.00 |")
+    assert "| - |" in lines[2]  # corruption was not evaluated
+    files = write_figures(collect(runs), tmp_path / "fig")
+    assert [f.name for f in files] == ["perturbation_all.png", "channel_auc_change.png"]

@@ -15,6 +15,7 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("test acc (%)", ("acc", "accuracy"), 2),
     ("mean corruption acc (%)", ("corruption", "mean"), 2),
     ("RRA placed tiles (%)", ("rra", "mean"), 2),
+    ("placed-tile acc (%)", ("rra", "placed_accuracy"), 2),
     ("MoRF acc AUC (%)", ("morf", "morf", "accuracy_auc"), 2),
     ("LeRF acc AUC (%)", ("morf", "lerf", "accuracy_auc"), 2),
     ("random acc AUC (%)", ("morf", "random", "accuracy_auc"), 2),
@@ -73,28 +74,49 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _group_mean(rows: Sequence[dict[str, Any]], path: Sequence[str]) -> dict[str, Any]:
+    """``{group: mean over its runs}`` of a list (elementwise) or ``{layer: {"auc"}}`` entry at ``path``."""
+    out: dict[str, Any] = {}
+    groups: dict[str, list[Any]] = {}
+    for r in rows:
+        v = _get(r["metrics"], path)
+        if v is not None:
+            groups.setdefault(r["group"], []).append(v)
+    for g, vs in groups.items():
+        if isinstance(vs[0], list):
+            out[g] = [sum(t) / len(t) for t in zip(*vs)]
+        elif isinstance(vs[0], dict):
+            layers = [k for k in vs[0] if all(k in v for v in vs)]
+            out[g] = {k: sum(float(v[k]["auc"]) for v in vs) / len(vs) for k in layers}
+    return out
+
+
 def write_figures(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """MoRF/LeRF curves of all runs in one plot; channel-AUC change of every run vs the first."""
-    from .channel_auc import relative_auc_change
+    """Joint figures, runs of one group (variant) averaged over seeds:
+
+    * ``perturbation_all.png``: MoRF and LeRF accuracy curves of every group;
+    * ``channel_auc_change.png``: relative channel-relevance AUC change per layer of every group
+      vs the first group (the baseline), Fig. A.2 analogue.
+    """
     from ..viz.curves import plot_channel_auc_change, plot_perturbation_curves
+    from .channel_auc import relative_auc_change
 
     out = Path(out_dir)
     written: list[Path] = []
     curves = {}
-    for r in rows:
-        m = r["metrics"].get("morf")
-        if m:
-            for order in ("morf", "lerf"):
-                curves[f"{r['name']} {order.upper()}"] = (m[order]["fractions"], m[order]["accuracy"])
+    for order in ("morf", "lerf"):
+        acc = _group_mean(rows, ("morf", order, "accuracy"))
+        xs = _group_mean(rows, ("morf", order, "fractions"))
+        for g in acc:
+            curves[f"{g} {order.upper()}"] = (xs[g], acc[g])
     if curves:
         written.append(plot_perturbation_curves(curves, out / "perturbation_all.png", ylabel="test accuracy (%)",
-                                                title="region perturbation (own relevance per model)"))
-    with_ch = [r for r in rows if _get(r["metrics"], ("channel_auc", "layers"))]
-    if len(with_ch) >= 2:
-        base = with_ch[0]
-        changes = {f"{r['name']} vs {base['name']}": relative_auc_change(r["metrics"]["channel_auc"]["layers"],
-                                                                         base["metrics"]["channel_auc"]["layers"])
-                   for r in with_ch[1:]}
+                                                title="region perturbation (each model's own relevance)"))
+    layer_auc = _group_mean(rows, ("channel_auc", "layers"))
+    if len(layer_auc) >= 2:
+        names = list(layer_auc)
+        base = names[0]
+        changes = {f"{g} vs {base}": relative_auc_change(layer_auc[g], layer_auc[base]) for g in names[1:]}
         written.append(plot_channel_auc_change(changes, out / "channel_auc_change.png",
                                                title="channel-relevance AUC change per layer (Fig. A.2 analogue)"))
     return written

@@ -55,10 +55,15 @@ def supports(model: nn.Module, method: str) -> bool:
 
 
 def _stab_div(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """``z / (z + eps·sign(z))`` with sign(0)=+1, as a new tensor (zennit's ``stabilize``)."""
-    den = z.abs().add_(eps)
-    torch.copysign(den, z, out=den)  # z = ±0 gives 0 / ±eps = 0 either way
-    return torch.div(z, den, out=den)
+    """``z / (z + eps·sign(z))`` with sign(0)=+1 (zennit's ``stabilize``), as a new tensor.
+
+    Computed as ``|z| / (|z| + eps)``: for z > 0 the same IEEE operations; for z < 0 both
+    numerator and denominator are negated exactly, so the quotient is bit-identical; z = ±0
+    gives 0 either way. Three passes instead of five.
+    """
+    a = z.abs()
+    den = a + eps
+    return torch.div(a, den, out=den)
 
 
 def _relu_stab_div(y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -102,6 +107,8 @@ class FastLRP:
         self.method = method
         self.epsilon = float(epsilon)
         self.stabilizer = float(stabilizer)
+        #: compute in channels_last (NHWC) memory format; None = on CPU only. Same maths.
+        self.channels_last: bool | None = None
 
     def __repr__(self) -> str:
         return (f"FastLRP({type(self.model).__name__}, method={self.method!r}, "
@@ -132,17 +139,28 @@ class FastLRP:
             return self._run(x.detach(), target)
 
     # ------------------------------------------------------------------------------------
-    def _folded(self, op: Op, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Weight and bias of ``op.module`` with its BatchNorm merged (eps included)."""
+    def _folded(self, op: Op, dtype: torch.dtype, cl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight and bias of ``op.module`` with its BatchNorm merged (eps included).
+
+        ``cl``: return a 4-D weight in channels_last layout (written directly by the merge, so
+        oneDNN does not re-layout it in both the forward and the transposed convolution).
+        """
         m = op.module
         w = m.weight
         b = m.bias
         bn = op.bn
+        cl = cl and w.ndim == 4
         if bn is not None:
             scale = bn.running_var + bn.eps
             scale = scale.sqrt()
             scale = (bn.weight / scale) if bn.weight is not None else scale.reciprocal()
-            w = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
+            scale_w = scale.reshape(-1, *([1] * (w.ndim - 1)))
+            if cl:
+                out = torch.empty_like(w, dtype=torch.result_type(w, scale_w),
+                                       memory_format=torch.channels_last)
+                w = torch.mul(w, scale_w, out=out)
+            else:
+                w = w * scale_w
             shift = -bn.running_mean if b is None else b - bn.running_mean
             b = shift * scale
             if bn.bias is not None:
@@ -150,33 +168,46 @@ class FastLRP:
         if w.dtype != dtype:
             w = w.to(dtype)
             b = None if b is None else b.to(dtype)
+        if cl and not w.is_contiguous(memory_format=torch.channels_last):
+            w = w.contiguous(memory_format=torch.channels_last)
         return w, b
 
     def _run(self, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
         plan = self._plan
         eps, delta = self.epsilon, self.stabilizer
         vals: list[Any] = [None] * plan.n_slots
+        cl = self.channels_last if self.channels_last is not None else x.device.type == "cpu"
+        if cl:  # oneDNN convolutions are ~25 % faster on NHWC than on NCHW on CPU
+            x = x.contiguous(memory_format=torch.channels_last)
         vals[plan.input_slot] = x
         store: list[Any] = [None] * len(plan.ops)
+        fuse_relu = cl and x.device.type == "cpu" and x.dtype == torch.float32 and _HAS_CONV_POINTWISE
 
         # ---- forward (no autograd): values, and the per-op factor for the backward ----
         for i, op in enumerate(plan.ops):
             kind = op.kind
             if kind == "conv" or kind == "linear":
                 inp = vals[op.ins[0]]
-                w, b = self._folded(op, inp.dtype)
+                w, b = self._folded(op, inp.dtype, cl)
+                fused = False
                 if kind == "conv":
                     m = op.module
-                    z = F.conv2d(inp, w, b, m.stride, m.padding, m.dilation, m.groups)
+                    if op.act and fuse_relu:
+                        try:  # oneDNN conv with a ReLU post-op: one pass less, same numbers
+                            z = _conv_relu(inp, w, b, m)
+                            fused = True
+                        except RuntimeError:
+                            z = F.conv2d(inp, w, b, m.stride, m.padding, m.dilation, m.groups)
+                    else:
+                        z = F.conv2d(inp, w, b, m.stride, m.padding, m.dilation, m.groups)
                 else:
                     z = F.linear(inp, w, b)
+                if op.act and not fused:
+                    z = z.relu_()
                 if op.rule == "flat":
-                    if op.act:
-                        z = z.relu_()
                     fac = z  # R_z1 = z1 ⊙ grad (Flat redistributes it below)
                     store[i] = (fac, inp.shape, None)
                 elif op.act:
-                    z = z.relu_()
                     store[i] = (_relu_stab_div(z, eps), inp.shape, w)
                 else:
                     store[i] = (_stab_div(z, eps), inp.shape, w)
@@ -227,9 +258,15 @@ class FastLRP:
         grads: list[Any] = [None] * plan.n_slots
         grads[plan.output_slot] = seed
 
-        def acc(slot: int, t: torch.Tensor) -> None:
+        def acc(slot: int, t: torch.Tensor, fresh: bool = False) -> None:
+            # ``fresh``: t was just allocated here and nothing else refers to it -> add in place
             old = grads[slot]
-            grads[slot] = t if old is None else old + t
+            if old is None:
+                grads[slot] = t
+            elif fresh:
+                grads[slot] = t.add_(old)
+            else:
+                grads[slot] = old + t
 
         relevance = None
         for i in range(len(plan.ops) - 1, -1, -1):
@@ -249,21 +286,21 @@ class FastLRP:
                     continue
                 if kind == "conv":
                     m = op.module
-                    acc(op.ins[0], _conv_input_grad(c, w, in_shape, m))
+                    acc(op.ins[0], _conv_input_grad(c, w, in_shape, m), True)
                 else:
-                    acc(op.ins[0], c.matmul(w))
+                    acc(op.ins[0], c.matmul(w), True)
             elif kind == "add":
                 c = st.mul_(g)
                 acc(op.ins[0], c)
                 acc(op.ins[1], c)
             elif kind == "relu":
-                acc(op.ins[0], torch.where(st > 0, g, 0.0))
+                acc(op.ins[0], torch.where(st > 0, g, 0.0), True)
             elif kind == "maxpool":
                 inp, idx = st
                 m = op.module
                 acc(op.ins[0], torch.ops.aten.max_pool2d_with_indices_backward(
                     g, inp, _pair(m.kernel_size), _pair(m.stride), _pair(m.padding),
-                    _pair(m.dilation), m.ceil_mode, idx))
+                    _pair(m.dilation), m.ceil_mode, idx), True)
             elif kind == "gap":
                 fac, in_shape = st
                 c = fac.mul_(g).div_(in_shape[-1] * in_shape[-2])
@@ -286,6 +323,15 @@ class FastLRP:
         s = r_out.sum(dim=1, keepdim=True) / (count + delta)  # count > 0: sign +1
         r = _conv_transpose(s, ones_k, in_shape[-2:], m.stride, m.padding, m.dilation, 1)
         return r.expand(in_shape[0], cin, in_shape[2], in_shape[3]).contiguous()
+
+
+_HAS_CONV_POINTWISE = hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _conv_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, m: nn.Conv2d) -> torch.Tensor:
+    """relu(conv2d(x, w, b)) in one oneDNN call (CPU, float32, channels_last)."""
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, w, b, _pair(m.padding), _pair(m.stride), _pair(m.dilation), m.groups, "relu", [], "")
 
 
 def _pair(v: Any) -> list[int]:

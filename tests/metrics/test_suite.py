@@ -107,3 +107,26 @@ def test_report_groups_seeds_mean_std(tmp_path):
     assert "| - |" in lines[2]  # corruption was not evaluated
     files = write_figures(collect(runs), tmp_path / "fig")
     assert [f.name for f in files] == ["perturbation_all.png", "channel_auc_change.png"]
+
+
+def test_evaluate_points_run_defaults_to_flipping(tmp_path):
+    cfg_extra = {"npoints": 64, "rotate": "z"}
+    from reldrop.data import build_dataset, data_root
+    from reldrop.train.config import DEFAULTS
+    from reldrop.train.engine import build_model
+
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["data"].update(name="shapes", kwargs=cfg_extra)
+    cfg["model"]["name"] = "pointnet"
+    info = build_dataset("shapes", data_root(), "test", train_transform=False, **cfg_extra)
+    torch.manual_seed(0)
+    model = build_model(cfg, info)
+    (tmp_path / "pts").mkdir()
+    torch.save({"model": model.state_dict(), "config": cfg}, tmp_path / "pts" / "last.pt")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "pts"), "--limit", "4", "--batch-size", "4"]) == 0
+    m = json.loads((tmp_path / "pts" / "eval" / "metrics.json").read_text())
+    assert set(m) >= {"acc", "flipping"} and "morf" not in m
+    assert len(m["flipping"]["fixed"]["accuracy"]) == 64 // 32 + 1 and m["flipping"]["random"]["n"] == 4
+    assert (tmp_path / "pts" / "eval" / "flipping.png").is_file()
+    with pytest.raises(SystemExit, match="do not apply"):
+        main(["evaluate", "--checkpoint", str(tmp_path / "pts"), "--metrics", "rra"])

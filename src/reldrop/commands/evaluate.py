@@ -11,8 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
                         help="run directory written by `reldrop train` (best.pt, else last.pt), or a .pt inside one")
-    parser.add_argument("--metrics", default=",".join(METRICS),
-                        help=f"comma-separated subset of {','.join(METRICS)} (default: all)")
+    parser.add_argument("--metrics", default=None,
+                        help=f"comma-separated subset of {','.join(METRICS)} (default: every metric that "
+                             "applies: images acc,corruption,rra,morf,channel_auc,heatmaps; points acc,flipping)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/eval)")
     parser.add_argument("--data-root", default=None, help="data root (default: config, $RELDROP_DATA_DIR, ./data)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
@@ -38,9 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from reldrop.metrics.suite import evaluate_run, load_run
+    from reldrop.metrics.suite import DEFAULT_METRICS, evaluate_run, load_run
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if min(args.batch_size, args.rra_size, args.patch_size, args.channel_samples, args.heatmap_samples) < 1 \
             or args.limit < 0 or args.steps < 0:
         raise SystemExit("--batch-size, --rra-size, --patch-size, --channel-samples, --heatmap-samples must be >= 1; "
@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_run(args.checkpoint, checkpoint=args.which, device=args.device, data_root=args.data_root)
+    if args.metrics is None:
+        metrics = list(DEFAULT_METRICS.get(loaded.test.modality, ("acc",)))
+    else:
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     compare = [load_run(c, checkpoint=args.which, device=args.device, data_root=args.data_root) for c in args.compare]
     try:
         res = evaluate_run(loaded, metrics, out_dir=args.out, device=args.device, batch_size=args.batch_size,
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         summary.append(f"RRA {res['rra']['mean']:.2f}%")
     if "morf" in res:
         summary.append(f"MoRF AUC {res['morf']['morf']['accuracy_auc']:.2f}")
+    if "flipping" in res:
+        summary.append(f"flipping AUC {res['flipping']['fixed']['accuracy_auc']:.2f}")
     out = args.out or f"{loaded.run_dir}/eval"
     print(f"[{loaded.name}] " + ", ".join(summary) + f"  -> {out}/metrics.json")
     return 0

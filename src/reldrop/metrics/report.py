@@ -19,6 +19,8 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("MoRF acc AUC (%)", ("morf", "morf", "accuracy_auc"), 2),
     ("LeRF acc AUC (%)", ("morf", "lerf", "accuracy_auc"), 2),
     ("random acc AUC (%)", ("morf", "random", "accuracy_auc"), 2),
+    ("point-flipping AUC (%)", ("flipping", "fixed", "accuracy_auc"), 2),
+    ("random flipping AUC (%)", ("flipping", "random", "accuracy_auc"), 2),
 )
 
 

@@ -16,6 +16,8 @@ rra            Relevance Rank Accuracy on the placed-tile benchmark (CIFAR-10 te
 morf           region perturbation on test images: MoRF, LeRF and random accuracy curves + AUCs
 channel_auc    per-layer channel-relevance AUC (App. A.5.1)
 heatmaps       Fig. 3-style grid of test images with this run's (and ``compare`` runs') relevance
+flipping       point clouds: point flipping (:mod:`reldrop.metrics.flipping`, z+ relevance, 32
+               points per step) in relevance and random order, accuracy curves + AUCs
 =============  ==============================================================================
 """
 from __future__ import annotations
@@ -30,9 +32,13 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["METRICS", "LoadedRun", "load_run", "evaluate_run"]
+__all__ = ["METRICS", "DEFAULT_METRICS", "LoadedRun", "load_run", "evaluate_run"]
 
-METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps")
+METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps", "flipping")
+#: what ``reldrop evaluate`` computes when ``--metrics`` is not given, per modality
+DEFAULT_METRICS = {"image": ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps"),
+                   "points": ("acc", "flipping")}
+IMAGE_METRICS = ("corruption", "rra", "morf", "channel_auc", "heatmaps")
 
 
 @dataclass
@@ -170,6 +176,11 @@ def evaluate_run(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+    modality = getattr(run.test, "modality", "image")
+    wrong = [m for m in metrics if (m in IMAGE_METRICS) != (modality == "image") and m != "acc"]
+    if wrong:
+        raise ValueError(f"metrics {wrong} do not apply to a {modality!r} run; for it use "
+                         f"{','.join(DEFAULT_METRICS.get(modality, ('acc',)))}")
     dev = torch.device(device)
     out = Path(out_dir) if out_dir is not None else run.run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -285,5 +296,23 @@ def evaluate_run(
                                        mean=info.mean, std=info.std, method=method,
                                        title="LRP relevance (epsilon_gamma_box): red +, blue -")
         results["heatmaps"] = {"path": str(path), "seconds": time.perf_counter() - t}
+    if "flipping" in metrics:
+        from .flipping import point_flipping_dataset
+
+        t = timed("flipping")
+        flips = {}
+        for mode in ("fixed", "random"):
+            res = point_flipping_dataset(model, _test_batches(info, limit, batch_size, dev), mode=mode,
+                                         relevance="zplus_flat", step_size=32, device=dev, seed=seed)
+            d = res.to_dict()
+            d["accuracy_auc"] = 100 * d["auc"]
+            d["accuracy"] = [100 * a for a in d["accuracy"]]
+            flips[mode] = d
+        results["flipping"] = {**flips, "seconds": time.perf_counter() - t}
+        from ..viz.curves import plot_perturbation_curves
+
+        plot_perturbation_curves({f"{run.name} {m}": (flips[m]["fractions"], flips[m]["accuracy"]) for m in flips},
+                                 out / "flipping.png", ylabel="test accuracy (%)", xlabel="fraction of points removed",
+                                 title="point flipping (z+ relevance, 32 points per step)")
     json_path.write_text(json.dumps(results, indent=1))
     return results

@@ -164,3 +164,47 @@ def test_weights_only_refuses_pickled_objects(tmp_path: Path) -> None:
 def test_bad_model_argument(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="model"):
         load_init("resnet8_cifar", tmp_path / "x.pth")  # type: ignore[arg-type]
+
+
+def _reference_names(sd: dict[str, torch.Tensor], variant: str) -> dict[str, torch.Tensor]:
+    """Our PointNet++ state dict renamed/reshaped as the reference (yanx27) code saves it."""
+    head = {"head.0": "fc1", "head.1": "bn1", "head.4": "fc2", "head.5": "bn2", "fc": "fc3"}
+    out = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[0].startswith("sa"):
+            if variant == "ssg":  # sa1.mlp.<3j or 3j+1>.param
+                j, r = divmod(int(parts[2]), 3)
+                new = f"{parts[0]}.{'mlp_convs' if r == 0 else 'mlp_bns'}.{j}.{parts[3]}"
+            else:  # sa1.mlps.i.<3j or 3j+1>.param ; sa3 is single-scale in both
+                if parts[1] == "mlp":
+                    j, r = divmod(int(parts[2]), 3)
+                    new = f"{parts[0]}.{'mlp_convs' if r == 0 else 'mlp_bns'}.{j}.{parts[3]}"
+                else:
+                    j, r = divmod(int(parts[3]), 3)
+                    new = f"{parts[0]}.{'conv_blocks' if r == 0 else 'bn_blocks'}.{parts[2]}.{j}.{parts[4]}"
+            if r == 0 and parts[-1] == "weight":
+                v = v[:, :, None, None]
+        else:
+            prefix = ".".join(parts[:-1])
+            new = f"{head[prefix]}.{parts[-1]}"
+        out[new] = v.contiguous()
+    return out
+
+
+@pytest.mark.parametrize("variant", ["ssg", "msg"])
+def test_reference_pointnet2_checkpoint_loads(tmp_path: Path, variant: str) -> None:
+    torch.manual_seed(0)
+    src = build(f"pointnet2_{variant}", num_classes=40, npoint=(8, 4))
+    ref_sd = _reference_names(src.state_dict(), variant)
+    assert "sa1.mlp_convs.0.weight" in ref_sd or "sa1.conv_blocks.0.0.weight" in ref_sd
+    assert "fc3.weight" in ref_sd and ref_sd["sa3.mlp_convs.2.weight"].shape == (1024, 512, 1, 1)
+    path = tmp_path / "best_model.pth"
+    torch.save({"epoch": 49, "instance_acc": 0.9, "model_state_dict": ref_sd,
+                "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 0.001}]}}, path)
+    for layout in ("rows", "conv2d"):
+        dst = build(f"pointnet2_{variant}", num_classes=40, npoint=(8, 4), layout=layout)
+        load_init(dst, path)
+        x = torch.randn(2, 32, 3)
+        with torch.no_grad():
+            torch.testing.assert_close(dst.eval()(x), src.eval()(x), atol=1e-5, rtol=1e-5)

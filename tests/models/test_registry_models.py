@@ -175,3 +175,30 @@ def test_modules_in_forward_order_for_bn_merge() -> None:
                 assert isinstance(prev, (nn.Linear, nn.Conv1d, nn.Conv2d)), (name, prev, cur)
                 out = prev.out_features if isinstance(prev, nn.Linear) else prev.out_channels
                 assert out == cur.num_features
+
+
+@pytest.mark.parametrize(
+    "name,x,n_bn",
+    [("pointnet2_ssg", (2, 64, 3), 11), ("pointnet2_msg", (2, 64, 6), 23), ("pointnet", (2, 64, 3), 5),
+     ("small_cnn", (2, 3, 8, 8), 2), ("resnet8_cifar", (2, 3, 8, 8), 9)],
+)
+def test_zennit_sequential_bn_merge_pairs_every_batchnorm(name: str, x: tuple[int, ...], n_bn: int) -> None:
+    from zennit.canonizers import SequentialMergeBatchNorm
+
+    torch.manual_seed(0)
+    kw = {"npoint": (16, 8)} if name.startswith("pointnet2") else {}
+    in_ch = {"in_channels": x[-1]} if name.startswith("pointnet") else {}
+    model = build(name, num_classes=5, **kw, **in_ch)
+    inp = torch.randn(*x)
+    with torch.no_grad():
+        model.train()(inp)  # non-trivial running statistics
+        model.eval()
+        before = model(inp)
+        instances = SequentialMergeBatchNorm().apply(model)
+        try:
+            assert len(instances) == n_bn == sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+            torch.testing.assert_close(model(inp), before, atol=1e-4, rtol=1e-4)
+        finally:
+            for inst in instances:
+                inst.remove()
+        assert torch.equal(model(inp), before)

@@ -128,10 +128,16 @@ def load_init(
         reinit_head: drop the classifier's weights from the file and keep the model's freshly
             initialized classifier (for a different ``num_classes``).
         head: name of the classifier module; default :func:`classifier_prefix`.
+
+    A model may define ``convert_state_dict(sd) -> sd`` to accept other naming schemes; it is
+    applied to the file's state dict first (PointNet++ uses it to read reference checkpoints).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     sd = read_state_dict(path)
+    convert = getattr(model, "convert_state_dict", None)
+    if callable(convert):  # model-specific renaming, e.g. reference PointNet++ checkpoints
+        sd = convert(sd)
     report = InitReport()
     if reinit_head:
         prefix = head if head is not None else classifier_prefix(model)

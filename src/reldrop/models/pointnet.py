@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from .._checks import check_float_tensor
+from .pointnet2 import narrow_input_linear
 from .registry import register
 from .resnet_cifar import _check_int
 
@@ -33,7 +34,7 @@ __all__ = ["PointNetClassifier", "TNet", "transform_regularizer"]
 def _rows_mlp(widths: list[int], last_relu: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = []
     for j in range(len(widths) - 1):
-        layers += [nn.Linear(widths[j], widths[j + 1]), nn.BatchNorm1d(widths[j + 1])]
+        layers += [narrow_input_linear(widths[j], widths[j + 1]), nn.BatchNorm1d(widths[j + 1])]
         if last_relu or j < len(widths) - 2:
             layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)

@@ -40,7 +40,7 @@ def test_overrides_parse_yaml_values_and_reject_unknown_keys() -> None:
                                      "model.kwargs.width=4", "aug.name=re"])
     assert cfg["optim"]["lr"] == 0.2 and cfg["aug"]["scale"] == [0.1, 0.3] and cfg["data"]["subset"] is None
     assert cfg["model"]["kwargs"] == {"width": 4} and cfg["aug"]["name"] == "re"
-    assert DEFAULTS["optim"]["lr"] == 0.05  # not mutated
+    assert DEFAULTS["optim"]["lr"] == 0.01  # not mutated
     with pytest.raises(ValueError, match="optim.lrr"):
         apply_overrides(DEFAULTS, ["optim.lrr=1"])
     with pytest.raises(ValueError, match="key.sub=value"):

@@ -36,7 +36,7 @@ def test_run_directory_contents_and_metrics(digits_cfg: dict[str, Any]) -> None:
         assert set(METRIC_KEYS) <= set(r) and {"throughput", "aug_time", "epoch_time"} <= set(r)
         assert 0 <= r["test_acc"] <= r["test_top5"] <= 100 and r["throughput"] > 0
         assert r["gap"] == pytest.approx(r["train_acc"] - r["test_acc"])
-    assert rows[0]["lr"] == 0.05 and rows[1]["lr"] < rows[0]["lr"]  # cosine steps per epoch
+    assert rows[0]["lr"] == digits_cfg["optim"]["lr"] and rows[1]["lr"] < rows[0]["lr"]  # cosine steps per epoch
     with open(run / "metrics.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert [float(r["test_acc"]) for r in csv_rows] == [r["test_acc"] for r in rows]
@@ -194,3 +194,19 @@ def test_tensorboard_events_or_clear_warning(tmp_path: Path, make_cfg: Any) -> N
     else:
         train(cfg, quiet=True)
         assert list((Path(cfg["out"]) / "tb").glob("events.out.tfevents.*"))
+
+
+def test_cli_train_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reldrop.cli import main
+
+    out = tmp_path / "cli_run"
+    common = ["--set", "data.subset=100", "data.test_subset=50", "model.kwargs={width: 4}"]
+    assert main(["train", *common, "--epochs", "1", "--out", str(out), "--aug", "re", "--quiet"]) == 0
+    assert f"run directory: {out}" in capsys.readouterr().out
+    assert main(["train", *common, "--epochs", "1", "--out", str(out), "--quiet"]) == 2  # refuses to overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
+    rows = _rows(out)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert load_checkpoint(out / "last.pt")["config"]["aug"]["name"] == "re"  # the saved config was kept
+    assert main(["train", "--resume", str(tmp_path / "nothing"), "--quiet"]) == 2

@@ -38,10 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "out": None,  # run directory; default runs/<name>-<aug>-s<seed>-<timestamp>
     "data": {"name": "digits", "root": None, "subset": None, "test_subset": None, "num_workers": 0, "kwargs": {}},
     "model": {"name": "small_cnn", "kwargs": {}, "init": None, "init_strict": True, "reinit_head": False},
-    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False},
+    "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False},
     "sched": {"name": "cosine", "min_lr": 1e-6, "warmup_epochs": 0, "step_size": 20, "gamma": 0.7},
     "train": {
-        "epochs": 30,
+        "epochs": 15,
         "batch_size": 64,
         "eval_batch_size": 512,
         "amp": "auto",  # auto (bf16 on CUDA if supported, else fp16) | bf16 | fp16 | none

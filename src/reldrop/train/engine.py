@@ -466,11 +466,11 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
         torch.set_num_threads(int(threads))
     run_dir = resolve_run_dir(cfg)
     cfg["out"] = str(run_dir)
+    if ckpt is None and (run_dir / "last.pt").exists():  # checked on every rank, so none waits for a dead rank 0
+        raise FileExistsError(f"run directory {run_dir} already holds a run (last.pt); "
+                              "use --resume to continue it or choose another --out")
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is None and (run_dir / "last.pt").exists():
-            raise FileExistsError(f"run directory {run_dir} already holds a run (last.pt); "
-                                  "use --resume to continue it or choose another --out")
 
     seed = int(cfg["seed"])
     _seed_all(seed)  # same model init on every rank

@@ -246,3 +246,10 @@ def test_pointnet_tnet_variants() -> None:
     eye = torch.eye(3).expand(2, 3, 3)
     assert float(transform_regularizer(eye)) == 0.0
     assert float(transform_regularizer(2 * eye)) > 0.0
+
+
+def test_ball_query_empty_ball_falls_back_to_nearest() -> None:
+    xyz = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 0]]])
+    centres = torch.tensor([[[5.0, 0, 0], [0.1, 0, 0]]])
+    idx = ball_query(0.5, 2, xyz, centres)
+    assert idx.tolist() == [[[1, 1], [0, 0]]]

@@ -10,6 +10,8 @@ so that load from other processes hits both alike:
   full-sort ball query), written here for comparison.
 
     python benchmarks/pointnet2_step.py [--variant ssg] [--batch 24] [--points 1024] [--steps 5]
+    python benchmarks/pointnet2_step.py --model pointnet --points 1024     # ours only
+    python benchmarks/pointnet2_step.py --points 512 --npoint 256 64 --no-compare
 
 Prints, per training step after one warm-up step, the median wall time and the median CPU
 time (user + system, all threads of this process). On a shared, overloaded machine the wall
@@ -84,6 +86,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     ap.add_argument("--mallopt", action="store_true", help="glibc: no mmap/trim for big blocks")
+    ap.add_argument("--model", default=None, help="registry name (default pointnet2_<variant>)")
+    ap.add_argument("--npoint", type=int, nargs=2, default=None, help="PointNet++ centres per level")
+    ap.add_argument("--no-compare", action="store_true", help="time ours only")
     args = ap.parse_args()
     if args.mallopt:
         libc = ctypes.CDLL("libc.so.6")
@@ -98,14 +103,19 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.variant} batch {args.batch} x {args.points} points")
 
-    models = {
-        "ours": build(f"pointnet2_{args.variant}", num_classes=40),
-        "straightforward": build(f"pointnet2_{args.variant}", num_classes=40, layout="conv2d"),
-    }
-    with torch.no_grad():  # same weights in both
-        for a, b in zip(models["ours"].state_dict().values(), models["straightforward"].state_dict().values()):
-            b.copy_(a.view_as(b))
+    name = args.model or f"pointnet2_{args.variant}"
+    kw = {"npoint": tuple(args.npoint)} if args.npoint else {}
+    models = {"ours": build(name, num_classes=40, **kw)}
+    compare = name.startswith("pointnet2") and not args.no_compare
+    if compare:
+        models["straightforward"] = build(name, num_classes=40, layout="conv2d", **kw)
+        with torch.no_grad():  # same weights in both
+            for a, b in zip(models["ours"].state_dict().values(), models["straightforward"].state_dict().values()):
+                b.copy_(a.view_as(b))
+    print(f"model {name} {kw or ''}")
     ctx = {"ours": contextlib.nullcontext, "straightforward": reference_ops}
+    if not compare:
+        del ctx["straightforward"]
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=1e-4) for k, m in models.items()}
     train: dict[str, list[float]] = {k: [] for k in models}
     cpu: dict[str, list[float]] = {k: [] for k in models}
@@ -136,9 +146,10 @@ def main() -> None:
         print(f"{k:16s} train step: wall median {statistics.median(train[k]):.3f} s (min {min(train[k]):.3f}), "
               f"CPU median {statistics.median(cpu[k]):.3f} s, n={len(train[k])}; "
               f"eval forward wall median {statistics.median(evals[k]):.3f} s")
-    for name, d in (("wall", train), ("CPU", cpu)):
-        ratio = statistics.median(d["straightforward"]) / statistics.median(d["ours"])
-        print(f"speed-up straightforward/ours ({name} medians): {ratio:.2f}x")
+    for kind, d in (("wall", train), ("CPU", cpu)):
+        if compare:
+            ratio = statistics.median(d["straightforward"]) / statistics.median(d["ours"])
+            print(f"speed-up straightforward/ours ({kind} medians): {ratio:.2f}x")
     print(f"load average during the run: {os.getloadavg()}")
 
 

@@ -75,7 +75,8 @@ def test_resume_reproduces_uninterrupted_run_exactly(tmp_path: Path, make_cfg: A
 
 def test_resume_on_dataloader_path_with_points(tmp_path: Path, make_cfg: Any) -> None:
     over = dict(data__name="_test_blobs", model__name="_test_point_mlp", model__kwargs={}, aug__name="random",
-                aug__beta=0.3, data__subset=None, data__test_subset=None, train__batch_size=16, train__epochs=3)
+                aug__beta=0.3, data__subset=None, data__test_subset=None, train__batch_size=16, train__epochs=3,
+                optim__lr=0.1)
     full = train(make_cfg(tmp_path / "full", **over), quiet=True)
     cfg = make_cfg(tmp_path / "half", **over)
     train(cfg, quiet=True, stop_after=2)

@@ -297,9 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         res["wall_s"] = time.perf_counter() - t0
         result[name] = res
         rows.append((name, res))
-        print(f"[done] {name} in {res['wall_s']:.1f}s: ratio_re {res['ratio_re']:.2f}, "
-              f"ratio_zennit {res['ratio_zennit']:.2f}, ratio_fast {res['ratio_fast']:.2f} "
-              f"(baseline {res['baseline_s']:.3f}s)", flush=True)
+        if args.json:  # written after every config, so a long run that is cut short keeps its results
+            with open(args.json, "w") as fh:
+                json.dump(result, fh, indent=2)
+        print(f"[done] {name} in {res['wall_s']:.1f}s: baseline {res['baseline_s']:.3f}s, RE {res['re_s']:.3f}s, "
+              f"zennit {res['reldrop_zennit_s']:.3f}s, fast {res['reldrop_fast_s']:.3f}s; ratio_re "
+              f"{res['ratio_re']:.2f}, ratio_zennit {res['ratio_zennit']:.2f}, ratio_fast {res['ratio_fast']:.2f}",
+              flush=True)
         del cfg, steps
     result["meta"]["loadavg_end"] = os.getloadavg()
     result["meta"]["total_s"] = time.perf_counter() - t_start

@@ -253,3 +253,19 @@ def test_ball_query_empty_ball_falls_back_to_nearest() -> None:
     centres = torch.tensor([[[5.0, 0, 0], [0.1, 0, 0]]])
     idx = ball_query(0.5, 2, xyz, centres)
     assert idx.tolist() == [[[1, 1], [0, 0]]]
+
+
+@pytest.mark.parametrize("variant", ["ssg", "msg"])
+def test_detach_centre_changes_only_the_backward(variant: str) -> None:
+    torch.manual_seed(0)
+    model = build(f"pointnet2_{variant}", num_classes=5, npoint=(16, 8)).eval()
+    x = (cloud(2, 64, seed=15) * 0.4).requires_grad_(True)
+    out = model(x)
+    (g,) = torch.autograd.grad(out[:, 0].sum(), x)
+    for sa in (model.sa1, model.sa2):
+        sa.detach_centre = True
+    x2 = x.detach().clone().requires_grad_(True)
+    out2 = model(x2)
+    (g2,) = torch.autograd.grad(out2[:, 0].sum(), x2)
+    assert torch.equal(out, out2)
+    assert not torch.allclose(g, g2)

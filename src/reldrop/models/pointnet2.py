@@ -212,6 +212,8 @@ class SetAbstraction(nn.Module):
     """Single-scale set abstraction: FPS → ball query → grouping → shared MLP → max over K.
 
     ``group_all=True``: one group holding all points (uncentred coordinates, centre at the origin).
+    ``detach_centre = True`` (attribute) stops the gradient through the centre in ``xyz - centre``
+    (same values; for attribution methods that should credit only the grouped points).
     Grouped channels: ``[xyz - centre, features]`` (reference order), ``in_channels`` counts both.
     Forward: ``xyz (B, N, 3)``, ``features (B, N, D) | None`` → ``(new_xyz (B, S, 3), (B, S, C'))``.
     """
@@ -234,6 +236,7 @@ class SetAbstraction(nn.Module):
         self.layout = layout
         self.mlp = shared_mlp(in_channels, mlp, layout)
         self.out_channels = mlp[-1]
+        self.detach_centre = False  # True: no gradient through the centre in ``xyz - centre`` (for LRP)
 
     def forward(
         self, xyz: torch.Tensor, features: torch.Tensor | None, start: torch.Tensor | None = None
@@ -249,7 +252,8 @@ class SetAbstraction(nn.Module):
         fps_idx = farthest_point_sample(xyz, self.npoint, start)
         new_xyz = index_points(xyz, fps_idx)  # (B, S, 3), differentiable
         idx = ball_query(self.radius, self.nsample, xyz, new_xyz)
-        grouped = _group(xyz, features, new_xyz, idx, xyz_first=True)  # (B, S, K, 3 + D)
+        centre = new_xyz.detach() if self.detach_centre else new_xyz
+        grouped = _group(xyz, features, centre, idx, xyz_first=True)  # (B, S, K, 3 + D)
         return new_xyz, _mlp_max(self.mlp, grouped, self.layout)
 
 
@@ -278,6 +282,7 @@ class SetAbstractionMsg(nn.Module):
         self.layout = layout
         self.mlps = nn.ModuleList(shared_mlp(in_channels + 3, m, layout) for m in mlps)
         self.out_channels = sum(m[-1] for m in mlps)
+        self.detach_centre = False  # True: no gradient through the centre in ``xyz - centre`` (for LRP)
 
     def forward(
         self, xyz: torch.Tensor, features: torch.Tensor | None, start: torch.Tensor | None = None
@@ -289,7 +294,8 @@ class SetAbstractionMsg(nn.Module):
         outs = []
         for radius, nsample, mlp in zip(self.radii, self.nsamples, self.mlps):
             idx = ball_query(radius, nsample, xyz, new_xyz, sqdist)
-            grouped = _group(xyz, features, new_xyz, idx, xyz_first=False)  # (B, S, K, D + 3)
+            centre = new_xyz.detach() if self.detach_centre else new_xyz
+            grouped = _group(xyz, features, centre, idx, xyz_first=False)  # (B, S, K, D + 3)
             outs.append(_mlp_max(mlp, grouped, self.layout))
         return new_xyz, torch.cat(outs, -1)
 

@@ -272,7 +272,7 @@ def _main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     runs = {}
     for item in args.runs:
-        label, sep, path = item.partition("=")
+        label, sep, path = item.rpartition("=")  # labels may contain "=", paths rarely do
         runs[label if sep else item] = path if sep else item
     report = flipping_report(runs, args.out, step_size=args.step_size, steps=args.steps, mode=args.mode,
                              relevance=args.method, limit=args.limit, batch_size=args.batch_size,

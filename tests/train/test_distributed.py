@@ -42,7 +42,7 @@ def _worker(rank: int, cfg: dict[str, Any], out: str) -> None:
 
 def test_two_process_ddp_on_cpu(tmp_path: Path, make_cfg: Any) -> None:
     cfg = make_cfg(tmp_path, aug__name="reldrop", train__epochs=2, data__subset=200, data__test_subset=None,
-                   device="cpu")
+                   device="cpu", train__batch_size=25, optim__lr=0.05)  # 4 steps per rank and epoch
     spawn(_worker, 2, (cfg, str(tmp_path)))
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())

@@ -61,15 +61,20 @@ def _fmt(values: list[float], digits: int) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table: one line per group (variant), mean ± std over its runs."""
+    """Markdown table: one line per group (variant), mean ± std over its runs.
+
+    Columns no run has (e.g. point flipping for image runs) are left out; a run missing a metric
+    that others have shows "-".
+    """
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["group"], []).append(r)
-    head = ["run", "n"] + [c[0] for c in COLUMNS]
+    cols = [c for c in COLUMNS if any(isinstance(_get(r["metrics"], c[1]), (int, float)) for r in rows)]
+    head = ["run", "n"] + [c[0] for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g, rs in groups.items():
         cells = [g, str(len(rs))]
-        for _, path, digits in COLUMNS:
+        for _, path, digits in cols:
             vals = [v for v in (_get(r["metrics"], path) for r in rs) if isinstance(v, (int, float))]
             cells.append(_fmt([float(v) for v in vals], digits))
         lines.append("| " + " | ".join(cells) + " |")

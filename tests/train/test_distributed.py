@@ -27,8 +27,6 @@ def _worker(rank: int, cfg: dict[str, Any], out: str) -> None:
         res = train(cfg, quiet=True)
         import torch.distributed as dist
 
-        from reldrop.train import engine  # noqa: F401
-
         # every rank ends with the same weights (DDP keeps replicas in sync)
         model_sum = None
         if rank == 0:

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import dump_config, validate
-from .distributed import DistInfo, all_reduce_sum, cleanup, init_distributed, shard_indices, unwrap_model, wrap_model
+from .distributed import DistInfo, all_reduce_sum, cleanup, init_distributed, shard_indices, wrap_model
 
 __all__ = ["train", "build_augmentation", "RandomErasing", "evaluate", "derive_seed", "resolve_run_dir",
            "save_checkpoint", "load_checkpoint", "METRIC_KEYS"]

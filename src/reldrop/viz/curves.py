@@ -38,16 +38,22 @@ def plot_perturbation_curves(
 ) -> Path:
     """One line per label: ``{label: (x, y)}`` (e.g. fractions and the MoRF accuracy curve).
 
-    Labels containing "lerf" or "random" are drawn dashed / dotted so that orders are told apart.
+    Labels containing "lerf" or "random" are drawn dashed / dotted so that orders are told apart;
+    labels ``"<model> <ORDER>"`` that share ``<model>`` share a colour.
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    colours: dict[str, str] = {}
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for label, (xs, ys) in curves.items():
         xs = torch.as_tensor(xs, dtype=torch.float64).tolist()
         ys = torch.as_tensor(ys, dtype=torch.float64).tolist()
         low = label.lower()
         style = "--" if "lerf" in low else (":" if "random" in low else "-")
-        ax.plot(xs, ys, style, label=label, linewidth=1.5)
+        words = label.split()
+        model = " ".join(words[:-1]) if len(words) > 1 else label  # "<model> <ORDER>": one colour per model
+        colour = colours.setdefault(model, palette[len(colours) % len(palette)])
+        ax.plot(xs, ys, style, label=label, linewidth=1.5, color=colour)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -81,7 +87,7 @@ def plot_channel_auc_change(
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=70, ha="right", fontsize=7)
     ax.set_xlabel("layer (ordered by depth)")
-    ax.set_ylabel("relative channel-relevance AUC change vs baseline (%)")
+    ax.set_ylabel("relative AUC change vs baseline (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:

@@ -61,7 +61,15 @@ def main() -> None:
         w.writeheader()
         w.writerows(rows)
     lines = ["| variant | seeds | clean train acc % | test acc % | clean train–test gap (pt) |", "|---|---|---|---|---|"]
-    for v in dict.fromkeys(r["variant"] for r in rows):
+    order = list(dict.fromkeys(r["variant"] for r in rows))
+    meta = a.compare_dir / "compare.json"
+    if meta.is_file():  # the variants' order in the config (baseline, RE, RelDrop)
+        import json
+        import re
+
+        named = [re.sub(r"[^A-Za-z0-9_.=-]+", "_", v).strip("_") for v in json.loads(meta.read_text())["variants"]]
+        order = [v for v in named if v in order] + [v for v in order if v not in named]
+    for v in order:
         rs = [r for r in rows if r["variant"] == v]
 
         def pm(k: str) -> str:

@@ -163,7 +163,7 @@ def lrp_resnet(
     rule: Literal["epsilon", "zplus"] = "epsilon",
     epsilon: float = 1e-3,
     stabilizer: float = 1e-6,
-    seed: Literal["logit", "one"] = "logit",
+    seed: Literal["logit", "one"] = "one",
 ) -> torch.Tensor:
     """Explicit LRP (Flat first conv, ``rule`` on every other conv/linear, Norm on sums/avg pool).
 
@@ -173,7 +173,7 @@ def lrp_resnet(
         target: LongTensor ``(B,)``.
         rule: ``"epsilon"`` (LRP-ε with ``epsilon``) or ``"zplus"``.
         stabilizer: ε of the Flat/Norm/z⁺ denominators (zennit default 1e-6).
-        seed: ``"logit"`` (one_hot·logit, reldrop's convention) or ``"one"`` (plain one-hot).
+        seed: ``"logit"`` (one_hot·logit, reldrop seed="logit") or ``"one"`` (plain one-hot, reldrop default).
     Returns:
         relevance ``(B, C, H, W)``.
     """

@@ -27,7 +27,7 @@ def _bias_free(model: nn.Module) -> nn.Module:
 
 def _rel_gap(model, x, y, **kw):
     logit = model(x).detach().gather(1, y[:, None]).squeeze(1)
-    R = Attributor(model, "epsilon_flat", backend="zennit", **kw)(x, y)
+    R = Attributor(model, "epsilon_flat", backend="zennit", seed="logit", **kw)(x, y)
     return ((R.sum(dim=(1, 2, 3)) - logit) / logit).abs(), R
 
 

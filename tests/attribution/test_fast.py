@@ -17,7 +17,7 @@ timm = pytest.importorskip("timm")
 
 
 def reference_lrp(net: nn.Module, x: torch.Tensor, t: torch.Tensor, **kw) -> torch.Tensor:
-    return lrp_resnet(net, x, t, rule="epsilon", seed="logit", **kw)
+    return lrp_resnet(net, x, t, rule="epsilon", seed="one", **kw)
 
 
 def calibrate(model: nn.Module, seed: int = 0, res: int = 32) -> nn.Module:
@@ -286,3 +286,17 @@ def test_stabilized_factors_bitwise_equal_zennit_stabilize() -> None:
         assert torch.equal(_stab_div(z, eps), expected)
         assert torch.equal(_relu_stab_div(torch.relu(z), eps), torch.relu(z) / stabilize(z, eps))
     assert not torch.equal(_stab_div(z, 1e-3), _stab_div(z, 1e-6))
+
+
+def test_logit_seed_matches_zennit_and_scales_the_one_hot_map() -> None:
+    """seed="logit" on both backends: equal maps, and = logit_t x the default one_hot map."""
+    net = copy.deepcopy(model("tv18_cifar")).double()
+    x, t = inputs(res=16)
+    x = x.double()
+    r_fast = FastLRP(net, seed="logit")(x, t)
+    r_zen = attribute(net, x, t, backend="zennit", seed="logit")
+    assert rel_err(r_fast, r_zen).max() < 1e-10
+    logit = net.eval()(x).detach().gather(1, t[:, None]).reshape(-1, 1, 1, 1)
+    assert rel_err(r_fast, FastLRP(net)(x, t) * logit).max() < 1e-10
+    with pytest.raises(ValueError, match="seed"):
+        FastLRP(net, seed="ones")

@@ -208,7 +208,7 @@ def test_auto_uses_fast_when_supported(model, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "reldrop.attribution.fast", _fake_module(lambda m, meth: True))
     _FakeFast.calls.clear()
     a = Attributor(model, "epsilon_flat", epsilon=1e-2)
-    assert a.backend == "fast" and a._fast.kw == {"epsilon": 1e-2} and a._fast.model is model
+    assert a.backend == "fast" and a._fast.kw == {"epsilon": 1e-2, "seed": "one_hot"} and a._fast.model is model
     R = a(X.half(), Y.int())
     assert R.dtype == torch.float16 and bool((R == 7).all())
     x_seen, t_seen = _FakeFast.calls[-1]

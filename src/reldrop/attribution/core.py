@@ -2,12 +2,13 @@
 
 Conventions (all backends):
 
-* **Seed.** LRP presets start from the output relevance ``one_hot(target) · logit_target`` (the
-  logit value, not 1): then input relevance decomposes the target logit, ``Σ R ≈ logit_t`` minus
-  what biases and ε absorb, and a negative logit is not turned into a sign flip of the map. This is
-  the same convention as ``gradient_x_input`` (seed 1 at ``∂/∂logit``; ``Σ x⊙∇f ≈ f`` for a
-  bias-free ReLU network), to which LRP-0 reduces. ``gradient`` returns ``∂ logit_t / ∂x``.
-  (zennit's ``Gradient`` attributor with a plain one-hot seed gives ``R / logit_t`` instead.)
+* **Seed.** LRP presets start from the output relevance ``one_hot(target)`` (``seed="one_hot"``,
+  the default: zennit's and the paper's convention, SPEC §1; input relevance sums to ≈ 1), or
+  ``one_hot(target) · logit_target`` (``seed="logit"``): then input relevance decomposes the target
+  logit, ``Σ R ≈ logit_t`` minus what biases and ε absorb. LRP is linear in the output relevance,
+  so the two maps differ by the per-sample factor ``logit_t``: same argmax whenever the target
+  logit is positive, mirrored when it is negative. ``gradient_x_input`` seeds 1 at ``∂/∂logit``
+  and ``gradient`` returns ``∂ logit_t / ∂x`` (``seed`` does not apply to them).
 * **Numerics.** Computed in the model's parameter dtype if that is float64, else float32, with
   autocast disabled (also when called inside ``torch.autocast``); returned in ``x``'s dtype,
   detached, same shape (channels_last inputs work).
@@ -38,6 +39,7 @@ from .state import preserve_model_state
 __all__ = ["Attributor", "attribute", "unwrap_model", "BACKENDS"]
 
 BACKENDS = ("auto", "zennit", "fast")
+SEEDS = ("one_hot", "logit")
 Target = torch.Tensor | str
 
 
@@ -181,6 +183,7 @@ class Attributor:
         first_layers: override the input layer(s) that get the first-layer rule (Flat/ZBox).
             Default: the layers ``reldrop.attribution.canonize_points.input_layers(model)`` declares
             (PointNet++ MSG: one per radius), else the first conv/linear executed in a forward trace.
+        seed: output relevance of the LRP presets, ``"one_hot"`` (default) or ``"logit"`` (see above).
         **method_kwargs: the preset's options (e.g. ``epsilon=1e-3``; see :mod:`.presets`).
 
     The composite, its rules and canonizers are created here, once; each call registers them,
@@ -199,8 +202,12 @@ class Attributor:
         backend: str = "auto",
         canonizers: list | None = None,
         first_layers: list[nn.Module] | None = None,
+        seed: str = "one_hot",
         **method_kwargs: Any,
     ) -> None:
+        if seed not in SEEDS:
+            raise ValueError(f"seed must be one of {', '.join(SEEDS)}, got {seed!r}")
+        self.seed = seed
         self.wrapped_model = model
         self.model = unwrap_model(model)
         self.preset = get_preset(method)
@@ -209,20 +216,25 @@ class Attributor:
         self.method_kwargs = dict(method_kwargs)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend == "auto":
-            backend = "fast" if _fast_supports(self.model, method) else "zennit"
-        self.backend = backend
         self._fast: Callable[..., torch.Tensor] | None = None
+        if backend == "auto":
+            if _fast_supports(self.model, method):
+                try:
+                    self._fast = _load_fast().FastLRP(self.model, method, seed=seed, **self.method_kwargs)
+                except ValueError:  # e.g. no final Linear for seed="one_hot": zennit computes it exactly
+                    self._fast = None
+            backend = "fast" if self._fast is not None else "zennit"
+        self.backend = backend
         self.composite = None
         self.canonizers: list = []
-        if backend == "fast":
+        if backend == "fast" and self._fast is None:
             fast = _load_fast()
             if fast is None or not callable(getattr(fast, "FastLRP", None)):
                 raise ValueError("backend='fast' requested but reldrop.attribution.fast is not available")
             if not fast.supports(self.model, method):
                 raise ValueError(f"backend='fast' does not support method {method!r} on {type(self.model).__name__}")
-            self._fast = fast.FastLRP(self.model, method, **self.method_kwargs)
-        elif self.preset.lrp:
+            self._fast = fast.FastLRP(self.model, method, seed=seed, **self.method_kwargs)
+        elif backend == "zennit" and self.preset.lrp:
             self.canonizers = list(canonizers) if canonizers is not None else canonizers_for(self.model)
             self.composite = self.preset.build(self.canonizers, **self.method_kwargs)
         self.first_layers: list[nn.Module] = []
@@ -294,7 +306,10 @@ class Attributor:
                 else:
                     _check_range(target_idx, logits.shape[1])
                 index = target_idx[:, None]
-                value = logits.detach().gather(1, index) if self.preset.lrp else torch.ones_like(index, dtype=logits.dtype)
+                if self.preset.lrp and self.seed == "logit":
+                    value = logits.detach().gather(1, index)
+                else:
+                    value = torch.ones_like(index, dtype=logits.dtype)
                 seed = torch.zeros_like(logits).scatter_(1, index, value)
                 (grad,) = torch.autograd.grad(logits, x_in, grad_outputs=seed)
             finally:
@@ -324,7 +339,8 @@ def attribute(
         backend: ``"auto"`` | ``"zennit"`` | ``"fast"``.
     Returns:
         relevance, same shape and dtype as ``x``, detached. For LRP presets the output seed is
-        ``one_hot · logit``, so ``R.sum()`` per sample approximates the target logit.
+        ``one_hot`` (``seed="one_hot"``, default) or ``one_hot · logit`` (``seed="logit"``, then
+        ``R.sum()`` per sample approximates the target logit).
 
     For repeated calls on the same model build an :class:`Attributor` once instead.
     """

@@ -9,8 +9,9 @@ Why one pass suffices. With ``c_l = R_l / stab_ε(z_l)`` the ε-rule at a conv/l
 ``c_{l-1} = (Wᵀ c_l) ⊙ 1[z>0] ⊙ z / stab_ε(z)``: exactly the ordinary gradient, multiplied at
 every layer output by ``z / stab_ε(z)``. Residual sums and average pools (zennit's ``Norm``
 rule) multiply by ``s / stab_δ(s)`` with their own stabilizer ``δ`` (1e-6); max pooling,
-flatten and BN-after-merge are plain gradients. The output is seeded with
-``one-hot(target) ⊙ logit`` (so the top factor gives ``one-hot ⊙ logit / stab_ε(logit)``),
+flatten and BN-after-merge are plain gradients. The output relevance is ``one-hot(target)``
+(``seed="one_hot"``, zennit's and the paper's convention: the top factor is
+``1 / stab_ε(logit)``) or ``one-hot(target) ⊙ logit`` (``seed="logit"``: ``logit / stab_ε(logit)``),
 and at the first conv the relevance ``R_z1 = z1 ⊙ ∂`` is redistributed by the Flat rule: a
 transposed convolution of ones, normalized by the (δ-stabilized) number of inputs in each
 receptive field. ``stab_ε(z) = z + ε·sign(z)`` with ``sign(0) = +1`` (zennit's ``stabilize``).
@@ -34,6 +35,8 @@ from ._fast_plan import Op, Plan, Unsupported, _unwrap, build_plan
 __all__ = ["supports", "FastLRP", "METHODS"]
 
 METHODS = ("epsilon_flat",)
+#: output relevance conventions (see :class:`FastLRP`).
+SEEDS = ("one_hot", "logit")
 #: zennit's default stabilizer of the Norm (residual Sum, average pool) and Flat rules.
 NORM_STABILIZER = 1e-6
 
@@ -86,10 +89,12 @@ class FastLRP:
         method: ``"epsilon_flat"``.
         epsilon: ε of the conv/linear layers (default 1e-3, the paper's Table 3 value).
         stabilizer: δ of the Norm (residual sum, average pool) and Flat rules (zennit: 1e-6).
+        seed: output relevance, ``"one_hot"`` (default; relevance sums to ≈ 1) or ``"logit"``
+            (``one_hot · logit``; relevance sums to ≈ the target logit).
     """
 
     def __init__(self, model: nn.Module, method: str = "epsilon_flat", *, epsilon: float = 1e-3,
-                 stabilizer: float = NORM_STABILIZER) -> None:
+                 stabilizer: float = NORM_STABILIZER, seed: str = "one_hot") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if method not in METHODS:
@@ -103,6 +108,14 @@ class FastLRP:
         except Unsupported as exc:
             raise ValueError(f"the fast LRP backend does not handle this model ({exc}); "
                              f"use backend='zennit'") from exc
+        if seed not in SEEDS:
+            raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")
+        last = self._plan.ops[-1]
+        if seed == "one_hot" and not (last.kind == "linear" and last.out == self._plan.output_slot
+                                      and not last.act and last.rule != "flat"):
+            raise ValueError("the fast LRP backend needs a final Linear layer for seed='one_hot'; "
+                             "use backend='zennit'")
+        self.seed = seed
         self.model = _unwrap(model)
         self.method = method
         self.epsilon = float(epsilon)
@@ -253,6 +266,9 @@ class FastLRP:
         if logits.ndim != 2:
             raise ValueError(f"the model must return logits (B, classes), got {tuple(logits.shape)}")
         seed = torch.zeros_like(logits).scatter_(1, target.to(logits.device).long().unsqueeze(1), 1.0)
+        if self.seed == "one_hot":  # R_out = one-hot: the top factor is 1 / stab_ε(z) instead of z / stab_ε(z)
+            fac, in_shape, w = store[-1]
+            store[-1] = (torch.where(logits >= 0, logits + eps, logits - eps).reciprocal_(), in_shape, w)
 
         # ---- backward by hand ----
         grads: list[Any] = [None] * plan.n_slots

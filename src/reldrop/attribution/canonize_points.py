@@ -11,7 +11,7 @@ Two changes, both undone by ``remove()`` (zennit ``Canonizer`` protocol):
    after a Flat first layer (all relevance of a group positive) each centroid collects minus the
    whole relevance of its ball, and the per-point relevance of the first level sums to ~0 instead
    of the model's output relevance. We treat the centroid in that subtraction as a fixed reference
-   frame (``new_xyz.detach()``), the LRP view of a translation: the relevance of a grouped row is
+   frame (``new_xyz.detach()``, via the set abstractions' ``detach_centre`` switch), the LRP view of a translation: the relevance of a grouped row is
    the relevance of the neighbour point it came from. Centroid coordinates are still relevant
    where they are *inputs* of a later level (``l1_xyz`` grouped by level 2, ``l2_xyz`` by the
    global level) and flow back to the input points chosen as centroids through the gather.
@@ -85,19 +85,73 @@ def _sa_msg_forward(self: nn.Module, xyz: torch.Tensor, features: torch.Tensor |
     return new_xyz, torch.cat(outs, -1)
 
 
-class CentroidDetachCanonizer(AttributeCanonizer):
-    """Swap each PointNet++ set abstraction's ``forward`` for one that detaches the centroid in the
-    local-coordinate subtraction (outputs bit-identical, only the backward differs). Undone on remove."""
+class _SetAttribute(Canonizer):
+    """Set ``module.<name> = value`` and put the old value back on :meth:`remove`."""
+
+    def __init__(self, name: str = "", value: object = None) -> None:
+        super().__init__()
+        self.name, self.value = name, value
+        self.module: nn.Module | None = None
+        self.old: object = None
+
+    def apply(self, root_module: nn.Module) -> list[Canonizer]:  # pragma: no cover - used via register
+        return []
+
+    def register(self, module: nn.Module) -> None:  # type: ignore[override]
+        self.module, self.old = module, getattr(module, self.name)
+        setattr(module, self.name, self.value)
+
+    def remove(self) -> None:
+        if self.module is not None:
+            setattr(self.module, self.name, self.old)
+            self.module = None
+
+    def copy(self) -> "_SetAttribute":
+        return _SetAttribute(self.name, self.value)
+
+
+class _ForwardSwap(AttributeCanonizer):
+    """Fallback for set abstractions without a ``detach_centre`` switch: swap in a forward copy."""
 
     def __init__(self) -> None:
         super().__init__(self._attribute_map)
 
     @staticmethod
     def _attribute_map(name: str, module: nn.Module) -> dict | None:
-        if not _is_sa(module):
+        if not _is_sa(module) or hasattr(module, "detach_centre"):
             return None
         fn: Callable = _sa_msg_forward if type(module).__name__ == "SetAbstractionMsg" else _sa_forward
         return {"forward": fn.__get__(module)}
+
+    def copy(self) -> "_ForwardSwap":
+        return _ForwardSwap()
+
+
+class CentroidDetachCanonizer(Canonizer):
+    """Make every PointNet++ set abstraction detach the centroid in ``xyz - centre`` (outputs identical,
+    only the backward differs): sets the model's ``detach_centre`` switch to True (restored on remove),
+    or, for a set abstraction without that switch, swaps in a forward copy that does it."""
+
+    def apply(self, root_module: nn.Module) -> list[Canonizer]:
+        out: list[Canonizer] = []
+        try:
+            for m in root_module.modules():
+                if _is_sa(m) and hasattr(m, "detach_centre"):
+                    inst = _SetAttribute("detach_centre", True)
+                    inst.register(m)
+                    out.append(inst)
+            out += _ForwardSwap().apply(root_module)
+        except BaseException:
+            for inst in reversed(out):
+                inst.remove()
+            raise
+        return out
+
+    def register(self) -> None:
+        """Nothing to do: the instances returned by :meth:`apply` hold the changes."""
+
+    def remove(self) -> None:
+        """Nothing to do: the instances returned by :meth:`apply` are removed individually."""
 
     def copy(self) -> "CentroidDetachCanonizer":
         return CentroidDetachCanonizer()

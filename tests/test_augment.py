@@ -212,3 +212,12 @@ def test_per_channel_fill_value() -> None:
     out, mask = fn(x, torch.zeros(2, dtype=torch.long), return_mask=True)
     for c, v in enumerate((0.1, 0.2, 0.3)):
         assert torch.allclose(out[:, c][mask], torch.tensor(v))
+
+
+def test_point_stats_are_summable_counts() -> None:
+    pts = torch.randn(3, 100, 3)
+    fn = reldrop.RelDrop(nn.Linear(3, 2), modality="points", alpha=1.0, beta=0.2,
+                         generator=torch.Generator().manual_seed(0))
+    _, mask = fn(pts, torch.zeros(3, dtype=torch.long), return_mask=True)
+    assert fn.last_stats["selected"] == 3 and fn.last_stats["candidates"] == 300
+    assert int(fn.last_stats["dropped"]) == int(mask.sum())

@@ -50,7 +50,9 @@ class RelDrop:
 
     ``__call__(x, y, return_mask=False)`` returns the augmented batch (a new tensor; ``x`` is not
     modified), or ``(x_aug, mask)`` with ``mask`` ``(B, H, W)`` / ``(B, N)`` bool, True = occluded.
-    After each call ``last_stats`` holds ``{"selected": int, "dropped_fraction": Tensor}``.
+    After each call ``last_stats`` holds counts that can be summed over steps: ``"selected"``
+    (samples augmented, int) and, for points, ``"dropped"`` (points dropped, a 0-d tensor: no host
+    sync) and ``"candidates"`` (points in the selected samples, int).
     """
 
     def __init__(
@@ -193,7 +195,7 @@ class RelDrop:
         x_out = x.clone()
         x_out.index_copy_(0, idx, xs_out.to(x.dtype))
         mask.index_copy_(0, idx, ms)
-        self.last_stats["dropped_fraction"] = ms.float().mean()
+        self.last_stats.update(dropped=ms.sum(), candidates=n * N)
         return x_out, mask
 
     def __repr__(self) -> str:

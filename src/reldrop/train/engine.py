@@ -604,6 +604,8 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
                         "throughput": n_seen / max(train_time, 1e-9), "world_size": info.world_size})
             for k, v in stats.items():
                 row[f"aug_{k}"] = float(v)
+            if stats.get("candidates"):  # RelDrop-3D: fraction of points dropped this epoch
+                row["aug_dropped_fraction"] = float(stats["dropped"]) / float(stats["candidates"])
             last_row = row
             if info.is_main:
                 assert logger is not None

@@ -65,10 +65,14 @@ def test_channel_relevance_depth_order_and_conservation():
     rel = channel_relevance(net, x, y, low=0.0, high=1.0)
     assert list(rel) == ["early", "late"]  # forward order, not registration order
     assert rel["early"].shape == (3, 6) and rel["late"].shape == (3, 5)
-    logit = net(x).gather(1, y[:, None]).squeeze(1)
-    # bias-free net: ε (dense), Norm (mean pool) and γ (conv) rules conserve relevance
+    # bias-free net: ε (dense), Norm (mean pool) and γ (conv) rules conserve the output relevance,
+    # which is the one-hot target (the attribution default seed), so every layer sums to 1
     for name in ("late", "early"):
-        assert torch.allclose(rel[name].sum(1), logit, rtol=1e-3), name
+        assert torch.allclose(rel[name].sum(1), torch.ones(3), rtol=1e-3), name
+    rel_logit = channel_relevance(net, x, y, low=0.0, high=1.0, seed="logit")  # seed one_hot * logit
+    logit = net(x).gather(1, y[:, None]).squeeze(1)
+    for name in ("late", "early"):
+        assert torch.allclose(rel_logit[name].sum(1), logit, rtol=1e-3), name
     assert net.training and all(torch.equal(state[k], v) for k, v in net.state_dict().items())
     with pytest.raises(ValueError, match="layers"):
         channel_relevance(net, x, y, layers=["nope"], low=0.0, high=1.0)

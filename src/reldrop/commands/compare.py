@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .train import add_config_arguments, config_from_args
+from .train import add_config_arguments, resolved_config_or_exit
 
 HELP = "train baseline / Random Erasing / RelDrop (config variants) x seeds and write results.md + curves.png"
 
@@ -33,16 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from reldrop.train.compare import run_compare
     from reldrop.train.distributed import cleanup
 
-    try:
-        cfg = config_from_args(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"reldrop compare: error: {err}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        import yaml
-
-        sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
-        return 0
+    cfg = resolved_config_or_exit(args, "reldrop compare")
+    if isinstance(cfg, int):
+        return cfg
     try:
         res = run_compare(cfg, out=args.out, seeds=args.seeds, only=args.variants, quiet=args.quiet,
                           data_root=args.data_root)

@@ -84,20 +84,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
-def run(args: argparse.Namespace) -> int:
-    from reldrop.train.distributed import cleanup
-    from reldrop.train.engine import train
-
+def resolved_config_or_exit(args: argparse.Namespace, prog: str) -> dict[str, Any] | int:
+    """The resolved config, or an exit code: 2 after a config error, 0 after ``--print-config``."""
     try:
         cfg = config_from_args(args)
     except (ValueError, FileNotFoundError) as err:
-        print(f"reldrop train: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     if args.print_config:
         import yaml
 
         sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
         return 0
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from reldrop.train.distributed import cleanup
+    from reldrop.train.engine import train
+
+    cfg = resolved_config_or_exit(args, "reldrop train")
+    if isinstance(cfg, int):
+        return cfg
     resume = args.resume
     if resume is True and not args.out:
         print("reldrop train: error: --resume needs a run directory (--resume RUN_DIR or --out RUN_DIR)",

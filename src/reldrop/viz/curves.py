@@ -10,22 +10,8 @@ import torch
 __all__ = ["plot_perturbation_curves", "plot_channel_auc_change"]
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _plt().close(fig)
-    return path
+from ._figure import pyplot as _plt
+from ._figure import save_figure
 
 
 def plot_perturbation_curves(
@@ -60,7 +46,7 @@ def plot_perturbation_curves(
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_channel_auc_change(
@@ -92,4 +78,4 @@ def plot_channel_auc_change(
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120)

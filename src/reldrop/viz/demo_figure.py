@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 
+from ._figure import pyplot, save_figure
+
 
 def to_display(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
     """Undo normalization: ``(C, H, W)`` normalized → ``(H, W, C)`` in [0, 1] for ``imshow``."""
@@ -49,10 +51,7 @@ def plot_demo_grid(
     method: str = "epsilon_flat",
 ) -> Path:
     """Save the grid; x/erased ``(B, C, H, W)``, relevance ``(B, C, H, W)``, masks ``(B, H, W)``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     B = x.shape[0]
     fig, axes = plt.subplots(B, 4, figsize=(4 * 2.2, B * 2.3), squeeze=False)
@@ -78,8 +77,4 @@ def plot_demo_grid(
             if i == 0:
                 axes[i, j].set_title(titles[j], fontsize=9)
     fig.suptitle("RelDrop occludes the most relevant region (red = positive relevance, x = argmax)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

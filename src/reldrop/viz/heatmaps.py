@@ -11,6 +11,8 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from ._figure import pyplot, save_figure
+
 __all__ = ["relevance_to_rgb", "plot_heatmap_grid", "heatmap_grid_for_models"]
 
 
@@ -58,10 +60,7 @@ def plot_heatmap_grid(
         row_labels: ``N`` labels shown left of each row (class names).
         masks: optional ``(N, H, W)`` bool ground truth, outlined in green on every panel.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = images.shape[0]
     for name, r in relevances.items():
@@ -89,12 +88,7 @@ def plot_heatmap_grid(
                 ax.set_ylabel(row_labels[i], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def heatmap_grid_for_models(

@@ -14,13 +14,8 @@ from .._checks import check_float_tensor, check_tensor
 __all__ = ["plot_dropped_points", "plot_dropped_points_for_model", "plot_flipping_curves", "plot_point_relevance"]
 
 
-def _plt():  # noqa: ANN202 - lazy import keeps `import reldrop` light
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from ._figure import pyplot as _plt
+from ._figure import save_figure
 
 
 def _scatter(ax, xyz: torch.Tensor, colors, title: str, size: float) -> None:  # noqa: ANN001
@@ -66,12 +61,7 @@ def plot_dropped_points(points: torch.Tensor, relevance: torch.Tensor, path: Uni
         _scatter(ax, pts[:, :3], colors, f"α={alpha:g}, β={float(beta):g}: {int(mask.sum())}/{len(mask)} dropped",
                  point_size)
     fig.suptitle(title or "RelDrop point dropout (red: dropped, blue: kept)", fontsize=12)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_dropped_points_for_model(model: "torch.nn.Module", points: torch.Tensor, label: int, path: Union[str, Path], *,
@@ -97,11 +87,7 @@ def plot_point_relevance(points: torch.Tensor, relevance: torch.Tensor, path: Un
     ax = fig.add_subplot(1, 1, 1, projection="3d")
     lim = float(rel.abs().max()) or 1.0
     _scatter(ax, points.detach().cpu().float()[:, :3], plt.cm.bwr(((rel / lim + 1) / 2).numpy()), title or "relevance", point_size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
 def plot_flipping_curves(results: Mapping[str, object], path: Union[str, Path], *,
@@ -133,9 +119,4 @@ def plot_flipping_curves(results: Mapping[str, object], path: Union[str, Path], 
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=11)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -11,7 +11,7 @@ from zennit.rules import Flat, Pass, ZPlus
 from zennit.types import Activation, BatchNorm
 from zennit.types import Linear as LinearOrConv
 
-from conftest import TinyPointNet2, randomize_bn, unit_clouds
+from point_models import TinyPointNet2, randomize_bn, unit_clouds
 from reldrop.attribution import Attributor, attribute
 from reldrop.attribution.canonize import SequentialMergeBatchNorm
 from reldrop.attribution.canonize_points import PointNet2Canonizer, PointNetCanonizer, canonizers_for, input_layers

@@ -200,7 +200,7 @@ class _FakeFast:
 def _fake_module(supports):
     mod = types.ModuleType("reldrop.attribution.fast")
     mod.supports = supports
-    mod.FastLRP = _FakeFast
+    mod.build = _FakeFast
     return mod
 
 

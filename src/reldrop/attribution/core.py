@@ -74,7 +74,7 @@ def _fast_supports(model: nn.Module, method: str) -> bool:
     try:
         fast = _load_fast()
         supports = getattr(fast, "supports", None) if fast is not None else None
-        if not callable(supports) or not callable(getattr(fast, "FastLRP", None)):
+        if not callable(supports) or not callable(getattr(fast, "build", None)):
             return False
         return bool(supports(model, method))
     except Exception as err:  # a broken optional backend must not break attribution
@@ -220,7 +220,7 @@ class Attributor:
         if backend == "auto":
             if _fast_supports(self.model, method):
                 try:
-                    self._fast = _load_fast().FastLRP(self.model, method, seed=seed, **self.method_kwargs)
+                    self._fast = _load_fast().build(self.model, method, seed=seed, **self.method_kwargs)
                 except ValueError:  # e.g. no final Linear for seed="one_hot": zennit computes it exactly
                     self._fast = None
             backend = "fast" if self._fast is not None else "zennit"
@@ -229,11 +229,11 @@ class Attributor:
         self.canonizers: list = []
         if backend == "fast" and self._fast is None:
             fast = _load_fast()
-            if fast is None or not callable(getattr(fast, "FastLRP", None)):
+            if fast is None or not callable(getattr(fast, "build", None)):
                 raise ValueError("backend='fast' requested but reldrop.attribution.fast is not available")
             if not fast.supports(self.model, method):
                 raise ValueError(f"backend='fast' does not support method {method!r} on {type(self.model).__name__}")
-            self._fast = fast.FastLRP(self.model, method, seed=seed, **self.method_kwargs)
+            self._fast = fast.build(self.model, method, seed=seed, **self.method_kwargs)
         elif backend == "zennit" and self.preset.lrp:
             self.canonizers = list(canonizers) if canonizers is not None else canonizers_for(self.model)
             self.composite = self.preset.build(self.canonizers, **self.method_kwargs)

@@ -30,11 +30,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fast_points
 from ._fast_plan import Op, Plan, Unsupported, _unwrap, build_plan
+from .fast_points import FastPointLRP
 
-__all__ = ["supports", "FastLRP", "METHODS"]
+__all__ = ["supports", "build", "FastLRP", "FastPointLRP", "METHODS"]
 
-METHODS = ("epsilon_flat",)
+#: presets this module computes: ``epsilon_flat`` (ResNets, :class:`FastLRP`) and ``zplus_flat``
+#: (PointNet++ / PointNet, :class:`~reldrop.attribution.fast_points.FastPointLRP`).
+METHODS = ("epsilon_flat", "zplus_flat")
+RESNET_METHODS = ("epsilon_flat",)
 #: output relevance conventions (see :class:`FastLRP`).
 SEEDS = ("one_hot", "logit")
 #: zennit's default stabilizer of the Norm (residual Sum, average pool) and Flat rules.
@@ -42,19 +47,30 @@ NORM_STABILIZER = 1e-6
 
 
 def supports(model: nn.Module, method: str) -> bool:
-    """True when :class:`FastLRP` reproduces the zennit backend exactly for ``model``/``method``.
+    """True when :func:`build` reproduces the zennit backend for ``model``/``method``.
 
     ``"epsilon_flat"``: ReLU ResNets made of torchvision or timm ``BasicBlock``/``Bottleneck``
     (any stem of Conv2d/BatchNorm2d/ReLU/MaxPool2d, global average pool, Linear head).
-    ``"zplus_flat"`` (PointNet++) is not handled yet: False. Never raises for a bad model.
+    ``"zplus_flat"``: reldrop's PointNet++ (``layout="rows"``) and PointNet. Never raises for a bad model.
     """
-    if method not in METHODS or not isinstance(model, nn.Module):
+    if method in fast_points.METHODS:
+        return fast_points.supports(model, method)
+    if method not in RESNET_METHODS or not isinstance(model, nn.Module):
         return False
     try:
         build_plan(model)
     except Unsupported:
         return False
     return True
+
+
+def build(model: nn.Module, method: str = "epsilon_flat", **kwargs: Any) -> "FastLRP | FastPointLRP":
+    """The fast attributor for ``method``: :class:`FastLRP` (``epsilon_flat``) or
+    :class:`FastPointLRP` (``zplus_flat``); ``kwargs`` go to its constructor. ``ValueError`` when
+    the model is not supported (check :func:`supports` first)."""
+    if method in fast_points.METHODS:
+        return FastPointLRP(model, method, **kwargs)
+    return FastLRP(model, method, **kwargs)
 
 
 def _stab_div(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -97,8 +113,9 @@ class FastLRP:
                  stabilizer: float = NORM_STABILIZER, seed: str = "one_hot") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS} for the fast backend, got {method!r}")
+        if method not in RESNET_METHODS:
+            raise ValueError(f"method must be one of {RESNET_METHODS} for FastLRP (zplus_flat: FastPointLRP), "
+                             f"got {method!r}")
         for name, val in (("epsilon", epsilon), ("stabilizer", stabilizer)):
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0 \
                     or val == float("inf"):

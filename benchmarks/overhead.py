@@ -5,7 +5,8 @@ rotated every round) after warm-up, and the median over the timed rounds is repo
 
 * ``baseline``       forward + backward + SGD step on x
 * ``re``             ``reldrop.random_erase(x, p=0.5)`` then the baseline step on the result
-* ``reldrop_zennit`` ``x_aug = RelDrop(model, method="epsilon_flat", backend="zennit", p=0.5)(x, y)``
+* ``reldrop_zennit`` ``x_aug = RelDrop(model, backend="zennit", p=0.5)(x, y)`` (``--p``; method: the
+                     modality's default, ``epsilon_flat`` for images, ``zplus_flat`` for points)
                      then the baseline step on ``x_aug``
 * ``reldrop_fast``   the same with ``backend="fast"`` (``auto`` for models the fast backend does
                      not handle; the JSON says which backend ran)
@@ -109,7 +110,8 @@ def make_config(name: str, batch: int, points: int, device: torch.device, seed: 
     return {"model": model, "opt": opt, "x": x.to(device), "y": y.to(device), "modality": modality}
 
 
-def make_steps(cfg: dict[str, Any], amp: bool, device: torch.device) -> dict[str, Callable[[int], None]]:
+def make_steps(cfg: dict[str, Any], amp: bool, device: torch.device, p: float = 0.5
+               ) -> dict[str, Callable[[int], None]]:
     model, opt, x, y, modality = cfg["model"], cfg["opt"], cfg["x"], cfg["y"], cfg["modality"]
     scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
 
@@ -136,10 +138,10 @@ def make_steps(cfg: dict[str, Any], amp: bool, device: torch.device) -> dict[str
         gens[kind] = gen
         try:
             fn = reldrop.RelDrop(model, modality=modality, method=None, backend=backend,
-                                 p=0.5, generator=gen)
+                                 p=p, generator=gen)
             fn.attributor  # build now (fails early if the backend cannot handle the model)
         except ValueError:
-            fn = reldrop.RelDrop(model, modality=modality, method=None, backend="auto", p=0.5, generator=gen)
+            fn = reldrop.RelDrop(model, modality=modality, method=None, backend="auto", p=p, generator=gen)
         fns[kind] = fn
         used[kind] = fn.attributor.backend
     re_gen = torch.Generator(device=device).manual_seed(0)
@@ -240,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--amp", action="store_true", help="CUDA autocast (fp16) for the training step")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--profile", default=None, metavar="MODEL", help="profile one fast RelDrop step and exit")
+    ap.add_argument("--p", type=float, default=0.5,
+                    help="RelDrop's per-sample probability (default 0.5 = the images default; points default to 1.0)")
     args = ap.parse_args(argv)
 
     device = torch.device(args.device)
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg is None:
             print(f"{args.profile} is not available", file=sys.stderr)
             return 2
-        profile_fast(cfg, make_steps(cfg, args.amp, device))
+        profile_fast(cfg, make_steps(cfg, args.amp, device, args.p))
         return 0
 
     try:
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__, "zennit": zennit_version, "python": platform.python_version(),
             "device": str(device), "machine": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "amp": bool(args.amp),
-            "quick": bool(args.quick), "loadavg_start": os.getloadavg(),
+            "quick": bool(args.quick), "loadavg_start": os.getloadavg(), "p": args.p,
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         }
     }
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg is None:
             print(f"[skip] {name}: not available")
             continue
-        steps = make_steps(cfg, args.amp, device)
+        steps = make_steps(cfg, args.amp, device, args.p)
         t0 = time.perf_counter()
         res = run_config(name, cfg, steps, warmup, rounds, device)
         res["wall_s"] = time.perf_counter() - t0
@@ -311,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     result["meta"]["total_s"] = time.perf_counter() - t_start
 
     memkey = "peak_mem_bytes" if device.type == "cuda" else "max_rss_growth_bytes"
-    print(f"\ntorch {torch.__version__}, zennit {zennit_version}, device {device}"
+    print(f"\ntorch {torch.__version__}, zennit {zennit_version}, device {device}, RelDrop p={args.p}"
           f"{' (AMP)' if args.amp else ''}, threads {torch.get_num_threads()}, "
           f"load avg {result['meta']['loadavg_start'][0]:.1f} -> {result['meta']['loadavg_end'][0]:.1f}")
     print(f"{'model':14s} {'batch':>5s} {'base s':>8s} {'RE s':>8s} {'zennit s':>9s} {'fast s':>8s} "

@@ -219,28 +219,61 @@ def _plain(lin: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tens
 Signed = slice | None  # columns of a layer input that may be negative (None: all >= 0)
 
 
+class _Scratch:
+    """Tensors that died during one call, reused as outputs of later ops of the same call.
+
+    Fresh CPU memory is expensive: glibc hands every large tensor back to the OS when it is
+    freed, and the next one page-faults on first touch (for a 100 MB output about as long as the
+    GEMM that fills it). The backward recycles the forward's tensors instead. Only contiguous
+    tensors that nothing else references are given; ``take`` returns a view of one.
+    """
+
+    def __init__(self) -> None:
+        self.free: list[torch.Tensor] = []
+
+    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        n = 1
+        for d in shape:
+            n *= d
+        best = -1
+        for i, t in enumerate(self.free):
+            if t.numel() >= n and t.dtype == like.dtype and t.device == like.device and (
+                    best < 0 or t.numel() < self.free[best].numel()):
+                best = i
+        if best < 0:
+            return torch.empty(shape, dtype=like.dtype, device=like.device)
+        return self.free.pop(best).view(-1)[:n].view(shape)
+
+    def give(self, *tensors: torch.Tensor | None) -> None:
+        self.free += [t for t in tensors if t is not None and t.is_contiguous()]
+
+
 def _zplus_back(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, r: torch.Tensor, delta: float,
-                signed: Signed) -> torch.Tensor:
+                signed: Signed, scratch: _Scratch) -> torch.Tensor:
     """LRP-z⁺ through ``z = x Wᵀ + b``: relevance ``(M, I)`` at the input from ``r (M, O)`` at the output.
 
     ``signed`` names the input columns that may be negative; the others are >= 0 by construction
-    (ReLU outputs), so ``x⁺ = x`` there and their ``x⁻`` terms vanish. ``r`` is consumed (in place).
+    (ReLU outputs), so ``x⁺ = x`` there and their ``x⁻`` terms vanish. ``x`` and ``r`` are consumed:
+    the result is written into ``x``'s memory and ``r``'s goes to ``scratch``.
     """
+    M, O = r.shape
     wp, bp = w.clamp(min=0), b.clamp(min=0)
     if signed is None:
         xp = x
-        zp = torch.addmm(bp, xp, wp.t())
     else:
-        xp = x.clamp(min=0)
         xn = x[:, signed].clamp(max=0)
         wn = w[:, signed].clamp(max=0)
-        zp = torch.addmm(bp, xp, wp.t())
+        xp = x.clamp_(min=0)
+    zp = torch.addmm(bp, xp, wp.t(), out=scratch.take((M, O), r))
+    if signed is not None:
         zp += xn @ wn.t()
     c = r.div_(zp.add_(delta))  # z⁺ >= 0: zennit's stabilizer adds +δ
-    del zp
-    rin = torch.mm(c, wp).mul_(xp)
+    scratch.give(zp)
+    g = torch.mm(c, wp, out=scratch.take(tuple(x.shape), c))
+    rin = xp.mul_(g)
     if signed is not None:
         rin[:, signed] += xn * (c @ wn)
+    scratch.give(c, g)
     return rin
 
 
@@ -255,7 +288,8 @@ def _run(layers: list[tuple[torch.Tensor, torch.Tensor]], relus: list[bool], x: 
     """Forward of an MLP on rows ``x (M, I)``; keeps each layer's input in ``tape``.
 
     ``pool = (B, S, K)``: max over K after the last Linear (its ReLU, if any, after the max, as the
-    model does in ``layout="rows"``); returns ``(out (B, S, O), argmax (B, S, O))``.
+    model does in ``layout="rows"``); returns ``(out (B, S, O), argmax (B, S, O))``, and with a
+    ``tape`` the pre-pool rows ``(M, O)`` are appended to it too (memory for the backward).
     """
     n = len(layers)
     for j, ((w, b), relu) in enumerate(zip(layers, relus)):
@@ -268,27 +302,35 @@ def _run(layers: list[tuple[torch.Tensor, torch.Tensor]], relus: list[bool], x: 
         return x, None
     B, S, K = pool
     vals, arg = x.view(B, S, K, -1).max(2)
+    if tape is not None:
+        tape.append(x)
     if relus[-1]:
         vals = vals.relu_()
     return vals, arg
 
 
 def _back(layers: list[tuple[torch.Tensor, torch.Tensor]], tape: list[torch.Tensor], r: torch.Tensor,
-          delta: float, signed_first: Signed, flat_first: bool) -> torch.Tensor:
-    """Backward of :func:`_run` from relevance ``r`` at the last Linear's output (rows ``(M, O)``)."""
+          delta: float, signed_first: Signed, flat_first: bool, scratch: _Scratch) -> torch.Tensor:
+    """Backward of :func:`_run` from relevance ``r`` at the last Linear's output (rows ``(M, O)``).
+
+    Consumes ``tape`` (its tensors are overwritten or recycled).
+    """
     for j in range(len(layers) - 1, -1, -1):
         if j == 0 and flat_first:
-            return _flat_back(r, tape[0].shape[1], delta)
+            out = _flat_back(r, tape[0].shape[1], delta)
+            scratch.give(r, tape[0])
+            tape.clear()
+            return out
         w, b = layers[j]
-        r = _zplus_back(tape[j], w, b, r, delta, signed_first if j == 0 else None)
-        tape[j] = None  # type: ignore[call-overload]
+        r = _zplus_back(tape[j], w, b, r, delta, signed_first if j == 0 else None, scratch)
+    tape.clear()
     return r
 
 
-def _unpool(r: torch.Tensor, arg: torch.Tensor, K: int) -> torch.Tensor:
-    """Winner-take-all: relevance ``(B, S, O)`` of a max over K → rows ``(B·S·K, O)``."""
+def _unpool(r: torch.Tensor, arg: torch.Tensor, K: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Winner-take-all: relevance ``(B, S, O)`` of a max over K → rows ``(B·S·K, O)`` (into ``out``)."""
     B, S, O = r.shape
-    out = r.new_zeros(B, S, K, O)
+    out = r.new_zeros(B, S, K, O) if out is None else out.view(B, S, K, O).zero_()
     out.scatter_(2, arg.unsqueeze(2), r.unsqueeze(2))
     return out.view(B * S * K, O)
 
@@ -380,7 +422,7 @@ class FastPointLRP:
 
     # ----------------------------------------------------------------------------------- head
     def _head(self, h: torch.Tensor, head: list[_Dense], fc: nn.Linear, target: torch.Tensor | str,
-              signed_first: Signed) -> torch.Tensor:
+              signed_first: Signed, scratch: _Scratch) -> torch.Tensor:
         """Logits from the pooled features ``h (B, F)``, then relevance back to ``h``."""
         dtype, delta = h.dtype, self.stabilizer
         params = [_fold(layer, dtype) for layer in head]
@@ -393,11 +435,8 @@ class FastPointLRP:
         index = target.to(logits.device).long().unsqueeze(1)
         value = logits.gather(1, index) if self.seed == "logit" else torch.ones_like(index, dtype=dtype)
         r = torch.zeros_like(logits).scatter_(1, index, value)
-        r = _zplus_back(x, wf, bf, r, delta, None)
-        for j in range(len(params) - 1, -1, -1):
-            w, b = params[j]
-            r = _zplus_back(tape[j], w, b, r, delta, signed_first if j == 0 else None)
-        return r
+        r = _zplus_back(x, wf, bf, r, delta, None, scratch)
+        return _back(params, tape, r, delta, signed_first, False, scratch)
 
     # ------------------------------------------------------------------------------ PointNet++
     def _pointnet2(self, points: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
@@ -444,7 +483,8 @@ class FastPointLRP:
             cur_f = outs[0] if len(outs) == 1 else torch.cat(outs, -1)
 
         # ---- head, then relevance back through the levels ----
-        r_f = self._head(cur_f.reshape(B, -1), head, fc, target, None)  # (B, C3)
+        scratch = _Scratch()
+        r_f = self._head(cur_f.reshape(B, -1), head, fc, target, None, scratch)  # (B, C3)
         r_xyz: torch.Tensor | None = None  # relevance of the current level's centre coordinates
         r_pts: torch.Tensor | None = None  # Flat relevance per input point (every channel)
         n_levels = len(saved)
@@ -460,10 +500,10 @@ class FastPointLRP:
                 r_b = r_f[..., start:start + c_out]
                 start += c_out
                 K = tape[0].shape[0] // (B * r_b.shape[1])
-                rows = _unpool(r_b, arg, K)
+                rows = _unpool(r_b, arg, K, out=tape.pop())  # into the pre-pool rows' memory
                 xyz_cols = slice(0, 3) if (lvl.npoint is None or lvl.branches[0].xyz_first) else \
                     slice(width - 3, width)
-                r_in = _back(params, tape, rows, delta, None if first_level else xyz_cols, first_level)
+                r_in = _back(params, tape, rows, delta, None if first_level else xyz_cols, first_level, scratch)
                 if first_level:  # Flat: one value per grouped row, the same for each of its D channels
                     r_rows = r_in.view(B, -1, K, 1)
                     gathered = _scatter_rows(r_rows, idx, n_src) if idx is not None else r_rows.view(B, n_src, 1)
@@ -526,10 +566,11 @@ class FastPointLRP:
         tape: list[torch.Tensor] = []
         pooled, arg = _run(params, [layer.relu for layer in mlp2], h, tape, (B, 1, N))
         signed_pool = None if mlp2[-1].relu else slice(None)
-        r = self._head(pooled.view(B, -1), head, fc, target, signed_pool)
-        rows = _unpool(r.view(B, 1, -1), arg, N)
+        scratch = _Scratch()
+        r = self._head(pooled.view(B, -1), head, fc, target, signed_pool, scratch)
+        rows = _unpool(r.view(B, 1, -1), arg, N, out=tape.pop())
         signed_h = None if (fstn is None and inp.relu) else slice(None)
-        r = _back(params, tape, rows, delta, signed_h, False)  # (B·N, 64)
+        r = _back(params, tape, rows, delta, signed_h, False, scratch)  # (B·N, 64)
         if ftrans is not None:
             r = _eps_bmm_back(h_in.view(B, N, -1), ftrans, r.view(B, N, -1), TRANSFORM_EPSILON).reshape(B * N, -1)
         s = _flat_back(r, D, delta).view(B, N, 1)

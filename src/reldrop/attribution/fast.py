@@ -1,5 +1,9 @@
 """Fast LRP backend: ε-LRP with a Flat first layer as ONE modified backward pass.
 
+Entry points: :func:`supports` and :func:`build` (what :class:`~reldrop.attribution.Attributor`
+calls). ``epsilon_flat`` on ReLU ResNets is :class:`FastLRP` (this module); ``zplus_flat`` on
+reldrop's PointNet++ / PointNet is :class:`~reldrop.attribution.fast_points.FastPointLRP`.
+
 Same maths as the zennit backend with the ``epsilon_flat`` composite and the corrected BN
 canonization (BN merged into the preceding conv, ``eps`` included), for ReLU ResNets
 (torchvision / timm ``BasicBlock`` / ``Bottleneck``, plain conv stems or deep stems).

@@ -48,6 +48,17 @@ def test_run_directory_contents_and_metrics(digits_cfg: dict[str, Any]) -> None:
         train(digits_cfg, quiet=True)
 
 
+def test_env_records_the_attribution_backend(tmp_path: Path, make_cfg: Any) -> None:
+    none = train(make_cfg(tmp_path / "none", aug__name="none", train__epochs=1), quiet=True)
+    assert "attribution" not in json.loads((Path(none["run_dir"]) / "env.json").read_text())
+    cfg = make_cfg(tmp_path / "rd", aug__name="reldrop", train__epochs=1)
+    res = train(cfg, quiet=True)
+    env = json.loads((Path(res["run_dir"]) / "env.json").read_text())
+    expected = reldrop.attribution.Attributor(reldrop.models.build("small_cnn", num_classes=10, width=8),
+                                              cfg["aug"]["method"] or "epsilon_flat").backend
+    assert env["attribution"] == {"method": "epsilon_flat", "backend": expected}
+
+
 def test_training_learns_digits(tmp_path: Path, make_cfg: Any) -> None:
     cfg = make_cfg(tmp_path, train__epochs=6, data__subset=None, data__test_subset=None)
     res = train(cfg, quiet=True)

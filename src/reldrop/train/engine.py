@@ -128,6 +128,17 @@ def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: s
     return RelDrop(model, **kw)
 
 
+def _attribution_info(aug: Any) -> dict[str, str] | None:
+    """``{"method", "backend"}`` of a RelDrop augmentation that computes relevance (None otherwise:
+    no augmentation, Random Erasing, pure random point dropout). Builds the attributor now."""
+    if getattr(aug, "alpha", None) == 1.0 and getattr(aug, "modality", None) == "points":
+        return None
+    att = getattr(aug, "attributor", None) if hasattr(type(aug), "attributor") else None
+    if att is None:
+        return None
+    return {"method": str(att.method), "backend": str(att.backend)}
+
+
 # ---------------------------------------------------------------------------------------------
 # run directory, environment, checkpoints
 
@@ -515,6 +526,12 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
             env_path = run_dir / "env.json"
             old = json.loads(env_path.read_text()) if env_path.is_file() else {}
             env = {**old, "resumed": old.get("resumed", []) + [{"epoch": start_epoch, **env}]}
+        attribution = _attribution_info(aug)
+        if attribution is not None:
+            env["attribution"] = attribution
+            if not quiet:
+                print(f"[{run_dir.name}] RelDrop relevance: {attribution['method']} via the "
+                      f"{attribution['backend']} backend", file=sys.stderr, flush=True)
         (run_dir / "env.json").write_text(json.dumps(env, indent=2, default=str))
         logger = _Logger(run_dir, bool(cfg["train"]["tensorboard"]), start_epoch)
 

@@ -1,12 +1,13 @@
 """RelDrop (augment.py): when and to what the augmentation is applied, and the model-safety contract."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn as nn
 
 import reldrop
+
+from model_state import assert_unchanged, snapshot
 
 
 def small_resnet() -> nn.Module:
@@ -140,28 +141,6 @@ def test_bad_call_arguments() -> None:
         fn(x[:0], y[:0])
 
 
-def _state(model: nn.Module) -> dict:
-    return {
-        "tensors": {k: v.clone() for k, v in model.state_dict(keep_vars=True).items()},
-        "modes": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                  for m in model.modules()],
-    }
-
-
-def _assert_same_state(a: dict, b: dict) -> None:
-    assert a["tensors"].keys() == b["tensors"].keys()
-    for k in a["tensors"]:
-        assert torch.equal(a["tensors"][k], b["tensors"][k]), k
-    assert a["modes"] == b["modes"]
-    assert a["requires_grad"] == b["requires_grad"]
-    assert a["hooks"] == b["hooks"]
-    for g1, g2 in zip(a["grads"], b["grads"]):
-        assert (g1 is None and g2 is None) or torch.equal(g1, g2)
-
-
 @pytest.mark.parametrize("backend", ["zennit", "auto"])
 def test_real_attribution_leaves_training_model_unchanged(backend: str) -> None:
     model = small_resnet().train()
@@ -170,10 +149,10 @@ def test_real_attribution_leaves_training_model_unchanged(backend: str) -> None:
     x = torch.randn(8, 3, 16, 16)
     y = torch.randint(0, 5, (8,))
     model(x).sum().backward()  # populate .grad and BN running stats
-    before = _state(model)
+    before = snapshot(model)
     fn = reldrop.RelDrop(model, p=1.0, backend=backend)
     out, mask = fn(x, y, return_mask=True)
-    _assert_same_state(before, _state(model))
+    assert_unchanged(before, model)
     assert torch.isfinite(out).all()
     assert mask.flatten(1).any(1).all()
 

@@ -12,6 +12,7 @@ from reldrop.attribution import Attributor, attribute
 from reldrop.attribution.fast import FastLRP, supports
 
 from lrp_reference import lrp_resnet  # explicit float64 layer-by-layer LRP (tests/attribution)
+from model_state import assert_unchanged, snapshot
 
 timm = pytest.importorskip("timm")
 
@@ -192,39 +193,16 @@ def test_output_contract() -> None:
 
 
 # ------------------------------------------------------------------------------- model state
-def _snapshot(net: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in net.state_dict(keep_vars=True).items()},
-        "modes": [m.training for m in net.modules()],
-        "req": [p.requires_grad for p in net.parameters()],
-        "grads": [None if p.grad is None else p.grad.clone() for p in net.parameters()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                  for m in net.modules()],
-        "eps": [m.eps for m in net.modules() if isinstance(m, nn.BatchNorm2d)],
-    }
-
-
-def _same(a: dict, b: dict) -> bool:
-    if a["state"].keys() != b["state"].keys():
-        return False
-    for k in a["state"]:
-        if not torch.equal(a["state"][k], b["state"][k]):
-            return False
-    grads_equal = all((g is None and h is None) or (g is not None and h is not None and torch.equal(g, h))
-                      for g, h in zip(a["grads"], b["grads"]))
-    return grads_equal and all(a[k] == b[k] for k in ("modes", "req", "hooks", "eps"))
-
-
 def test_model_untouched_in_train_mode_and_on_error() -> None:
     net = copy.deepcopy(model("tv18_cifar"))
     net.train()
     net.layer1.requires_grad_(False)
     net.fc.weight.grad = torch.ones_like(net.fc.weight)
     x, t = inputs()
-    before = _snapshot(net)
+    before = snapshot(net)
     lrp = FastLRP(net)
     r_train = lrp(x, t)
-    assert _same(before, _snapshot(net))
+    assert_unchanged(before, net)
     net.eval()
     r_eval = lrp(x, t)  # train mode attributes with running stats, like eval mode
     net.train()
@@ -233,10 +211,11 @@ def test_model_untouched_in_train_mode_and_on_error() -> None:
         lrp(x, torch.tensor([0, 10]))  # out of range
     with pytest.raises(RuntimeError):  # an input the convs cannot take fails mid-way
         lrp(torch.randn(2, 4, 32, 32), t)
-    assert _same(before, _snapshot(net))
+    assert_unchanged(before, net)
     # the snapshot can detect a change (the test is not vacuous)
     net.bn1.running_mean.add_(1.0)
-    assert not _same(before, _snapshot(net))
+    with pytest.raises(AssertionError, match="buffer"):
+        assert_unchanged(before, net)
 
 
 # ---------------------------------------------------------------------------------- bad input

@@ -12,6 +12,7 @@ from reldrop.attribution import Attributor
 from reldrop.attribution.fast import build, supports
 from reldrop.attribution.fast_points import FastPointLRP
 
+from model_state import assert_unchanged, snapshot
 from point_models import TinyPointNet2, randomize_bn, unit_clouds
 
 SMALL = dict(npoint=(32, 8))
@@ -85,46 +86,23 @@ def test_real_modelnet10_clouds_same_dropped_points(modelnet10_root, tmp_path, m
     assert (m_z == m_f).float().mean() >= 0.99 and int(m_z.sum()) > 0
 
 
-def _snapshot(net: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in net.state_dict(keep_vars=True).items()},
-        "modes": [m.training for m in net.modules()],
-        "req": [p.requires_grad for p in net.parameters()],
-        "grads": [None if p.grad is None else p.grad.clone() for p in net.parameters()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                  for m in net.modules()],
-        "eps": [m.eps for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)],
-        "detach": [getattr(m, "detach_centre", None) for m in net.modules()],
-        "ft": getattr(net, "feature_transform", None),
-    }
-
-
-def _same(a: dict, b: dict) -> bool:
-    if a["state"].keys() != b["state"].keys():
-        return False
-    if not all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"]):
-        return False
-    grads = all((g is None and h is None) or (g is not None and h is not None and torch.equal(g, h))
-                for g, h in zip(a["grads"], b["grads"]))
-    return grads and a["ft"] is b["ft"] and all(a[k] == b[k] for k in ("modes", "req", "hooks", "eps", "detach"))
-
-
 @pytest.mark.parametrize("case", ["msg", "pointnet_tnets"])
 def test_model_untouched_also_on_error(case):
     net, x, t = make(case)
     net.head.requires_grad_(False)
     net.fc.weight.grad = torch.ones_like(net.fc.weight)
-    before = _snapshot(net)
+    before = snapshot(net)
     lrp = FastPointLRP(net)
     lrp(x, t)
-    assert _same(before, _snapshot(net))
+    assert_unchanged(before, net)
     with pytest.raises(ValueError, match="outside"):
         lrp(x, torch.tensor([0, 1, 5]))
     with pytest.raises(ValueError, match="points"):
         lrp(x[..., :2], t)
-    assert _same(before, _snapshot(net))
+    assert_unchanged(before, net)
     next(net.parameters()).data.add_(1.0)  # the snapshot sees a change: the check is not vacuous
-    assert not _same(before, _snapshot(net))
+    with pytest.raises(AssertionError, match="value"):
+        assert_unchanged(before, net)
 
 
 def test_what_is_supported():
@@ -191,3 +169,15 @@ def test_reldrop_points_uses_the_fast_backend():
     assert fn.attributor.backend == "fast"
     x_aug, mask = fn(x, t, return_mask=True)
     assert x_aug.shape == x.shape and bool(mask.any()) and net.training
+
+
+def test_custom_canonizers_or_first_layers_never_go_to_the_fast_backend():
+    """The fast plan hard-codes the default canonization and input layers: a custom choice must run zennit."""
+    net, x, t = make("ssg")
+    only_first = Attributor(net, "zplus_flat", first_layers=[net.sa1.mlp[0]])
+    assert only_first.backend == "zennit"
+    no_canon = Attributor(net, "zplus_flat", canonizers=[])
+    assert no_canon.backend == "zennit"
+    assert rel_err(no_canon(x, t), Attributor(net, "zplus_flat")(x, t)).max() > 1e-3  # it does differ
+    with pytest.raises(ValueError, match="custom canonizers"):
+        Attributor(net, "zplus_flat", backend="fast", canonizers=[])

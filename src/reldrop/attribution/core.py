@@ -178,7 +178,7 @@ class Attributor:
             ``"zplus_flat"``, ``"epsilon_gamma_box"``, ``"gradient"``, ``"gradient_x_input"``.
         backend: ``"zennit"`` (always available), ``"fast"`` (``reldrop.attribution.fast``; error if
             it does not support the model/method) or ``"auto"`` (fast if available and it supports
-            them, else zennit).
+            them and neither ``canonizers`` nor ``first_layers`` is given, else zennit).
         canonizers: override the canonizers (default :func:`~reldrop.attribution.canonize.canonizers_for`).
         first_layers: override the input layer(s) that get the first-layer rule (Flat/ZBox).
             Default: the layers ``reldrop.attribution.canonize_points.input_layers(model)`` declares
@@ -217,8 +217,12 @@ class Attributor:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self._fast: Callable[..., torch.Tensor] | None = None
+        custom = canonizers is not None or first_layers is not None  # the fast plans hard-code both
+        if backend == "fast" and custom:
+            raise ValueError("backend='fast' computes the default canonization and input layers; "
+                             "custom canonizers/first_layers need backend='zennit' (or 'auto')")
         if backend == "auto":
-            if _fast_supports(self.model, method):
+            if not custom and _fast_supports(self.model, method):
                 try:
                     self._fast = _load_fast().build(self.model, method, seed=seed, **self.method_kwargs)
                 except ValueError:  # e.g. no final Linear for seed="one_hot": zennit computes it exactly

@@ -78,3 +78,20 @@ def check_batch_match(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor
         raise ValueError(
             f"{name_b} must have the same batch size as {name_a}: got {b.shape[0]} and {a.shape[0]}"
         )
+
+
+def check_class_target(target: object, batch: int, num_classes: int | None) -> None:
+    """``target`` must be ``"predicted"`` or a ``(batch,)`` integer tensor of indices in
+    ``[0, num_classes)`` (range not checked when ``num_classes`` is None; one host sync)."""
+    if isinstance(target, str):
+        if target != "predicted":
+            raise ValueError(f"target must be a (B,) integer tensor or 'predicted', got {target!r}")
+        return
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a (B,) integer tensor or 'predicted', got {type(target).__name__}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    if target.shape != (batch,):
+        raise ValueError(f"target must have shape (B,) = ({batch},), got {tuple(target.shape)}")
+    if num_classes is not None and bool(((target < 0) | (target >= num_classes)).any()):
+        raise ValueError(f"target holds class indices outside [0, {num_classes})")

@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._checks import check_class_target
 from . import fast_points
 from ._fast_plan import Op, Plan, Unsupported, _unwrap, build_plan
 from .fast_points import FastPointLRP
@@ -156,19 +157,7 @@ class FastLRP:
             raise TypeError(f"x must be a floating-point tensor (B, C, H, W), got dtype {x.dtype}")
         if x.ndim != 4 or x.shape[0] == 0:
             raise ValueError(f"x must have shape (B, C, H, W) with B >= 1, got {tuple(x.shape)}")
-        if isinstance(target, str):
-            if target != "predicted":
-                raise ValueError(f"target must be a (B,) integer tensor or 'predicted', got {target!r}")
-        elif not isinstance(target, torch.Tensor):
-            raise TypeError(f"target must be a (B,) integer tensor or 'predicted', got {type(target).__name__}")
-        else:
-            if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-                raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-            if target.shape != (x.shape[0],):
-                raise ValueError(f"target must have shape (B,) = ({x.shape[0]},), got {tuple(target.shape)}")
-            k = self._plan.num_classes
-            if k is not None and bool(((target < 0) | (target >= k)).any()):  # one sync, before any work
-                raise ValueError(f"target holds class indices outside [0, {k})")
+        check_class_target(target, x.shape[0], self._plan.num_classes)  # one sync, before any work
         with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
             return self._run(x.detach(), target)
 

@@ -37,6 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._checks import check_class_target
+
 __all__ = ["supports", "FastPointLRP", "METHODS"]
 
 METHODS = ("zplus_flat",)
@@ -402,19 +404,7 @@ class FastPointLRP:
         d = self.model.in_channels
         if points.ndim != 3 or points.shape[0] == 0 or points.shape[1] == 0 or points.shape[2] != d:
             raise ValueError(f"points must have shape (B, N, {d}) with B, N >= 1, got {tuple(points.shape)}")
-        num_classes = self.model.fc.out_features
-        if isinstance(target, str):
-            if target != "predicted":
-                raise ValueError(f"target must be a (B,) integer tensor or 'predicted', got {target!r}")
-        elif not isinstance(target, torch.Tensor):
-            raise TypeError(f"target must be a (B,) integer tensor or 'predicted', got {type(target).__name__}")
-        else:
-            if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-                raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-            if target.shape != (points.shape[0],):
-                raise ValueError(f"target must have shape (B,) = ({points.shape[0]},), got {tuple(target.shape)}")
-            if bool(((target < 0) | (target >= num_classes)).any()):  # one sync, before any work
-                raise ValueError(f"target holds class indices outside [0, {num_classes})")
+        check_class_target(target, points.shape[0], self.model.fc.out_features)  # one sync, before any work
         with torch.no_grad(), torch.autocast(device_type=points.device.type, enabled=False):
             if self._kind == "pointnet2":
                 return self._pointnet2(points.detach(), target)

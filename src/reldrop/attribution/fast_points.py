@@ -450,7 +450,7 @@ class FastPointLRP:
                 tape: list[torch.Tensor] = []
                 out, arg = _run(params, [layer.relu for layer in branch.layers],
                                 rows.reshape(B * n_src, -1), tape, (B, 1, n_src))
-                saved.append((lvl, None, None, [(params, tape, arg, None, rows.shape[-1])], n_src))
+                saved.append((lvl, None, [(params, tape, arg, None, rows.shape[-1])], n_src))
                 cur_f = out
                 break
             fps = pn2.farthest_point_sample(cur_xyz, lvl.npoint)
@@ -468,7 +468,7 @@ class FastPointLRP:
                                 grouped.reshape(B * S * K, -1), tape, (B, S, K))
                 outs.append(out)
                 per_branch.append((params, tape, arg, idx, grouped.shape[-1]))
-            saved.append((lvl, fps, new_xyz.shape[1], per_branch, n_src))
+            saved.append((lvl, fps, per_branch, n_src))
             cur_xyz = new_xyz
             cur_f = outs[0] if len(outs) == 1 else torch.cat(outs, -1)
 
@@ -479,7 +479,7 @@ class FastPointLRP:
         r_pts: torch.Tensor | None = None  # Flat relevance per input point (every channel)
         n_levels = len(saved)
         for li in range(n_levels - 1, -1, -1):
-            lvl, fps, n_centres, per_branch, n_src = saved[li]
+            lvl, fps, per_branch, n_src = saved[li]
             first_level = li == 0
             r_f = r_f.view(B, -1, r_f.shape[-1])
             src_xyz = torch.zeros(B, n_src, 3, dtype=dtype, device=points.device)

@@ -181,3 +181,14 @@ def test_custom_canonizers_or_first_layers_never_go_to_the_fast_backend():
     assert rel_err(no_canon(x, t), Attributor(net, "zplus_flat")(x, t)).max() > 1e-3  # it does differ
     with pytest.raises(ValueError, match="custom canonizers"):
         Attributor(net, "zplus_flat", backend="fast", canonizers=[])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("case", ["ssg", "msg", "pointnet_tnets"])
+def test_fast_equals_zennit_on_cuda(case):
+    net, x, t = make(case, torch.float64)
+    net, x, t = net.cuda(), x.cuda(), t.cuda()
+    r_f = Attributor(net, "zplus_flat", backend="fast")(x, t)
+    assert r_f.device.type == "cuda"
+    assert rel_err(r_f, Attributor(net, "zplus_flat", backend="zennit")(x, t)).max() <= 1e-12
+    assert rel_err(r_f.cpu(), Attributor(net.cpu(), "zplus_flat", backend="fast")(x.cpu(), t.cpu())).max() <= 1e-12

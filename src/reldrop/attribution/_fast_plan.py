@@ -24,6 +24,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import unwrap_model
+
 
 class Unsupported(Exception):
     """The model contains something the fast backend does not reproduce exactly."""
@@ -80,20 +82,6 @@ def _is_relu_module(m: nn.Module) -> bool:
     return type(m) is nn.ReLU
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Strip DistributedDataParallel / DataParallel / torch.compile wrappers."""
-    seen = 0
-    while seen < 8:
-        seen += 1
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(getattr(model, "_orig_mod"), nn.Module):
-            model = model._orig_mod
-        else:
-            break
-    return model
-
-
 def _check_conv(m: nn.Conv2d) -> None:
     if m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise Unsupported(f"conv padding {m.padding!r}/{m.padding_mode!r}")
@@ -106,7 +94,7 @@ def _check_bn(bn: nn.BatchNorm2d) -> None:
 
 def build_plan(model: nn.Module) -> Plan:
     """Trace ``model`` and compile the op list (raises :class:`Unsupported`)."""
-    model = _unwrap(model)
+    model = unwrap_model(model)
     try:
         graph = _Tracer().trace(model)
     except Exception as exc:  # data-dependent control flow etc.

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 from .._checks import check_class_target
 from . import fast_points
-from ._fast_plan import Op, Plan, Unsupported, _unwrap, build_plan
+from ._fast_plan import Op, Plan, Unsupported, build_plan
+from .core import unwrap_model
 from .fast_points import FastPointLRP
 
 __all__ = ["supports", "build", "FastLRP", "FastPointLRP", "METHODS"]
@@ -138,7 +139,7 @@ class FastLRP:
             raise ValueError("the fast LRP backend needs a final Linear layer for seed='one_hot'; "
                              "use backend='zennit'")
         self.seed = seed
-        self.model = _unwrap(model)
+        self.model = unwrap_model(model)
         self.method = method
         self.epsilon = float(epsilon)
         self.stabilizer = float(stabilizer)

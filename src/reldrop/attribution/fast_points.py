@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._checks import check_class_target
+from .core import unwrap_model
 
 __all__ = ["supports", "FastPointLRP", "METHODS"]
 
@@ -189,10 +190,8 @@ def supports(model: nn.Module, method: str) -> bool:
     """True when :class:`FastPointLRP` reproduces the zennit backend for ``model``/``method``."""
     if method not in METHODS or not isinstance(model, nn.Module):
         return False
-    from ._fast_plan import _unwrap
-
     try:
-        _parse(_unwrap(model))
+        _parse(unwrap_model(model))
     except Unsupported:
         return False
     return True
@@ -373,8 +372,6 @@ class FastPointLRP:
 
     def __init__(self, model: nn.Module, method: str = "zplus_flat", *, stabilizer: float = 1e-6,
                  seed: str = "one_hot") -> None:
-        from ._fast_plan import _unwrap
-
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if method not in METHODS:
@@ -384,7 +381,7 @@ class FastPointLRP:
             raise ValueError(f"stabilizer must be a finite float > 0, got {stabilizer!r}")
         if seed not in SEEDS:
             raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")
-        self.model = _unwrap(model)
+        self.model = unwrap_model(model)
         try:
             self._kind, self._arch = _parse(self.model)
         except Unsupported as exc:

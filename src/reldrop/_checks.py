@@ -16,6 +16,8 @@ __all__ = [
     "check_probability",
     "check_range_pair",
     "check_batch_match",
+    "check_class_target",
+    "check_point_cloud",
 ]
 
 
@@ -95,3 +97,13 @@ def check_class_target(target: object, batch: int, num_classes: int | None) -> N
         raise ValueError(f"target must have shape (B,) = ({batch},), got {tuple(target.shape)}")
     if num_classes is not None and bool(((target < 0) | (target >= num_classes)).any()):
         raise ValueError(f"target holds class indices outside [0, {num_classes})")
+
+
+def check_point_cloud(name: str, points: object, in_channels: int) -> torch.Tensor:
+    """``points`` must be a floating-point ``(B, N, in_channels)`` tensor (a model's input clouds)."""
+    check_float_tensor(name, points, (3,), "(B, N, D)")
+    assert isinstance(points, torch.Tensor)
+    if points.shape[-1] != in_channels:
+        raise ValueError(f"{name} must have shape (B, N, {in_channels}) for in_channels={in_channels}, "
+                         f"got {tuple(points.shape)}")
+    return points

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import check_class_target
+from .._checks import check_class_target, check_point_cloud
 from .core import unwrap_model
 
 __all__ = ["supports", "FastPointLRP", "METHODS"]
@@ -396,11 +396,9 @@ class FastPointLRP:
                 f"stabilizer={self.stabilizer})")
 
     def __call__(self, points: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
-        if not isinstance(points, torch.Tensor) or not points.is_floating_point():
-            raise TypeError("points must be a floating-point tensor of shape (B, N, D)")
-        d = self.model.in_channels
-        if points.ndim != 3 or points.shape[0] == 0 or points.shape[1] == 0 or points.shape[2] != d:
-            raise ValueError(f"points must have shape (B, N, {d}) with B, N >= 1, got {tuple(points.shape)}")
+        check_point_cloud("points", points, self.model.in_channels)
+        if points.shape[0] == 0 or points.shape[1] == 0:
+            raise ValueError(f"points must have shape (B, N, D) with B, N >= 1, got {tuple(points.shape)}")
         check_class_target(target, points.shape[0], self.model.fc.out_features)  # one sync, before any work
         with torch.no_grad(), torch.autocast(device_type=points.device.type, enabled=False):
             if self._kind == "pointnet2":

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .._checks import check_float_tensor
+from .._checks import check_point_cloud
 from .pointnet2 import narrow_input_linear
 from .registry import register
 from .resnet_cifar import _check_int
@@ -104,12 +104,7 @@ class PointNetClassifier(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """``points (B, N, D)`` → logits ``(B, num_classes)``."""
-        check_float_tensor("points", points, (3,), "(B, N, D)")
-        if points.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"points must have shape (B, N, {self.in_channels}) for in_channels={self.in_channels}, "
-                f"got {tuple(points.shape)}"
-            )
+        check_point_cloud("points", points, self.in_channels)
         B, N, D = points.shape
         x = points
         if self.stn is not None:

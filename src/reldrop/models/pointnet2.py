@@ -37,7 +37,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .._checks import check_float_tensor
+from .._checks import check_point_cloud
 from .registry import register
 
 __all__ = [
@@ -423,12 +423,7 @@ class PointNet2Classifier(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """``points (B, N, D)`` → logits ``(B, num_classes)``."""
-        check_float_tensor("points", points, (3,), "(B, N, D)")
-        if points.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"points must have shape (B, N, {self.in_channels}) for in_channels={self.in_channels}, "
-                f"got {tuple(points.shape)}"
-            )
+        check_point_cloud("points", points, self.in_channels)
         xyz = points[..., :3]
         features = points[..., 3:] if self.in_channels > 3 else None
         B, N, _ = points.shape

@@ -5,7 +5,9 @@ shape or value) with a message that names the argument and the expected form.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from numbers import Real
+from typing import Any, Sequence
 
 import torch
 
@@ -18,6 +20,7 @@ __all__ = [
     "check_batch_match",
     "check_class_target",
     "check_point_cloud",
+    "parse_fill_value",
 ]
 
 
@@ -107,3 +110,33 @@ def check_point_cloud(name: str, points: object, in_channels: int) -> torch.Tens
         raise ValueError(f"{name} must have shape (B, N, {in_channels}) for in_channels={in_channels}, "
                          f"got {tuple(points.shape)}")
     return points
+
+
+def parse_fill_value(name: str, value: object, n: int, form: str) -> tuple[str, Any]:
+    """A fill value: ``("scalar", float)`` or ``("sequence", [n floats])``, all finite.
+
+    Accepts a real number, a 0-/1-d tensor or a sequence of ``n`` numbers; ``form`` describes
+    what is accepted in the error messages. Strings and bools are refused (``TypeError``).
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {form}, got bool")
+    if isinstance(value, torch.Tensor):
+        if value.dim() > 1:
+            raise ValueError(f"{name} must be {form}, got a tensor of shape {tuple(value.shape)}")
+        value = value.item() if value.dim() == 0 else value.tolist()
+    if isinstance(value, Real):
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{name} must be finite, got {v}")
+        return "scalar", v
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be {form}, got {value!r}")
+    try:
+        vals = [float(t) for t in value]  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be {form}, got {type(value).__name__}") from None
+    if len(vals) != n:
+        raise ValueError(f"{name} must be {form}, got a sequence of length {len(vals)}")
+    if not all(math.isfinite(t) for t in vals):
+        raise ValueError(f"{name} must hold finite numbers, got {vals}")
+    return "sequence", vals

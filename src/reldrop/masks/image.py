@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-from numbers import Real
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -31,6 +30,7 @@ from .._checks import (
     check_float_tensor,
     check_probability,
     check_range_pair,
+    parse_fill_value,
 )
 
 __all__ = [
@@ -161,29 +161,8 @@ def _parse_value(value: object, channels: int, name: str = "value") -> tuple[str
         if value != "random":
             raise ValueError(f"{name} must be {form}, got {value!r}")
         return "random", None
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be {form}, got bool")
-    if isinstance(value, Tensor):
-        if value.dim() == 0:
-            value = value.item()
-        elif value.dim() == 1:
-            value = value.tolist()
-        else:
-            raise ValueError(f"{name} must be {form}, got a tensor of shape {tuple(value.shape)}")
-    if isinstance(value, Real):
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"{name} must be finite, got {v}")
-        return "scalar", v
-    try:
-        vals = [float(t) for t in value]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be {form}, got {type(value).__name__}") from None
-    if len(vals) != channels:
-        raise ValueError(f"{name} must be {form}, got a sequence of length {len(vals)}")
-    if not all(math.isfinite(t) for t in vals):
-        raise ValueError(f"{name} must hold finite numbers, got {vals}")
-    return "channel", vals
+    kind, v = parse_fill_value(name, value, channels, form)
+    return ("channel" if kind == "sequence" else kind), v
 
 
 def _check_images(x: object) -> Tensor:

@@ -8,14 +8,12 @@ points with ``Rnorm >= 1 - beta``). The building blocks :func:`normalize_relevan
 """
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from .._checks import check_batch_match, check_finite, check_float_tensor, check_probability
+from .._checks import check_batch_match, check_finite, check_float_tensor, check_probability, parse_fill_value
 from .image import _constant
 
 __all__ = ["relevance_point_drop", "normalize_relevance_points", "point_drop_mask"]
@@ -52,29 +50,10 @@ def point_drop_mask(rnorm: Tensor, degenerate: Tensor, v: Tensor, alpha: float, 
 
 
 def _parse_point_value(value: object, features: int) -> tuple[str, Any]:
+    """``("scalar", float)`` or ``("feature", [features floats])``."""
     form = f"a float or a sequence of {features} floats (one per point feature)"
-    if isinstance(value, bool):
-        raise TypeError(f"value must be {form}, got bool")
-    if isinstance(value, Tensor):
-        if value.dim() > 1:
-            raise ValueError(f"value must be {form}, got a tensor of shape {tuple(value.shape)}")
-        value = value.item() if value.dim() == 0 else value.tolist()
-    if isinstance(value, Real):
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"value must be finite, got {v}")
-        return "scalar", v
-    if isinstance(value, str):
-        raise TypeError(f"value must be {form}, got {value!r}")
-    try:
-        vals = [float(t) for t in value]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise TypeError(f"value must be {form}, got {type(value).__name__}") from None
-    if len(vals) != features:
-        raise ValueError(f"value must be {form}, got a sequence of length {len(vals)}")
-    if not all(math.isfinite(t) for t in vals):
-        raise ValueError(f"value must hold finite numbers, got {vals}")
-    return "feature", vals
+    kind, v = parse_fill_value("value", value, features, form)
+    return ("feature" if kind == "sequence" else kind), v
 
 
 def relevance_point_drop(

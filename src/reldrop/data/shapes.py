@@ -237,7 +237,7 @@ def generate_shapes(num_per_class: int, npoints: int = 1024, *, seed: int = 0,
         raise ValueError(f"rotate must be 'so3', 'z' or 'none', got {rotate!r}")
     if not 0.0 <= occlusion <= 1.0:
         raise ValueError(f"occlusion must be a probability in [0, 1], got {occlusion!r}")
-    pts, nrms, labels = [], [], []
+    pts, labels = [], []
     for label, name in enumerate(names):
         g = torch.Generator().manual_seed(int(seed) * 7919 + SHAPE_CLASSES.index(name) * 104729 + 1)
         p, nrm = _SAMPLERS[name](num_per_class, npoints, g)

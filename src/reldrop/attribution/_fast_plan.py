@@ -24,7 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import unwrap_model
+from ._wrappers import unwrap_model
 
 
 class Unsupported(Exception):

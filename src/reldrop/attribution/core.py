@@ -34,6 +34,7 @@ from zennit.types import Linear as LinearOrConv
 
 from .canonize import canonizers_for
 from .presets import check_method_kwargs, get_preset
+from ._wrappers import unwrap_model
 from .state import preserve_model_state
 
 __all__ = ["Attributor", "attribute", "unwrap_model", "BACKENDS"]
@@ -41,21 +42,6 @@ __all__ = ["Attributor", "attribute", "unwrap_model", "BACKENDS"]
 BACKENDS = ("auto", "zennit", "fast")
 SEEDS = ("one_hot", "logit")
 Target = torch.Tensor | str
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Strip DataParallel/DistributedDataParallel (``.module``) and torch.compile (``._orig_mod``) wrappers."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    wrappers: tuple[type, ...] = (nn.DataParallel, nn.parallel.DistributedDataParallel)
-    for _ in range(16):
-        if isinstance(model, wrappers):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod  # torch._dynamo OptimizedModule
-        else:
-            break
-    return model
 
 
 def _load_fast() -> Any | None:

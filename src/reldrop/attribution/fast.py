@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from .._checks import check_class_target
 from . import fast_points
 from ._fast_plan import Op, Plan, Unsupported, build_plan
-from .core import unwrap_model
+from ._wrappers import unwrap_model
 from .fast_points import FastPointLRP
 
 __all__ = ["supports", "build", "FastLRP", "FastPointLRP", "METHODS"]

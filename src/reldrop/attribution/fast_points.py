@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._checks import check_class_target, check_point_cloud
-from .core import unwrap_model
+from ._wrappers import unwrap_model
 
 __all__ = ["supports", "FastPointLRP", "METHODS"]
 

@@ -34,8 +34,12 @@ class RelDrop:
             ``.grad`` are exactly as before every call (also when a call raises).
         modality: ``"image"`` (x ``(B, C, H, W)``, block erasing, Alg. A.1) or ``"points"``
             (x ``(B, N, D)``, point dropout, Alg. A.2).
-        method: attribution preset (default ``"epsilon_flat"`` for images, ``"zplus_flat"`` for points).
-        backend: attribution backend, ``"auto"`` | ``"fast"`` | ``"zennit"``.
+        method: attribution preset; ``None`` or ``"auto"`` (default): the backend registry's
+            default for the model (:func:`reldrop.attribution.default_method`), else
+            ``"epsilon_flat"`` for images and ``"zplus_flat"`` for points. Checked here, with
+            ``backend`` and ``method_kwargs`` (a bad name fails now, not at the first step).
+        backend: attribution backend, ``"auto"`` | ``"fast"`` | ``"zennit"`` | any registered
+            name (:mod:`reldrop.attribution.backends`).
         p: per-sample erasing probability. Images: default 0.5 (paper); relevance is computed only
             for the samples the coin selects. Points: default 1.0 (Alg. A.2 drops points in every
             sample; the α/β rule decides how many).
@@ -82,10 +86,15 @@ class RelDrop:
             raise ValueError(f"modality must be 'image' or 'points', got {modality!r}")
         if target not in ("label", "predicted"):
             raise ValueError(f"target must be 'label' or 'predicted', got {target!r}")
+        from .attribution import backends as _backends
+        from .attribution.core import resolve_method
+        from .attribution.presets import check_method_kwargs
+
         self.model = model
         self.modality = modality
-        self.method = method or DEFAULT_METHOD[modality]
-        self.backend = backend
+        self.method = resolve_method(model, method, DEFAULT_METHOD[modality])
+        check_method_kwargs(self.method, method_kwargs)
+        self.backend = _backends.check_backend_name(backend)
         self.p = check_probability("p", (0.5 if modality == "image" else 1.0) if p is None else p)
         self.alpha = check_probability("alpha", alpha)
         self.beta = check_probability("beta", beta)

@@ -1,8 +1,6 @@
 """Every preset on a small model; argument checks; first-layer choice; autocast/channels_last; backends."""
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 import torch.nn as nn
@@ -13,7 +11,7 @@ from zennit.types import Activation
 from zennit.types import Linear as LinearOrConv
 
 from resnet_zoo import tiny_resnet
-from reldrop.attribution import Attributor, attribute, method_names
+from reldrop.attribution import Attributor, attribute, backends, method_names
 
 X = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 Y = torch.tensor([0, 4, 2])
@@ -197,18 +195,35 @@ class _FakeFast:
         return torch.full_like(x, 7.0)
 
 
-def _fake_module(supports):
-    mod = types.ModuleType("reldrop.attribution.fast")
-    mod.supports = supports
-    mod.build = _FakeFast
-    return mod
+class _FakeBackend:
+    """A registry backend whose answer to supports() the test chooses."""
+
+    def __init__(self, supports):
+        self._supports = supports
+
+    def supports(self, model, method, **opts):
+        return self._supports(model, method)
+
+    def build(self, model, method, **opts):
+        return _FakeFast(model, method, **opts)
 
 
-def test_auto_uses_fast_when_supported(model, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "reldrop.attribution.fast", _fake_module(lambda m, meth: True))
+@pytest.fixture
+def fake_first():
+    """Register a fake backend ahead of every other one; yield a setter for its supports()."""
+    state = {"fn": lambda m, meth: True}
+    backends.register_backend("fake", _FakeBackend(lambda m, meth: state["fn"](m, meth)),
+                              before=backends.backend_names()[0])
+    try:
+        yield state
+    finally:
+        backends.unregister_backend("fake")
+
+
+def test_auto_uses_the_first_backend_that_supports(model, fake_first):
     _FakeFast.calls.clear()
     a = Attributor(model, "epsilon_flat", epsilon=1e-2)
-    assert a.backend == "fast" and a._fast.kw == {"epsilon": 1e-2, "seed": "one_hot"} and a._fast.model is model
+    assert a.backend == "fake" and a.impl.kw == {"epsilon": 1e-2, "seed": "one_hot"} and a.impl.model is model
     R = a(X.half(), Y.int())
     assert R.dtype == torch.float16 and bool((R == 7).all())
     x_seen, t_seen = _FakeFast.calls[-1]
@@ -218,27 +233,21 @@ def test_auto_uses_fast_when_supported(model, monkeypatch):
     assert Attributor(model, "epsilon_flat", backend="zennit").backend == "zennit"
 
 
-def test_auto_falls_back_to_zennit(model, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "reldrop.attribution.fast", _fake_module(lambda m, meth: False))
-    assert Attributor(model).backend == "zennit"
-    with pytest.raises(ValueError, match="does not support"):
-        Attributor(model, backend="fast")
-    incomplete = types.ModuleType("reldrop.attribution.fast")
-    monkeypatch.setitem(sys.modules, "reldrop.attribution.fast", incomplete)
-    assert Attributor(model).backend == "zennit"
-    with pytest.raises(ValueError, match="not available"):
-        Attributor(model, backend="fast")
+def test_auto_falls_back_to_zennit(model, fake_first):
+    fake_first["fn"] = lambda m, meth: "no reason"
+    assert Attributor(model).backend in ("fast", "zennit")
+    assert Attributor(model, "gradient").backend == "zennit"
+    with pytest.raises(ValueError, match="does not support.*no reason"):
+        Attributor(model, backend="fake")
 
     def broken(m, meth):
-        raise RuntimeError("bug in fast")
+        raise RuntimeError("bug in fake")
 
-    monkeypatch.setitem(sys.modules, "reldrop.attribution.fast", _fake_module(broken))
-    with pytest.warns(RuntimeWarning, match="zennit"):
-        assert Attributor(model).backend == "zennit"
-    monkeypatch.setitem(sys.modules, "reldrop.attribution.fast", None)  # module absent
-    assert Attributor(model).backend == "zennit"
+    fake_first["fn"] = broken
+    with pytest.warns(RuntimeWarning, match="fake.*zennit"):
+        assert Attributor(model, "gradient").backend == "zennit"
+    with pytest.raises(RuntimeError, match="bug in fake"):  # asked by name: the error is not hidden
+        Attributor(model, backend="fake")
 
 
 class _TwoBranch(nn.Module):

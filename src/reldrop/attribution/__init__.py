@@ -8,16 +8,19 @@ Public API::
     R = attributor(x, y)                              # per batch; y: LongTensor (B,) or "predicted"
 
 Methods: ``method_names()`` -> epsilon_flat, zplus_flat, epsilon_gamma_box, gradient,
-gradient_x_input (see :mod:`reldrop.attribution.presets`). Backends: "zennit", "fast", "auto".
+gradient_x_input (see :mod:`reldrop.attribution.presets`; new ones: ``register_preset``).
+Backends: "auto", "fast", "zennit" and whatever ``register_backend`` adds - the one place that
+decides how a model is attributed is :mod:`reldrop.attribution.backends`.
 Canonization (BN merge with zennit's eps bug fixed; torchvision and timm ResNets; generic
 conv→BN chains): :mod:`reldrop.attribution.canonize`. Safety contract:
 :func:`reldrop.attribution.state.preserve_model_state`.
 """
 from __future__ import annotations
 
+from .backends import backend_names, default_method, register_backend, unregister_backend
 from .canonize import canonizers_for, register_canonizer
-from .core import BACKENDS, Attributor, attribute, unwrap_model
-from .presets import PRESETS, method_names
+from .core import BACKENDS, Attributor, attribute, resolve_method, unwrap_model
+from .presets import PRESETS, method_names, register_preset
 from .state import preserve_model_state
 
 __all__ = [
@@ -26,6 +29,12 @@ __all__ = [
     "method_names",
     "PRESETS",
     "BACKENDS",
+    "backend_names",
+    "register_backend",
+    "unregister_backend",
+    "default_method",
+    "resolve_method",
+    "register_preset",
     "canonizers_for",
     "register_canonizer",
     "preserve_model_state",

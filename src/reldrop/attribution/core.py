@@ -23,49 +23,22 @@ Conventions (all backends):
 """
 from __future__ import annotations
 
-import importlib
-import sys
-import warnings
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
-from zennit.types import Linear as LinearOrConv
 
-from .canonize import canonizers_for
-from .presets import check_method_kwargs, get_preset
+from . import backends as _backends
 from ._wrappers import unwrap_model
+from .presets import check_method_kwargs, get_preset
 from .state import preserve_model_state
 
-__all__ = ["Attributor", "attribute", "unwrap_model", "BACKENDS"]
+__all__ = ["Attributor", "attribute", "unwrap_model", "resolve_method", "BACKENDS"]
 
+#: the built-in backend names (the live list: ``reldrop.attribution.backends.backend_names()``)
 BACKENDS = ("auto", "zennit", "fast")
 SEEDS = ("one_hot", "logit")
 Target = torch.Tensor | str
-
-
-def _load_fast() -> Any | None:
-    """The fast backend module, or None when it does not exist (yet)."""
-    name = "reldrop.attribution.fast"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name == name or (name in sys.modules and sys.modules[name] is None):
-            return None
-        raise
-
-
-def _fast_supports(model: nn.Module, method: str) -> bool:
-    """``fast.supports(model, method)`` tolerating an absent/incomplete/broken fast module (auto mode)."""
-    try:
-        fast = _load_fast()
-        supports = getattr(fast, "supports", None) if fast is not None else None
-        if not callable(supports) or not callable(getattr(fast, "build", None)):
-            return False
-        return bool(supports(model, method))
-    except Exception as err:  # a broken optional backend must not break attribution
-        warnings.warn(f"reldrop.attribution.fast is unusable ({err!r}); using the zennit backend", RuntimeWarning)
-        return False
 
 
 def _compute_dtype(model: nn.Module) -> torch.dtype:
@@ -111,60 +84,21 @@ def _check_target(target: Any, batch: int, device: torch.device) -> torch.Tensor
     return target.to(device=device, dtype=torch.long, non_blocking=True)
 
 
-def _logits(output: Any) -> torch.Tensor:
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        output = output[0]  # e.g. PointNet's (logits, transform)
-    if not isinstance(output, torch.Tensor) or output.dim() != 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(f"model must return logits of shape (B, num_classes) (or a tuple starting with them), got {shape}")
-    return output
-
-
-def _check_range(target: torch.Tensor, num_classes: int) -> None:
-    # one host sync per call (an out-of-range index would be a device-side assert on CUDA)
-    if bool(((target < 0) | (target >= num_classes)).any()):
-        raise ValueError(f"target holds class indices outside [0, {num_classes}) for a model with {num_classes} outputs")
-
-
-def _declared_input_layers(model: nn.Module) -> list[nn.Module]:
-    """Input layers a model-specific module declares (``canonize_points.input_layers``), else []."""
-    try:
-        mod = importlib.import_module("reldrop.attribution.canonize_points")
-    except ModuleNotFoundError as err:
-        if err.name == "reldrop.attribution.canonize_points":
-            return []
-        raise
-    fn = getattr(mod, "input_layers", None)
-    return list(fn(model)) if callable(fn) else []
-
-
-def _first_layer(model: nn.Module, sample: torch.Tensor) -> nn.Module | None:
-    """The first conv/linear module that runs in ``model(sample)`` (eval, no grad, model untouched)."""
-    found: list[nn.Module] = []
-
-    def hook(module: nn.Module, args: Any) -> None:
-        if not found:
-            found.append(module)
-
-    with preserve_model_state(model), torch.no_grad():
-        model.eval()
-        for module in model.modules():
-            if isinstance(module, LinearOrConv):
-                module.register_forward_pre_hook(hook)
-        model(sample)
-    return found[0] if found else None
-
-
 class Attributor:
     """Relevance for one model, built once and called per batch: ``attributor(x, target) -> R``.
 
     Args:
         model: the classifier (``(B, ...) -> (B, C)`` logits); DP/DDP/compile wrappers are unwrapped.
         method: a preset name (``reldrop.attribution.method_names()``): ``"epsilon_flat"``,
-            ``"zplus_flat"``, ``"epsilon_gamma_box"``, ``"gradient"``, ``"gradient_x_input"``.
-        backend: ``"zennit"`` (always available), ``"fast"`` (``reldrop.attribution.fast``; error if
-            it does not support the model/method) or ``"auto"`` (fast if available and it supports
-            them and neither ``canonizers`` nor ``first_layers`` is given, else zennit).
+            ``"zplus_flat"``, ``"epsilon_gamma_box"``, ``"gradient"``, ``"gradient_x_input"``;
+            ``None``/``"auto"``: the default the backend registry gives for the model
+            (:func:`~reldrop.attribution.backends.default_method`: z⁺ for reldrop's point nets,
+            else ε/Flat).
+        backend: ``"auto"`` (default: the registered backends are asked in order, see
+            :mod:`reldrop.attribution.backends`: ``"fast"`` when it supports the model/method and
+            neither ``canonizers`` nor ``first_layers`` is given, else ``"zennit"``) or a registered
+            name (``"zennit"``, ``"fast"``, ...; ``ValueError`` with the reason when it does not
+            support the model/method). ``self.backend`` is the name of the backend chosen.
         canonizers: override the canonizers (default :func:`~reldrop.attribution.canonize.canonizers_for`).
         first_layers: override the input layer(s) that get the first-layer rule (Flat/ZBox).
             Default: the layers ``reldrop.attribution.canonize_points.input_layers(model)`` declares
@@ -183,7 +117,7 @@ class Attributor:
     def __init__(
         self,
         model: nn.Module,
-        method: str = "epsilon_flat",
+        method: str | None = "epsilon_flat",
         *,
         backend: str = "auto",
         canonizers: list | None = None,
@@ -196,52 +130,43 @@ class Attributor:
         self.seed = seed
         self.wrapped_model = model
         self.model = unwrap_model(model)
+        method = resolve_method(self.model, method)
         self.preset = get_preset(method)
         self.method = method
         check_method_kwargs(method, method_kwargs)
         self.method_kwargs = dict(method_kwargs)
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        self._fast: Callable[..., torch.Tensor] | None = None
-        custom = canonizers is not None or first_layers is not None  # the fast plans hard-code both
-        if backend == "fast" and custom:
-            raise ValueError("backend='fast' computes the default canonization and input layers; "
-                             "custom canonizers/first_layers need backend='zennit' (or 'auto')")
-        if backend == "auto":
-            if not custom and _fast_supports(self.model, method):
-                try:
-                    self._fast = _load_fast().build(self.model, method, seed=seed, **self.method_kwargs)
-                except ValueError:  # e.g. no final Linear for seed="one_hot": zennit computes it exactly
-                    self._fast = None
-            backend = "fast" if self._fast is not None else "zennit"
-        self.backend = backend
-        self.composite = None
-        self.canonizers: list = []
-        if backend == "fast" and self._fast is None:
-            fast = _load_fast()
-            if fast is None or not callable(getattr(fast, "build", None)):
-                raise ValueError("backend='fast' requested but reldrop.attribution.fast is not available")
-            if not fast.supports(self.model, method):
-                raise ValueError(f"backend='fast' does not support method {method!r} on {type(self.model).__name__}")
-            self._fast = fast.build(self.model, method, seed=seed, **self.method_kwargs)
-        elif backend == "zennit" and self.preset.lrp:
-            self.canonizers = list(canonizers) if canonizers is not None else canonizers_for(self.model)
-            self.composite = self.preset.build(self.canonizers, **self.method_kwargs)
-        self.first_layers: list[nn.Module] = []
+        _backends.check_backend_name(backend)
+        if first_layers is not None and not all(isinstance(m, nn.Module) for m in first_layers):
+            raise TypeError("first_layers must be a list of modules of the model")
+        opts = dict(self.method_kwargs, seed=seed)
+        if canonizers is not None:
+            opts["canonizers"] = list(canonizers)
         if first_layers is not None:
-            if not all(isinstance(m, nn.Module) for m in first_layers):
-                raise TypeError("first_layers must be a list of modules of the model")
-            self.first_layers = list(first_layers)
-        elif self.composite is not None:
-            self.first_layers = _declared_input_layers(self.model)
-        self._traced = bool(self.first_layers)
-        if self.composite is not None:
-            self.composite.first_layers = tuple(self.first_layers)
+            opts["first_layers"] = list(first_layers)
+        #: the backend that computes the relevance (its registry name) and its built function
+        self.backend, self.impl = _backends.select_backend(self.model, method, backend, **opts)
+
+    @property
+    def composite(self) -> Any:
+        """The zennit composite (zennit backend, LRP presets), else None."""
+        return getattr(self.impl, "composite", None)
+
+    @property
+    def canonizers(self) -> list:
+        """The canonizers the zennit backend applies (empty for other backends and gradients)."""
+        return list(getattr(self.impl, "canonizers", []))
+
+    @property
+    def first_layers(self) -> list[nn.Module]:
+        """Input layer(s) given the first-layer rule (zennit backend; found at the first call
+        unless declared or passed); empty for other backends."""
+        return list(getattr(self.impl, "first_layers", []))
 
     @property
     def first_layer(self) -> nn.Module | None:
         """The (first) input layer given the first-layer rule; None before the first call."""
-        return self.first_layers[0] if self.first_layers else None
+        layers = self.first_layers
+        return layers[0] if layers else None
 
     def __repr__(self) -> str:
         return f"Attributor({type(self.model).__name__}, method={self.method!r}, backend={self.backend!r})"
@@ -262,52 +187,18 @@ class Attributor:
             x_in = x.detach().to(dtype)
             if x_in.is_inference():
                 x_in = x_in.clone()
-            if self._fast is not None:
-                relevance = self._call_fast(x_in, target_idx)
-            else:
-                relevance = self._call_zennit(x_in, target_idx)
+            with preserve_model_state(model):
+                relevance = self.impl(x_in, "predicted" if target_idx is None else target_idx)
         return relevance.detach().to(x.dtype)
 
-    # ------------------------------------------------------------------------------------ fast
-    def _call_fast(self, x_in: torch.Tensor, target_idx: torch.Tensor | None) -> torch.Tensor:
-        assert self._fast is not None
-        with preserve_model_state(self.model):
-            return self._fast(x_in, "predicted" if target_idx is None else target_idx)
 
-    # ---------------------------------------------------------------------------------- zennit
-    def _call_zennit(self, x_in: torch.Tensor, target_idx: torch.Tensor | None) -> torch.Tensor:
-        model = self.model
-        composite = self.composite
-        if composite is not None and not self._traced:
-            first = _first_layer(model, x_in[:1])
-            self.first_layers = [first] if first is not None else []
-            composite.first_layers = tuple(self.first_layers)
-            self._traced = True
-        with preserve_model_state(model):
-            model.eval()
-            try:
-                if composite is not None:
-                    with torch.no_grad():
-                        composite.register(model)
-                x_in = x_in.requires_grad_(True)
-                logits = _logits(model(x_in))
-                if target_idx is None:
-                    target_idx = logits.detach().argmax(dim=1)
-                else:
-                    _check_range(target_idx, logits.shape[1])
-                index = target_idx[:, None]
-                if self.preset.lrp and self.seed == "logit":
-                    value = logits.detach().gather(1, index)
-                else:
-                    value = torch.ones_like(index, dtype=logits.dtype)
-                seed = torch.zeros_like(logits).scatter_(1, index, value)
-                (grad,) = torch.autograd.grad(logits, x_in, grad_outputs=seed)
-            finally:
-                if composite is not None:
-                    composite.remove()
-        if self.preset.multiply_input:
-            return x_in.detach() * grad
-        return grad
+def resolve_method(model: nn.Module, method: str | None, fallback: str = "epsilon_flat") -> str:
+    """``method`` itself, or for ``None``/``"auto"`` the registry's default for ``model``
+    (:func:`reldrop.attribution.backends.default_method`, else ``fallback``). Validates the name."""
+    if method is None or method == "auto":
+        method = _backends.default_method(unwrap_model(model), fallback)
+    get_preset(method)
+    return method
 
 
 def attribute(

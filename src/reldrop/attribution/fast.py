@@ -1,7 +1,7 @@
 """Fast LRP backend: ε-LRP with a Flat first layer as ONE modified backward pass.
 
-Entry points: :func:`supports` and :func:`build` (what :class:`~reldrop.attribution.Attributor`
-calls). ``epsilon_flat`` on ReLU ResNets is :class:`FastLRP` (this module); ``zplus_flat`` on
+Entry points: :func:`supports` and :func:`build`, registered as backend ``"fast"`` by :class:`FastBackend`
+(:mod:`.backends`). ``epsilon_flat`` on ReLU ResNets is :class:`FastLRP` (this module); ``zplus_flat`` on
 reldrop's PointNet++ / PointNet is :class:`~reldrop.attribution.fast_points.FastPointLRP`.
 
 Same maths as the zennit backend with the ``epsilon_flat`` composite and the corrected BN
@@ -40,7 +40,7 @@ from ._fast_plan import Op, Plan, Unsupported, build_plan
 from ._wrappers import unwrap_model
 from .fast_points import FastPointLRP
 
-__all__ = ["supports", "build", "FastLRP", "FastPointLRP", "METHODS"]
+__all__ = ["supports", "build", "FastLRP", "FastPointLRP", "FastBackend", "METHODS"]
 
 #: presets this module computes: ``epsilon_flat`` (ResNets, :class:`FastLRP`) and ``zplus_flat``
 #: (PointNet++ / PointNet, :class:`~reldrop.attribution.fast_points.FastPointLRP`).
@@ -77,6 +77,37 @@ def build(model: nn.Module, method: str = "epsilon_flat", **kwargs: Any) -> "Fas
     if method in fast_points.METHODS:
         return FastPointLRP(model, method, **kwargs)
     return FastLRP(model, method, **kwargs)
+
+
+class FastBackend:
+    """Registry entry ``"fast"`` (:mod:`.backends`): :func:`supports` / :func:`build` of this module.
+
+    Custom ``canonizers``/``first_layers`` are refused (the plans hard-code the default
+    canonization and input layers); the default method of reldrop's point nets is ``zplus_flat``.
+    """
+
+    name = "fast"
+
+    def supports(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
+                 **opts: Any) -> bool | str:
+        if canonizers is not None or first_layers is not None:
+            return ("backend='fast' computes the default canonization and input layers; "
+                    "custom canonizers/first_layers need backend='zennit' (or 'auto')")
+        if method not in METHODS:
+            return f"computes only {', '.join(METHODS)}"
+        if supports(model, method):
+            return True
+        return f"does not support method {method!r} on {type(unwrap_model(model)).__name__}"
+
+    def build(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
+              **kwargs: Any) -> "FastLRP | FastPointLRP":
+        return build(model, method, **kwargs)
+
+    def default_method(self, model: nn.Module) -> str | None:
+        return "zplus_flat" if fast_points.supports(model, "zplus_flat") else None
+
+    def __repr__(self) -> str:
+        return "FastBackend()"
 
 
 def _stab_div(z: torch.Tensor, eps: float) -> torch.Tensor:

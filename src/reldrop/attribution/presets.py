@@ -41,7 +41,7 @@ from zennit.rules import Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 from zennit.types import Linear as LinearOrConv
 
-__all__ = ["Preset", "PRESETS", "method_names", "get_preset", "FirstLayerComposite", "is_avg_pool"]
+__all__ = ["Preset", "PRESETS", "method_names", "get_preset", "register_preset", "FirstLayerComposite", "is_avg_pool"]
 
 Predicate = Callable[[nn.Module], bool]
 
@@ -176,12 +176,14 @@ class Preset:
     """A named attribution method.
 
     ``build(canonizers, **kwargs)`` returns the zennit Composite (``None`` for plain gradients);
+    ``build=None``: the method has no zennit composite and is computed only by backends that
+    support it (registered with :func:`reldrop.attribution.backends.register_backend`);
     ``multiply_input``: the result is ``x ⊙ gradient``; ``lrp``: canonizers apply and the output
     seed is ``one_hot · logit`` (see :func:`reldrop.attribution.attribute`).
     """
 
     name: str
-    build: Callable[..., Composite | None]
+    build: Callable[..., Composite | None] | None
     lrp: bool
     multiply_input: bool = False
     kwargs: tuple[str, ...] = field(default_factory=tuple)
@@ -225,6 +227,15 @@ def get_preset(method: str) -> Preset:
     if method not in PRESETS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(PRESETS)}")
     return PRESETS[method]
+
+
+def register_preset(preset: Preset, *, replace: bool = False) -> None:
+    """Make ``preset.name`` a valid ``method`` (e.g. a method a new backend computes)."""
+    if not isinstance(preset, Preset):
+        raise TypeError(f"preset must be a Preset, got {type(preset).__name__}")
+    if preset.name in PRESETS and not replace:
+        raise ValueError(f"method {preset.name!r} already exists (pass replace=True to replace it)")
+    PRESETS[preset.name] = preset
 
 
 def check_method_kwargs(method: str, method_kwargs: dict[str, Any]) -> None:

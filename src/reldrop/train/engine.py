@@ -116,8 +116,11 @@ def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: s
         kw.update(alpha=1.0 if name == "random" else aug_cfg["alpha"], beta=aug_cfg["beta"])
         if name == "random":
             kw.pop("method")
-    if kw.get("method") and "epsilon" in str(kw["method"]):
-        kw["epsilon"] = aug_cfg["epsilon"]
+    if kw.get("method") not in (None, "auto"):
+        from reldrop.attribution.presets import get_preset
+
+        if "epsilon" in get_preset(kw["method"]).kwargs:  # the presets that take an ε
+            kw["epsilon"] = aug_cfg["epsilon"]
     kw.update(aug_cfg.get("kwargs") or {})
     params = inspect.signature(RelDrop).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):

@@ -1,0 +1,226 @@
+"""The attribution backend registry: the one place that decides how a model is attributed.
+
+A *backend* computes relevance for some (model, method) pairs. :class:`~reldrop.attribution.Attributor`
+(and through it :class:`reldrop.RelDrop`) never dispatches on its own: it calls
+:func:`select_backend`, which asks the registered backends in order.
+
+Interface of a backend (any object with these attributes; subclass :class:`Backend` for the defaults)::
+
+    class MyBackend(Backend):
+        name = "mine"
+
+        def supports(self, model, method, **opts) -> bool | str:
+            # True when build() computes `method` for `model` exactly; otherwise False or, better,
+            # a str saying why not (shown to the user when no backend fits). Must not raise for an
+            # unknown model. opts: seed ("one_hot" | "logit"), canonizers, first_layers (None
+            # unless the caller passed them) and the method's keyword arguments (e.g. epsilon).
+
+        def build(self, model, method, **opts) -> AttributionFn:
+            # Called once per Attributor with the same opts; may raise ValueError (then `auto`
+            # goes on to the next backend, an explicit backend=... re-raises).
+            # AttributionFn: fn(x, target) -> R. x: (B, ...) float tensor in the compute dtype
+            # (float32, or float64 for float64 models), detached; target: LongTensor (B,) on
+            # x.device or the string "predicted". R: same shape as x. It runs with grad enabled,
+            # autocast off, inside preserve_model_state(model); it must not change the model.
+
+        def default_method(self, model) -> str | None:
+            # optional: the method this backend recommends for `model` (None: no opinion).
+
+    register_backend("mine", MyBackend(), before="zennit")   # default position: ahead of zennit
+
+Built in, in this order: ``"fast"`` (one-pass ε-LRP of ReLU CNNs, :mod:`.fast`; z⁺ of reldrop's
+point nets, :mod:`.fast_points`) and ``"zennit"`` (:mod:`.zennit_lrp`, the general fallback:
+every preset on every model whose layers all have a rule; it refuses models with layers that
+LRP would only pass a plain gradient through, see :mod:`.coverage`).
+
+* ``backend="auto"`` → the first backend whose ``supports`` is True and whose ``build`` succeeds;
+  if none, ``ValueError`` listing every backend's reason.
+* ``backend="<name>"`` → that backend; ``ValueError`` with its reason if it does not support the pair.
+* :func:`default_method` (``method=None`` or ``"auto"`` in ``Attributor``/``RelDrop``): the first
+  backend's ``default_method(model)`` that is not None, else the caller's fallback (ε/Flat for
+  images, z⁺ for point clouds). A Vision-Transformer backend answers its own method for ViTs.
+* New methods: :func:`reldrop.attribution.presets.register_preset` (a preset without a zennit
+  composite, ``build=None``, is computed only by the backends that support it).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Protocol
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "Backend",
+    "AttributionFn",
+    "register_backend",
+    "unregister_backend",
+    "get_backend",
+    "backend_names",
+    "select_backend",
+    "check_backend_name",
+    "default_method",
+    "FALLBACK",
+]
+
+#: relevance function a backend builds: ``fn(x, target) -> R`` (see the module docstring).
+AttributionFn = Callable[[torch.Tensor, "torch.Tensor | str"], torch.Tensor]
+#: the general fallback backend: stays last unless a registration names it in ``before``.
+FALLBACK = "zennit"
+
+
+class BackendLike(Protocol):  # pragma: no cover - typing only
+    def supports(self, model: nn.Module, method: str, **opts: Any) -> bool | str: ...
+
+    def build(self, model: nn.Module, method: str, **opts: Any) -> AttributionFn: ...
+
+
+class Backend:
+    """Base class with the optional parts of the interface (see the module docstring)."""
+
+    name: str = ""
+
+    def supports(self, model: nn.Module, method: str, **opts: Any) -> bool | str:
+        raise NotImplementedError
+
+    def build(self, model: nn.Module, method: str, **opts: Any) -> AttributionFn:
+        raise NotImplementedError
+
+    def default_method(self, model: nn.Module) -> str | None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+_BACKENDS: dict[str, Any] = {}  # insertion order = the order `auto` asks them in
+
+
+def register_backend(name: str, backend: Any, *, before: str | None = None, replace: bool = False) -> None:
+    """Register ``backend`` under ``name``.
+
+    Args:
+        name: what users pass as ``backend=...`` (not ``"auto"``).
+        backend: an object with ``supports(model, method, **opts)`` and ``build(model, method, **opts)``
+            (and optionally ``default_method(model)``).
+        before: name of a registered backend to insert ahead of; default: ahead of the general
+            fallback ``"zennit"`` (i.e. after every other backend), so ``auto`` asks it first.
+        replace: allow replacing a backend of the same name (it keeps its position unless
+            ``before`` is given).
+    """
+    if not isinstance(name, str) or not name or name == "auto":
+        raise ValueError(f"backend name must be a non-empty string other than 'auto', got {name!r}")
+    if not callable(getattr(backend, "supports", None)) or not callable(getattr(backend, "build", None)):
+        raise TypeError("backend must have callable supports(model, method, **opts) and build(model, method, **opts)")
+    if name in _BACKENDS and not replace:
+        raise ValueError(f"backend {name!r} is already registered (pass replace=True to replace it)")
+    if before is not None and (before not in _BACKENDS or before == name):
+        raise ValueError(f"before={before!r} names no other registered backend; known: {', '.join(_BACKENDS)}")
+    if before is None and name in _BACKENDS:  # replace in place
+        _BACKENDS[name] = backend
+        return
+    _BACKENDS.pop(name, None)
+    anchor = before if before is not None else (FALLBACK if FALLBACK in _BACKENDS and name != FALLBACK else None)
+    items = list(_BACKENDS.items())
+    pos = len(items) if anchor is None else [k for k, _ in items].index(anchor)
+    items.insert(pos, (name, backend))
+    _BACKENDS.clear()
+    _BACKENDS.update(items)
+
+
+def unregister_backend(name: str) -> Any:
+    """Remove and return the backend registered as ``name`` (``KeyError`` if none)."""
+    if name not in _BACKENDS:
+        raise KeyError(f"no backend {name!r}; known: {', '.join(_BACKENDS)}")
+    return _BACKENDS.pop(name)
+
+
+def get_backend(name: str) -> Any:
+    """The backend registered as ``name``."""
+    check_backend_name(name)
+    return _BACKENDS[name]
+
+
+def backend_names() -> list[str]:
+    """Registered backend names, in the order ``auto`` asks them (``"auto"`` itself not included)."""
+    return list(_BACKENDS)
+
+
+def check_backend_name(backend: Any) -> str:
+    """``backend`` if it is ``"auto"`` or a registered name, else ``ValueError`` naming the known ones."""
+    if not isinstance(backend, str) or (backend != "auto" and backend not in _BACKENDS):
+        known = ", ".join(["auto", *_BACKENDS])
+        raise ValueError(f"backend must be one of {known}, got {backend!r}")
+    return backend
+
+
+def _ask(name: str, backend: Any, model: nn.Module, method: str, opts: dict[str, Any], *, auto: bool) -> bool | str:
+    try:
+        answer = backend.supports(model, method, **opts)
+    except Exception as err:
+        if not auto:
+            raise
+        # a broken optional backend must not break attribution: say so and ask the next one
+        warnings.warn(f"attribution backend {name!r} is unusable ({err!r}); trying the next backend "
+                      f"(the general fallback is {FALLBACK!r})", RuntimeWarning, stacklevel=4)
+        return f"raised {err!r}"
+    if answer is True:
+        return True
+    return answer if isinstance(answer, str) and answer else "does not support this model/method"
+
+
+def select_backend(model: nn.Module, method: str, backend: str = "auto", **opts: Any) -> tuple[str, AttributionFn]:
+    """``(name, fn)``: the backend that attributes ``model`` with ``method`` and its built function.
+
+    ``opts`` go to ``supports`` and ``build`` (``seed``, ``canonizers``, ``first_layers``, the
+    method's keyword arguments). ``ValueError`` when no (or the named) backend supports the pair;
+    the message holds every backend's reason.
+    """
+    check_backend_name(backend)
+    if backend != "auto":
+        impl = _BACKENDS[backend]
+        answer = _ask(backend, impl, model, method, opts, auto=False)
+        if answer is not True:
+            raise ValueError(f"backend={backend!r} does not support method {method!r} on "
+                             f"{type(model).__name__}: {answer}")
+        return backend, impl.build(model, method, **opts)
+    reasons: list[str] = []
+    for name, impl in list(_BACKENDS.items()):
+        answer = _ask(name, impl, model, method, opts, auto=True)
+        if answer is not True:
+            reasons.append(f"{name}: {answer}")
+            continue
+        try:
+            return name, impl.build(model, method, **opts)
+        except ValueError as err:  # e.g. fast: no final Linear for seed="one_hot" -> the next one
+            reasons.append(f"{name}: {err}")
+    raise ValueError(f"no attribution backend computes method {method!r} for {type(model).__name__}:\n  "
+                     + "\n  ".join(reasons))
+
+
+def default_method(model: nn.Module, fallback: str = "epsilon_flat") -> str:
+    """The method to use when the caller says ``method=None``/``"auto"``: the first registered
+    backend's ``default_method(model)`` that is not None, else ``fallback``."""
+    for impl in list(_BACKENDS.values()):
+        fn = getattr(impl, "default_method", None)
+        if not callable(fn):
+            continue
+        try:
+            answer = fn(model)
+        except Exception as err:  # same tolerance as supports()
+            warnings.warn(f"default_method of backend {impl!r} raised {err!r}; ignored", RuntimeWarning, stacklevel=2)
+            continue
+        if answer is not None:
+            return str(answer)
+    return fallback
+
+
+def _register_builtin() -> None:
+    from .fast import FastBackend
+    from .zennit_lrp import ZennitBackend
+
+    register_backend(FALLBACK, ZennitBackend())
+    register_backend("fast", FastBackend())  # ahead of the fallback
+
+
+_register_builtin()

@@ -131,3 +131,35 @@ def test_evaluate_points_run_defaults_to_flipping(tmp_path):
     assert (tmp_path / "pts" / "eval" / "flipping.png").is_file()
     with pytest.raises(SystemExit, match="do not apply"):
         main(["evaluate", "--checkpoint", str(tmp_path / "pts"), "--metrics", "rra"])
+
+
+def test_report_statistics_pairs_seed_folders(tmp_path, capsys):
+    import csv
+
+    from reldrop.metrics.report import collect, statistics_rows
+    from reldrop.stats import describe, paired_t_test, sign_flip_test
+
+    accs = {"baseline": ("none", [40.0, 42.0, 41.0]), "RE": ("re", [41.0, 42.5, 41.0]),
+            "RelDrop": ("reldrop", [44.0, 45.0, 46.5])}
+    runs = []
+    for variant, (aug, vals) in accs.items():
+        for seed, a in enumerate(vals):
+            d = tmp_path / variant / f"seed{seed}"
+            (d / "eval").mkdir(parents=True)
+            (d / "eval" / "metrics.json").write_text(json.dumps({"aug": aug, "acc": {"accuracy": a}}))
+            runs.append(d)
+    st = {(r["metric"], r["group"]): r for r in statistics_rows(collect(runs))}
+    rd = st[("test acc (%)", "RelDrop")]
+    s = describe(accs["RelDrop"][1])
+    assert rd["n"] == 3 and rd["ci95_low"] == pytest.approx(s.ci95_low) and rd["ci95_high"] == pytest.approx(s.ci95_high)
+    assert rd["p_vs_baseline"] == pytest.approx(paired_t_test(accs["RelDrop"][1], accs["baseline"][1])[2])
+    assert rd["p_vs_re"] == pytest.approx(paired_t_test(accs["RelDrop"][1], accs["RE"][1])[2])
+    assert rd["p_perm_vs_re"] == sign_flip_test(accs["RelDrop"][1], accs["RE"][1]) == 0.25
+    assert st[("test acc (%)", "baseline")]["p_vs_baseline"] is None and st[("test acc (%)", "RE")]["p_vs_re"] is None
+    assert main(["report", *map(str, runs), "--csv", str(tmp_path / "stats.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "95 % CI" in out and "sign-flip" in out
+    with open(tmp_path / "stats.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"ci95_low", "ci95_high", "p_vs_baseline", "p_vs_re"} <= set(rows[0])
+    assert len(rows) == 3 and rows[0]["p_vs_re"] == "" and float(rows[2]["p_vs_re"]) == pytest.approx(rd["p_vs_re"])

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reldrop.train.compare import expand_variants, moving_average, run_compare
+from reldrop.train.compare import expand_variants, moving_average, read_metrics, run_compare
 from reldrop.train.config import load_config
 
 
@@ -78,3 +78,37 @@ def test_compare_cli_on_digits_subset(tmp_path: Path, capsys: pytest.CaptureFixt
     text = capsys.readouterr().out
     assert f"results written to {out}" in text and "| baseline | 1 | 1 |" in text
     assert main(["compare", "--preset", "digits", "--variants", "nope", "--out", str(out), "--quiet"]) == 2
+
+
+def test_compare_statistics_columns_and_test_sets(tmp_path: Path, make_cfg: Any) -> None:
+    from reldrop.stats import describe, paired_test
+
+    cfg = make_cfg(tmp_path, train__epochs=1, data__subset=100, data__test_subset=60)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}, {"name": "RE", "aug": {"name": "re"}},
+                                  {"name": "RelDrop", "aug": {"name": "reldrop"}}]
+    # digits ignores `shift` at test time: this extra test set must reproduce the final test accuracy
+    cfg["compare"]["test_sets"] = {"noshift": {"shift": 0}}
+    out = tmp_path / "cmp"
+    run_compare(cfg, out=out, seeds=[0, 1, 2], quiet=True, plot=False)
+    with open(out / "results.csv") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    for col in ("ci95_low", "ci95_high", "p_vs_baseline", "p_vs_re", "significant_vs_baseline", "significant_vs_re"):
+        assert col in rows["baseline"]
+    finals = {v: [read_metrics(r["run_dir"])[-1]["test_acc"] for r in runs if r["variant"] == v] for v in rows}
+    for v, vals in finals.items():
+        s = describe(vals)
+        assert float(rows[v]["ci95_low"]) == pytest.approx(s.ci95_low, rel=1e-9)
+        assert float(rows[v]["ci95_high"]) == pytest.approx(s.ci95_high, rel=1e-9)
+        assert float(rows[v]["test_noshift_acc_mean"]) == pytest.approx(float(rows[v]["final_test_acc_mean"]), abs=1e-9)
+    assert rows["baseline"]["p_vs_baseline"] == "" and rows["baseline"]["p_vs_re"] == ""
+    assert rows["RE"]["p_vs_re"] == "" and rows["RelDrop"]["p_vs_re"] != ""
+    assert rows["RE"]["p_vs_baseline"] != "" and rows["RE"]["significant_vs_baseline"] in ("yes", "no")
+    ref = paired_test(finals["RelDrop"], finals["RE"])
+    if ref.p == ref.p:  # defined unless the three differences are equal
+        assert float(rows["RelDrop"]["p_vs_re"]) == pytest.approx(ref.p, rel=1e-9)
+    assert float(rows["RelDrop"]["p_perm_vs_re"]) == ref.p_perm
+    md = (out / "results.md").read_text()
+    assert "95 % CI" in md and "sign-flip" in md and "Test set `noshift`" in md
+    assert (out / "RE" / "seed0" / "test_sets.json").is_file()

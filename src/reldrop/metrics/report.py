@@ -1,6 +1,11 @@
 """Collect ``<run>/eval/metrics.json`` of several runs (written by ``reldrop evaluate``) into one
 Markdown table and joint figures. Runs that share a parent folder name (``compare``'s
-``<variant>/seed<k>/`` layout) are averaged: mean ± std over seeds."""
+``<variant>/seed<k>/`` layout) are averaged: mean ± std over seeds.
+
+:func:`statistics_rows` / :func:`statistics_table` add, per metric and group, the 95 % Student-t
+confidence interval over seeds and paired tests over matching seeds (same ``seed<k>`` folder name)
+of every group vs the baseline (the first group) and of every RelDrop group vs Random Erasing
+(:mod:`reldrop.stats`)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +13,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["collect", "markdown_table", "write_figures", "COLUMNS"]
+__all__ = ["collect", "markdown_table", "write_figures", "statistics_rows", "statistics_table", "write_statistics_csv",
+           "COLUMNS", "STAT_COLUMNS"]
 
 #: (header, path into metrics.json, digits)
 COLUMNS: tuple[tuple[str, tuple[str, ...], int], ...] = (
@@ -46,7 +52,7 @@ def collect(runs: Sequence[str | Path]) -> list[dict[str, Any]]:
             raise ValueError(f"{f} is not valid JSON ({err})") from None
         run_dir = f.parent.parent
         group = run_dir.parent.name if run_dir.name.startswith("seed") else run_dir.name
-        rows.append({"name": m.get("name", run_dir.name), "group": group, "metrics": m})
+        rows.append({"name": m.get("name", run_dir.name), "group": group, "key": run_dir.name, "metrics": m})
     return rows
 
 
@@ -79,6 +85,72 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             cells.append(_fmt([float(v) for v in vals], digits))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+#: columns of :func:`statistics_rows` / the CSV of ``reldrop report --csv``
+STAT_COLUMNS = ("group", "metric", "n", "mean", "std", "ci95_low", "ci95_high", "p_vs_baseline",
+                "p_perm_vs_baseline", "significant_vs_baseline", "p_vs_re", "p_perm_vs_re", "significant_vs_re")
+
+
+def statistics_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (metric column, group): n, mean, std, 95 % CI, paired tests (see :data:`STAT_COLUMNS`).
+
+    Baseline = the first group; Random Erasing = the first group whose runs used ``aug`` "re" (or
+    "random"); ``p_vs_re`` only for groups whose runs used ``aug`` "reldrop". Runs are paired by their
+    folder name (``seed<k>``). Not-applicable entries are None.
+    """
+    from ..stats import compare_groups, roles
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    names = list(groups)
+    _, ref, rel = roles(names, [groups[g][0]["metrics"].get("aug") for g in names])
+    base = names[0] if names else None
+    out = []
+    for header, path, _ in COLUMNS:
+        vals = {g: {r.get("key", r["name"]): float(v) for r in rs
+                    if isinstance(v := _get(r["metrics"], path), (int, float))} for g, rs in groups.items()}
+        if not any(vals.values()):
+            continue
+        st = compare_groups(vals, baseline=base, reference=ref, vs_reference=rel)
+        for g in names:
+            s = st[g]
+            out.append({"group": g, "metric": header, **{k: (None if isinstance(s[k], float) and math.isnan(s[k])
+                                                                  else s[k]) for k in STAT_COLUMNS[2:]}})
+    return out
+
+
+def statistics_table(stat_rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown of :func:`statistics_rows`: one line per metric and group."""
+    from ..stats import fmt_p
+
+    def num(v: Any) -> str:
+        return "–" if v is None else f"{v:.2f}"
+
+    head = ["metric", "run", "n", "mean ± std", "95 % CI", "p vs baseline (t)", "p (sign-flip)", "significant",
+            "p vs RE (t)", "p (sign-flip)", "significant"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in stat_rows:
+        ci = "–" if r["ci95_low"] is None else f"[{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]"
+        lines.append("| " + " | ".join([
+            r["metric"], r["group"], str(r["n"]), f"{num(r['mean'])} ± {num(r['std'])}", ci,
+            fmt_p(r["p_vs_baseline"]), fmt_p(r["p_perm_vs_baseline"]), r["significant_vs_baseline"] or "–",
+            fmt_p(r["p_vs_re"]), fmt_p(r["p_perm_vs_re"]), r["significant_vs_re"] or "–"]) + " |")
+    return "\n".join(lines)
+
+
+def write_statistics_csv(stat_rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write :func:`statistics_rows` as CSV (:data:`STAT_COLUMNS`; None -> empty cell)."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(STAT_COLUMNS))
+        w.writeheader()
+        w.writerows(stat_rows)
+    return path
 
 
 def _group_mean(rows: Sequence[dict[str, Any]], path: Sequence[str]) -> dict[str, Any]:

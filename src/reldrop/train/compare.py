@@ -18,6 +18,14 @@ interrupted ones resumed, so re-running the same command continues a killed comp
 accuracy, final train accuracy, train–test gap, time per epoch, augmentation time per epoch),
 ``runs.csv`` (one row per run) and ``curves.png`` (train and test accuracy per epoch: mean over
 seeds as a thin line plus its 5-epoch moving average as a thick line).
+
+Statistics (:mod:`reldrop.stats`) of the final test accuracy: ``n``, the 95 % Student-t confidence
+interval over seeds (``ci95_low``, ``ci95_high``), and paired tests over matching seeds of every
+variant vs the baseline (``p_vs_baseline``) and of every RelDrop variant vs Random Erasing
+(``p_vs_re``): paired t-test p, exact sign-flip p (``p_perm_*``), ``significant_vs_*`` yes/no at 5 %
+(t-test). Empty where a comparison does not apply. ``compare.test_sets`` (``{name: {data.kwargs
+overrides}}``, e.g. the decoy test modes) evaluates every final model on more test sets too, with the
+same statistics in ``test_<name>_acc_*`` columns.
 """
 from __future__ import annotations
 
@@ -37,7 +45,7 @@ import numpy as np
 from .config import apply_overrides, deep_merge, validate
 
 __all__ = ["expand_variants", "run_compare", "summarize", "write_results", "plot_curves", "moving_average",
-           "read_metrics"]
+           "read_metrics", "statistics_markdown", "STAT_KEYS"]
 
 
 def _fmt_value(v: Any) -> str:
@@ -99,7 +107,9 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
     Returns ``{"out", "rows" (summary per variant), "runs" (per run), "files"}``.
     """
     from .engine import train
+    from .test_sets import evaluate_test_sets
 
+    test_sets = dict(cfg["compare"].get("test_sets") or {})
     seeds = list(seeds if seeds is not None else cfg["compare"]["seeds"])
     out_dir = Path(out or cfg.get("out") or f"runs/compare-{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,8 +141,11 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
                 train(rcfg, resume=run_dir, quiet=quiet, data_root=data_root)
             else:
                 train(rcfg, quiet=quiet, data_root=data_root)
-            runs.append({"variant": name, "seed": seed, "run_dir": str(run_dir), "metrics": read_metrics(run_dir)})
-    rows = summarize(runs)
+            run = {"variant": name, "seed": seed, "run_dir": str(run_dir), "metrics": read_metrics(run_dir)}
+            if test_sets and run["metrics"]:
+                run["test_sets"] = evaluate_test_sets(run_dir, rcfg, test_sets, data_root=data_root)
+            runs.append(run)
+    rows = summarize(runs, augs={n: c["aug"]["name"] for n, c in variants})
     files = write_results(out_dir, rows, runs, cfg)
     if plot:
         files.append(str(plot_curves(runs, out_dir / "curves.png", title=f"{cfg['name']}: train / test accuracy")))
@@ -146,8 +159,53 @@ def _ms(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per variant: mean and sample std (ddof=1) over seeds of the run-level numbers."""
+#: per-variant statistics columns of the final test accuracy (see :func:`reldrop.stats.compare_groups`)
+STAT_KEYS = ("n", "ci95_low", "ci95_high", "diff_vs_baseline", "p_vs_baseline", "p_perm_vs_baseline",
+             "significant_vs_baseline", "diff_vs_re", "p_vs_re", "p_perm_vs_re", "significant_vs_re")
+
+
+def _nan_to_none(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _add_statistics(rows: list[dict[str, Any]], runs: Sequence[Mapping[str, Any]],
+                    augs: Mapping[str, str | None] | None) -> None:
+    """Add the :data:`STAT_KEYS` columns of final test accuracy (and ``test_<name>_acc_*``) to ``rows``."""
+    from ..stats import compare_groups, roles
+
+    names = [r["variant"] for r in rows]
+    base, ref, rel = roles(names, [(augs or {}).get(n) for n in names])
+
+    def groups(value) -> dict[str, dict[Any, float | None]]:
+        out: dict[str, dict[Any, float | None]] = {n: {} for n in names}
+        for r in runs:
+            if r["metrics"] and r["variant"] in out:
+                out[r["variant"]][r["seed"]] = value(r)
+        return out
+
+    final = compare_groups(groups(lambda r: r["metrics"][-1]["test_acc"]), baseline=base, reference=ref,
+                           vs_reference=rel)
+    for row in rows:
+        row.update({k: _nan_to_none(final[row["variant"]][k]) for k in STAT_KEYS})
+    extra = [k for r in runs for k in (r.get("test_sets") or {})]
+    for ts in dict.fromkeys(extra):
+        st = compare_groups(groups(lambda r: (r.get("test_sets") or {}).get(ts)), baseline=base, reference=ref,
+                            vs_reference=rel)
+        for row in rows:
+            s = st[row["variant"]]
+            for k in ("mean", "std", "ci95_low", "ci95_high", "p_vs_baseline", "p_perm_vs_baseline",
+                      "significant_vs_baseline", "p_vs_re", "p_perm_vs_re", "significant_vs_re"):
+                row[f"test_{ts}_acc_{k}"] = _nan_to_none(s[k])
+
+
+def summarize(runs: Sequence[Mapping[str, Any]], augs: Mapping[str, str | None] | None = None
+              ) -> list[dict[str, Any]]:
+    """One row per variant: mean and sample std (ddof=1) over seeds of the run-level numbers.
+
+    Plus the statistics of the final test accuracy (:data:`STAT_KEYS`): 95 % CI and paired tests vs
+    the baseline and (RelDrop variants) vs Random Erasing; ``augs`` (variant -> ``aug.name``) says
+    which is which (without it: by name, "baseline", "RE", "RelDrop...").
+    """
     by: dict[str, list[Mapping[str, Any]]] = {}
     for r in runs:
         if r["metrics"]:
@@ -172,6 +230,7 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for key, vals in stats.items():
             row[f"{key}_mean"], row[f"{key}_std"] = _ms(vals)
         rows.append(row)
+    _add_statistics(rows, runs, augs)
     return rows
 
 
@@ -229,9 +288,58 @@ def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], runs: 
             cells += [pm(r, "final_train_clean_acc"), pm(r, "gap_clean")]
         cells += [pm(r, "time_per_epoch", 1), pm(r, "aug_time_per_epoch", 1)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.extend(statistics_markdown(rows))
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     files.append(str(out_dir / "results.md"))
     return files
+
+
+def _stat_cells(r: Mapping[str, Any], prefix: str, tag: str) -> list[str]:
+    from ..stats import fmt_p
+
+    diff = r.get(f"{prefix}diff_vs_{tag}") if prefix == "" else None
+    p = r.get(f"{prefix}p_vs_{tag}")
+    pp = r.get(f"{prefix}p_perm_vs_{tag}")
+    sig = r.get(f"{prefix}significant_vs_{tag}")
+    if p is None and pp is None and sig is None:
+        return ["", "", "", ""] if prefix == "" else ["", "", ""]
+    cells = [f"{diff:+.2f}" if diff is not None else "–"] if prefix == "" else []
+    return cells + [fmt_p(p), fmt_p(pp), sig or "–"]
+
+
+def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines: the statistics tables of final test accuracy (and of each ``compare.test_sets`` entry)."""
+    if not rows or "ci95_low" not in rows[0]:
+        return []
+
+    def ci(lo: Any, hi: Any) -> str:
+        return "–" if lo is None or hi is None else f"[{lo:.2f}, {hi:.2f}]"
+
+    lines = ["Statistics of the final test accuracy (%): n seeds, mean ± sample std, 95 % confidence interval "
+             "(Student t over seeds); paired over matching seeds: mean difference (pt), two-sided paired "
+             "t-test p, exact sign-flip permutation p (cannot go below 2/2^n: 0.0625 for 5 seeds), "
+             "significant = t-test p < 0.05 (no correction for multiple comparisons).\n",
+             "| variant | n | mean ± std | 95 % CI | Δ vs baseline | p (t) | p (sign-flip) | significant | "
+             "Δ vs RE | p (t) | p (sign-flip) | significant |",
+             "|" + "---|" * 12]
+    for r in rows:
+        m, s = r.get("final_test_acc_mean"), r.get("final_test_acc_std")
+        lines.append("| " + " | ".join([str(r["variant"]), str(r.get("n", "")), f"{m:.2f} ± {s:.2f}",
+                                         ci(r.get("ci95_low"), r.get("ci95_high"))]
+                                        + _stat_cells(r, "", "baseline") + _stat_cells(r, "", "re")) + " |")
+    sets = [k[len("test_"):-len("_acc_mean")] for k in rows[0] if k.startswith("test_") and k.endswith("_acc_mean")]
+    for ts in sets:
+        p = f"test_{ts}_acc_"
+        lines += ["", f"Test set `{ts}` (final model): accuracy %, same statistics.\n",
+                  "| variant | mean ± std | 95 % CI | p vs baseline (t) | p (sign-flip) | significant | "
+                  "p vs RE (t) | p (sign-flip) | significant |", "|" + "---|" * 9]
+        for r in rows:
+            m, s = r.get(p + "mean"), r.get(p + "std")
+            lines.append("| " + " | ".join([str(r["variant"]), "–" if m is None else f"{m:.2f} ± {s:.2f}",
+                                             ci(r.get(p + "ci95_low"), r.get(p + "ci95_high"))]
+                                            + _stat_cells(r, p, "baseline") + _stat_cells(r, p, "re")) + " |")
+    return lines
 
 
 def moving_average(y: Sequence[float], window: int = 5) -> np.ndarray:

@@ -13,7 +13,8 @@ file only states what differs. Sections::
     train:   epochs, batch_size, eval_batch_size, amp, threads, grad_clip, eval_train_samples, ...
     aug:     name (none|re|reldrop|random), p, scale, ratio, value, border, method, epsilon, backend,
              alpha, beta, start_epoch, kwargs   (modality-independent; for points "random" = RelDrop α=1)
-    compare: seeds, variants (list of {name, <partial config>})
+    compare: seeds, variants (list of {name, <partial config>}), test_sets ({name: data.kwargs overrides}:
+             extra test sets every final model is evaluated on, e.g. the decoy test modes)
 
 Overrides: ``key.sub=value`` strings (values parsed as YAML: ``optim.lr=0.05``,
 ``aug.scale=[0.02,0.3]``, ``data.subset=null``); unknown top-level sections are an error,
@@ -76,10 +77,11 @@ DEFAULTS: dict[str, Any] = {
             {"name": "RE", "aug": {"name": "re"}},
             {"name": "RelDrop", "aug": {"name": "reldrop"}},
         ],
+        "test_sets": {},
     },
 }
 
-_FREE_DICTS = ("data.kwargs", "model.kwargs", "aug.kwargs")
+_FREE_DICTS = ("data.kwargs", "model.kwargs", "aug.kwargs", "compare.test_sets")
 
 #: where preset names are looked up (first hit wins): $RELDROP_CONFIG_DIR, ./configs, the repository's configs/
 CONFIG_DIRS: list[Path] = [Path("configs"), Path(__file__).resolve().parents[3] / "configs"]
@@ -288,6 +290,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for v in variants:
         if not (isinstance(v, Mapping) and isinstance(v.get("name"), str)):
             raise ValueError(f"each compare.variants entry must be a mapping with a 'name', got {v!r}")
+    from .test_sets import check_test_sets
+
+    check_test_sets(cfg["compare"].get("test_sets"))
 
 
 def dump_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> None:

@@ -1,0 +1,83 @@
+"""Extra test sets for ``reldrop compare``: the final model of a run on variants of its test split.
+
+``compare.test_sets`` maps a name to ``data.kwargs`` overrides, e.g. the decoy test modes::
+
+    compare:
+      test_sets: {random: {decoy_test: random}, same: {decoy_test: same}}
+
+Each finished run's final model (``last.pt``) is evaluated on the test split built with those
+overrides (and the run's ``data.test_subset``, if any); the accuracies (%) are cached in
+``<run>/test_sets.json`` together with the checkpoint's epoch and the overrides, so re-running a
+comparison reuses them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+__all__ = ["evaluate_test_sets", "check_test_sets"]
+
+
+def check_test_sets(test_sets: Any) -> dict[str, dict[str, Any]]:
+    """``compare.test_sets`` as a dict ``{name: {kwarg: value}}`` (ValueError naming the problem)."""
+    if test_sets is None:
+        return {}
+    if not isinstance(test_sets, Mapping):
+        raise ValueError(f"config compare.test_sets must be a mapping {{name: {{data.kwargs overrides}}}}, "
+                         f"got {test_sets!r}")
+    for name, kw in test_sets.items():
+        if not isinstance(name, str) or not isinstance(kw, Mapping):
+            raise ValueError(f"config compare.test_sets[{name!r}] must map a name to a mapping of data.kwargs, "
+                             f"got {kw!r}")
+    return {str(k): dict(v) for k, v in test_sets.items()}
+
+
+def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: Mapping[str, Mapping[str, Any]],
+                       *, data_root: str | None = None) -> dict[str, float]:
+    """``{name: test accuracy %}`` of the run's ``last.pt`` on each test set (cached in ``test_sets.json``)."""
+    from ..data import build_dataset
+    from ..data import data_root as resolve_root
+    from .engine import _subset_index, build_model, evaluate, load_checkpoint
+
+    run_dir = Path(run_dir)
+    test_sets = check_test_sets(test_sets)
+    ckpt_path = run_dir / "last.pt"
+    cache_path = run_dir / "test_sets.json"
+    ckpt = load_checkpoint(ckpt_path)
+    epoch = ckpt.get("epoch")
+    cache: dict[str, Any] = {}
+    if cache_path.is_file():
+        try:
+            cache = json.loads(cache_path.read_text())
+        except json.JSONDecodeError:
+            cache = {}
+    if cache.get("epoch") != epoch:
+        cache = {"epoch": epoch, "sets": {}}
+    sets = cache.setdefault("sets", {})
+    todo = {n: kw for n, kw in test_sets.items() if sets.get(n, {}).get("kwargs") != json.loads(json.dumps(kw))}
+    if todo:
+        root = resolve_root(data_root or cfg["data"].get("root"))
+        base_kw = dict(cfg["data"].get("kwargs") or {})
+        model = None
+        for name, kw in todo.items():
+            info = build_dataset(cfg["data"]["name"], root, "test", train_transform=False, **{**base_kw, **kw})
+            if model is None:
+                c = dict(cfg)
+                c["model"] = {**cfg["model"], "init": None}
+                model = build_model(c, info)
+                model.load_state_dict(ckpt["model"])
+                model.eval()
+            index = None
+            if cfg["data"].get("test_subset"):
+                index = _subset_index(info.dataset, int(cfg["data"]["test_subset"]))
+            res = evaluate(model, info.dataset, info.num_classes, device=torch.device("cpu"),
+                           batch_size=int(cfg["train"]["eval_batch_size"]), index=index)
+            sets[name] = {"kwargs": json.loads(json.dumps(kw)), "acc": float(res["test_acc"]),
+                          "macro": float(res["test_macro"])}
+        tmp = cache_path.with_name(cache_path.name + ".tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        tmp.replace(cache_path)
+    return {n: float(sets[n]["acc"]) for n in test_sets}

@@ -36,14 +36,47 @@ _PICKLE = {
 }
 
 
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    """The only globals a CIFAR pickle may name: numpy's array/dtype reconstructors (both numpy 1 and
+    numpy 2 module spellings, protocols 2-5) and ``_codecs.encode`` (bytes in protocol-2 pickles)."""
+    import codecs
+
+    core = getattr(np, "_core", None) or np.core
+    reconstruct, frombuffer = core.multiarray._reconstruct, getattr(core.numeric, "_frombuffer", None)
+    out: dict[tuple[str, str], Any] = {("_codecs", "encode"): codecs.encode}
+    for mod in ("numpy.core", "numpy._core"):
+        out[(f"{mod}.multiarray", "_reconstruct")] = reconstruct
+        if frombuffer is not None:
+            out[(f"{mod}.numeric", "_frombuffer")] = frombuffer
+    out[("numpy", "ndarray")] = np.ndarray
+    out[("numpy", "dtype")] = np.dtype
+    return out
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles builtin containers, numbers, strings/bytes and numpy arrays only: any other global
+    (``os.system``, ``builtins.eval``, a class with ``__reduce__``) is refused before it is called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        obj = _allowed_globals().get((module, name))
+        if obj is None:
+            raise pickle.UnpicklingError(
+                f"global '{module}.{name}' is not allowed in a CIFAR file (only numpy arrays and builtin "
+                "containers; a file naming other code is refused, not run)")
+        return obj
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"CIFAR file not found: {path}")
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
-    except Exception as err:  # truncated / not a pickle
-        raise ValueError(f"corrupt CIFAR pickle file: {path} ({type(err).__name__}: {err})") from err
+            obj = _RestrictedUnpickler(f, encoding="bytes").load()
+    except Exception as err:  # truncated / not a pickle / refused global
+        raise ValueError(f"corrupt or unsafe CIFAR pickle file: {path} ({type(err).__name__}: {err})") from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"corrupt CIFAR pickle file: {path} (expected a dict, got {type(obj).__name__})")
+    return obj
 
 
 def load_cifar_pickle(folder: str | Path, split: str, num_classes: int = 10

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -64,6 +65,23 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _best_of_killed_run(path: Path, ckpt: Any) -> tuple[Path, Any]:
+    """``(path, ckpt)``, or ``last.pt`` when a run was killed between writing ``last.pt`` and ``best.pt``
+    of a new best epoch: last.pt then records ``best_epoch == epoch`` and holds the best model, while
+    best.pt still holds an older epoch (``reldrop train --resume`` repairs best.pt)."""
+    from ..train.engine import load_checkpoint
+
+    last_path = path.with_name("last.pt")
+    if path.name != "best.pt" or not last_path.is_file() or not isinstance(ckpt, dict):
+        return path, ckpt
+    last = load_checkpoint(last_path)
+    if int(last.get("best_epoch", -1)) == int(last.get("epoch", -2)) != int(ckpt.get("epoch", -3)):
+        warnings.warn(f"{path} holds epoch {ckpt.get('epoch')} but {last_path} records epoch {last['epoch']} as "
+                      f"the best (run killed between the two writes): using {last_path}", stacklevel=3)
+        return last_path, last
+    return path, ckpt
+
+
 def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | torch.device = "cpu",
              data_root: str | Path | None = None) -> LoadedRun:
     """Restore the model of a run directory (``best.pt``, falling back to ``last.pt``).
@@ -93,6 +111,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"no best.pt or last.pt in {run} (not a finished run directory?)")
     ckpt = load_checkpoint(ckpt_path)
+    ckpt_path, ckpt = _best_of_killed_run(ckpt_path, ckpt)
     cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
     if cfg is None:
         import yaml

@@ -55,15 +55,14 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises FileNotFoundError / ValueError naming the file when it is missing, unreadable or not a state dict.
     """
+    from reldrop.runs import load_checkpoint
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt file, or pickled objects that weights_only refuses
-        raise ValueError(
-            f"cannot read checkpoint {path} with torch.load(weights_only=True): {type(err).__name__}: {err}"
-        ) from err
+    # weights_only=True: corrupt files and pickled objects are refused with an error naming the file;
+    # reldrop's own last.pt/best.pt load (their 'model' entry is unwrapped below)
+    obj: Any = load_checkpoint(path)
     for _ in range(3):  # nested containers, e.g. {'model': {'state_dict': ...}}
         if isinstance(obj, Mapping) and not _is_state_dict(obj):
             inner = next((obj[k] for k in _CONTAINER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)

@@ -297,4 +297,6 @@ def validate(cfg: Mapping[str, Any]) -> None:
 
 def dump_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write ``cfg`` as YAML (key order kept)."""
-    Path(path).write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+    from reldrop.runs import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False))

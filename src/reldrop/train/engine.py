@@ -10,9 +10,12 @@ Run directory (``cfg["out"]``)::
     config.yaml     the resolved config
     env.json        git commit, versions (python, torch, zennit, numpy), device, world size, argv
     metrics.jsonl   one JSON object per epoch (accuracies in %, losses, lr, times, throughput)
-    metrics.csv     the same table as CSV (rewritten every epoch)
-    last.pt         full training state after the latest epoch (atomic: temp file + os.replace)
-    best.pt         the same, for the epoch with the best test top-1 accuracy
+    metrics.csv     the same table as CSV
+    last.pt         full training state after the latest epoch
+    best.pt         the same, for the epoch with the best test top-1 accuracy (written after last.pt)
+
+Every file above is written atomically (:mod:`reldrop.runs`: temp file + ``os.replace``), so a kill
+at any moment leaves complete files; checkpoints are read with ``torch.load(weights_only=True)``.
     tb/             TensorBoard events (``train.tensorboard: true``)
 
 Resume (``resume=True``/a path): model, optimizer, scheduler, AMP scaler, epoch, best score and the
@@ -42,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import runs
 from .config import dump_config, validate
 from .distributed import DistInfo, all_reduce_sum, cleanup, init_distributed, shard_indices, wrap_model
 
@@ -200,34 +204,22 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
 
 
 def save_checkpoint(state: Mapping[str, Any], path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace`` (atomic on POSIX)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to a temp file in the same folder, then ``os.replace`` (atomic; :func:`reldrop.runs.save_checkpoint`)."""
+    runs.save_checkpoint(state, path)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a training checkpoint written by :func:`save_checkpoint` (error naming the file if unreadable)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(f"corrupt or unreadable checkpoint: {path} ({err})") from err
+    """Load a training checkpoint with ``torch.load(weights_only=True)`` (:func:`reldrop.runs.load_checkpoint`:
+    no pickled code runs; errors name the file)."""
+    return runs.load_checkpoint(path)
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return runs.rng_state()
 
 
 def _set_rng_state(s: Mapping[str, Any]) -> None:
-    torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    runs.set_rng_state(s)
 
 
 def _seed_all(seed: int) -> None:
@@ -373,17 +365,16 @@ def build_model(cfg: Mapping[str, Any], info_data: Any) -> nn.Module:
 
 
 class _Logger:
+    """``metrics.jsonl`` + ``metrics.csv`` (+ TensorBoard). Both files are rewritten whole and atomically
+    every epoch (:mod:`reldrop.runs`), so a kill at any moment leaves the previous or the new complete file."""
+
     def __init__(self, run_dir: Path, tensorboard: bool, start_epoch: int) -> None:
         self.run_dir = run_dir
         self.jsonl = run_dir / "metrics.jsonl"
         self.rows: list[dict[str, Any]] = []
         if self.jsonl.is_file():  # resume: keep only the epochs the checkpoint covers
-            for line in self.jsonl.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    if row["epoch"] <= start_epoch:
-                        self.rows.append(row)
-            self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+            self.rows = [r for r in _read_rows(self.jsonl) if r["epoch"] <= start_epoch]
+            self._write_jsonl()
         self.tb = None
         if tensorboard:
             try:
@@ -394,19 +385,19 @@ class _Logger:
                 warnings.warn("TensorBoard requested but the tensorboard package is missing "
                               "(pip install reldrop[tensorboard]); continuing without it", stacklevel=2)
 
+    def _write_jsonl(self) -> None:
+        runs.atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
+
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._write_jsonl()
         keys: list[str] = []
         for r in self.rows:
             keys.extend(k for k in r if k not in keys)
-        tmp = self.run_dir / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="") as f:
+        with runs.atomic_open(self.run_dir / "metrics.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(self.rows)
-        os.replace(tmp, self.run_dir / "metrics.csv")
         if self.tb is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
@@ -416,6 +407,22 @@ class _Logger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl``; a cut-short last line (a kill inside an older, non-atomic append)
+    is dropped with a warning; a bad line elsewhere is an error naming the file and line."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if i == len(lines) - 1:
+                warnings.warn(f"{path}: dropping a cut-short last line ({err})", stacklevel=3)
+                break
+            raise ValueError(f"{path} line {i + 1} is not valid JSON ({err})") from err
+    return rows
 
 
 def _progress(cfg_value: Any, quiet: bool, is_main: bool) -> bool:
@@ -485,6 +492,7 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
                               "use --resume to continue it or choose another --out")
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        runs.clean_stale_temps(run_dir)  # .last.pt.tmp<pid> etc. of a killed earlier process
 
     seed = int(cfg["seed"])
     _seed_all(seed)  # same model init on every rank
@@ -499,7 +507,9 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
     if n_clean:
         clean_train = build_dataset(cfg["data"]["name"], root, "train", train_transform=False, **dkw)
 
-    model = build_model(cfg, train_info).to(device)
+    # a resumed run takes its weights from last.pt, not from model.init (which may be gone by now)
+    model = build_model(cfg if ckpt is None else {**cfg, "model": {**cfg["model"], "init": None}},
+                        train_info).to(device)
     net = wrap_model(model, info)
     opt = build_optimizer(cfg, model)
     sched = build_scheduler(cfg, opt)
@@ -518,6 +528,8 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, best_acc, best_epoch = int(ckpt["epoch"]), float(ckpt["best_acc"]), int(ckpt["best_epoch"])
         _set_rng_state(ckpt["rng"][min(info.rank, len(ckpt["rng"]) - 1)])
+        if info.is_main and cfg["train"]["save_best"]:
+            _repair_best(run_dir, ckpt_path, ckpt, quiet)
     else:
         _seed_all(seed + 7_777 * info.rank)  # per-rank stream for dropout etc. after the shared init
 
@@ -525,9 +537,9 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
     if info.is_main:
         dump_config(cfg, run_dir / "config.yaml")
         env = environment(device, info.world_size)
+        env["config_hash"] = runs.config_hash(cfg)
         if ckpt is not None:
-            env_path = run_dir / "env.json"
-            old = json.loads(env_path.read_text()) if env_path.is_file() else {}
+            old = _read_env(run_dir / "env.json")
             env = {**old, "resumed": old.get("resumed", []) + [{"epoch": start_epoch, **env}]}
         attribution = _attribution_info(aug)
         if attribution is not None:
@@ -535,7 +547,7 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
             if not quiet:
                 print(f"[{run_dir.name}] RelDrop relevance: {attribution['method']} via the "
                       f"{attribution['backend']} backend", file=sys.stderr, flush=True)
-        (run_dir / "env.json").write_text(json.dumps(env, indent=2, default=str))
+        runs.atomic_write_json(run_dir / "env.json", env, indent=2, default=str)
         logger = _Logger(run_dir, bool(cfg["train"]["tensorboard"]), start_epoch)
 
     ds, num_classes = train_info.dataset, train_info.num_classes
@@ -637,6 +649,8 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
                          "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
                          "best_acc": best_acc, "best_epoch": best_epoch, "rng": _gather_rng(info),
                          "config": cfg, "metrics": row}
+                # last.pt first: it records best_epoch, and when that is this epoch it holds the best
+                # model itself, so a kill before best.pt is written is repaired on resume (_repair_best)
                 save_checkpoint(state, run_dir / "last.pt")
                 if improved and cfg["train"]["save_best"]:
                     save_checkpoint(state, run_dir / "best.pt")
@@ -658,6 +672,47 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
     result = {"run_dir": str(run_dir), "final": last_row, "best_acc": best_acc, "best_epoch": best_epoch,
               "rank": info.rank, "world_size": info.world_size}
     return result
+
+
+def _repair_best(run_dir: Path, last_path: Path, last: Mapping[str, Any], quiet: bool) -> None:
+    """Make ``best.pt`` hold the epoch ``last.pt`` records as best.
+
+    Checkpoints are written last.pt, then best.pt. A kill between the two leaves last.pt saying
+    ``best_epoch == epoch`` while best.pt holds an older epoch: last.pt then *is* the best model and is
+    copied over best.pt. (When best_epoch < epoch, best.pt was completed before last.pt of a later
+    epoch was started, so it is already right.)
+    """
+    best_path = run_dir / "best.pt"
+    if int(last["best_epoch"]) != int(last["epoch"]) or last_path.resolve() == best_path.resolve():
+        return
+    best_epoch = None
+    if best_path.is_file():
+        try:
+            best_epoch = int(load_checkpoint(best_path)["epoch"])
+        except (ValueError, KeyError, TypeError):
+            best_epoch = None
+    if best_epoch == int(last["epoch"]):
+        return
+    runs.atomic_write_bytes(best_path, last_path.read_bytes())
+    if not quiet:
+        print(f"[{run_dir.name}] best.pt held epoch {best_epoch}, but epoch {last['epoch']} is the best "
+              f"(killed between last.pt and best.pt): copied last.pt to best.pt", file=sys.stderr, flush=True)
+
+
+def _read_env(path: Path) -> dict[str, Any]:
+    """The ``env.json`` of a resumed run ({} when missing). One that is not valid JSON (cut short by a
+    kill in versions that wrote it in place) is kept as ``env.json.corrupt`` and the run continues
+    with a warning naming it: env.json describes the run, nothing is restored from it."""
+    if not path.is_file():
+        return {}
+    try:
+        old = runs.read_json(path)
+    except ValueError as err:
+        keep = path.with_name(path.name + ".corrupt")
+        os.replace(path, keep)
+        warnings.warn(f"{err}; kept it as {keep} and started a new env.json", stacklevel=3)
+        return {}
+    return old if isinstance(old, dict) else {}
 
 
 def _subset_index(ds: Any, n: int) -> torch.Tensor:

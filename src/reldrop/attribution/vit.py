@@ -1,0 +1,704 @@
+"""CP-LRP for Vision Transformers (timm ``VisionTransformer``, torchvision ``VisionTransformer``).
+
+Method ``"cp_lrp"`` (conservative propagation, Ali et al. ICML 2022, with AttnLRP's LayerNorm
+rule, Achtibat et al. ICML 2024), computed as ONE eval-mode forward that keeps what the
+backward needs and a hand-written backward (like :mod:`.fast`): no autograd, no hooks, no
+patched classes or modules, nothing of the model is written (parameters, buffers, modes, hooks
+and ``.grad`` are only read; no submodule's ``forward`` is called).
+
+Rules (``stab_ε(z) = z + ε·sign(z)``, ``sign(0) = +1``, zennit's ``stabilize``):
+
+* **Linear** (qkv, attention output projection, MLP ``fc1``/``fc2``, head, torchvision's
+  ``in_proj``/``out_proj``/``pre_logits``): LRP-ε, ``R_in = x ⊙ Wᵀ (R_out / stab_ε(z))``,
+  ``z`` including the bias (default ε = 1e-3).
+* **Elementwise activations** (GELU, tanh-GELU, QuickGELU, SiLU, ReLU; torchvision's ``Tanh``
+  after ``pre_logits``): identity rule, ``R_in = R_out`` (AttnLRP eq. 9).
+* **LayerNorm**: the normalization ``1/σ`` is held constant (AttnLRP); the remaining map
+  ``x ↦ (x - mean(x)) ⊙ γ/σ + β`` is linear and gets LRP-0 (the shift β absorbs its share).
+* **Attention**: the attention probabilities ``A = softmax(q kᵀ · scale)`` are held constant;
+  relevance flows through the value path only (``o = A v`` is linear in ``v``, LRP-0); queries
+  and keys receive none (CP-LRP). Per-head, all heads at once.
+* **LayerScale** (``x ⊙ γ``): a diagonal linear map, relevance passes unchanged.
+* **Residual adds** (both per block, and the token + position-embedding add): the Norm rule,
+  a proportional split ``R_a = a / stab_δ(a + b) · R``, δ = ``stabilizer`` (1e-6).
+* **Average pool over tokens** (``global_pool="avg"``): the Norm rule (as for CNNs);
+  **class-token pool**: relevance of the pooled vector goes to token 0.
+* **Patch embedding** (the conv with kernel = stride = patch size): the Flat rule (the conv's
+  output relevance is spread uniformly over its receptive field, all input channels).
+* Dropout, DropPath, PatchDropout: inert (eval mode semantics).
+
+**Relevance sinks** (documented, by design): the position embedding (its share of the
+token + position add), the class token and register tokens (they are model parameters, not
+input: the relevance they collect is not passed to pixels), and every bias and LayerNorm
+shift (as in all LRP-ε / LRP-0 rules). With all of them zero, Σ pixel relevance = target
+logit (``seed="logit"``) up to what ε absorbs (tested in float64).
+
+Output relevance: ``one_hot(target)`` (``seed="one_hot"``) or ``one_hot · logit``
+(``seed="logit"``), as in :mod:`reldrop.attribution.core`.
+
+Supported models (:func:`supports`): timm ``VisionTransformer`` (the ViT / DeiT family:
+class-token or average-pool head, optional register tokens, ``no_embed_class``, ``pre_norm``,
+``fc_norm``, LayerScale, qk-norm; blocks made of timm's stock ``Block`` / ``Attention`` /
+``Mlp``) and torchvision ``VisionTransformer`` (``vit_b_16``-style: patch conv, no conv stem).
+Anything else answers False (``"attention pooling"``, ``dynamic_img_size``, gated attention,
+parallel blocks, ...) and :func:`build` raises ``ValueError`` saying why.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .._checks import check_class_target
+
+__all__ = ["METHODS", "supports", "build", "unsupported_reason", "is_vision_transformer", "ViTLRP", "ViTBackend",
+           "Unsupported"]
+
+#: methods this backend computes.
+METHODS = ("cp_lrp",)
+SEEDS = ("one_hot", "logit")
+#: default ε of the Linear layers (as for the ResNets, paper Table 3) and δ of the Norm/Flat rules.
+EPSILON = 1e-3
+STABILIZER = 1e-6
+
+
+class Unsupported(Exception):
+    """The model is not one this backend reproduces exactly."""
+
+
+# ------------------------------------------------------------------------------- the class zoo
+def _timm_classes() -> dict[str, Any]:
+    """timm's ViT classes ({} without timm). ``Attention`` moved to ``timm.layers`` in timm 1.0."""
+    try:
+        from timm.layers import LayerScale, Mlp, PatchDropout, PatchEmbed
+        from timm.models import vision_transformer as tv
+    except Exception:  # pragma: no cover - timm is a dependency
+        return {}
+    try:
+        from timm.layers.attention import Attention
+    except Exception:  # pragma: no cover - timm < 1.0
+        Attention = tv.Attention
+    return dict(vit=tv.VisionTransformer, block=tv.Block, attention=Attention, mlp=Mlp,
+                layer_scale=getattr(tv, "LayerScale", LayerScale), patch_embed=PatchEmbed,
+                patch_dropout=PatchDropout)
+
+
+def _torchvision_classes() -> dict[str, Any]:
+    try:
+        from torchvision.models.vision_transformer import EncoderBlock, MLPBlock, VisionTransformer
+    except Exception:  # pragma: no cover - torchvision is a dependency
+        return {}
+    return dict(vit=VisionTransformer, block=EncoderBlock, mlp=MLPBlock)
+
+
+def is_vision_transformer(model: nn.Module) -> bool:
+    """True for a timm or torchvision ``VisionTransformer`` (subclasses included), or any model
+    holding attention modules (``nn.MultiheadAttention``, timm ``Attention``): models whose
+    attention the zennit presets have no rule for."""
+    vits = tuple(c["vit"] for c in (_timm_classes(), _torchvision_classes()) if c)
+    attn: tuple[type, ...] = (nn.MultiheadAttention,)
+    timm = _timm_classes()
+    if timm:
+        attn += (timm["attention"],)
+    return isinstance(model, vits) or any(isinstance(m, attn) for m in model.modules())
+
+
+# --------------------------------------------------------------------------------- structure
+@dataclass
+class _Block:
+    """One pre-norm transformer block: ``x + ls1(attn(norm1(x)))``, then ``+ ls2(mlp(norm2(·)))``."""
+
+    norm1: nn.LayerNorm
+    qkv_owner: nn.Module  # timm Attention.qkv (Linear) or torchvision MultiheadAttention
+    qkv_names: tuple[str, str]  # ("weight", "bias") or ("in_proj_weight", "in_proj_bias")
+    q_norm: nn.LayerNorm | None
+    k_norm: nn.LayerNorm | None
+    num_heads: int
+    head_dim: int
+    scale: float
+    proj: nn.Linear
+    ls1: nn.Parameter | None
+    norm2: nn.LayerNorm
+    fc1: nn.Linear
+    act: Callable[[torch.Tensor], torch.Tensor]
+    fc2: nn.Linear
+    ls2: nn.Parameter | None
+
+
+@dataclass
+class _Spec:
+    """Everything the forward needs, as references to the model's modules/parameters."""
+
+    patch: nn.Conv2d
+    patch_norm: nn.LayerNorm | None
+    prefix: list[nn.Parameter]  # class token, register tokens (each (1, n, D)), in order
+    pos_embed: nn.Parameter | None  # (1, L, D)
+    pos_covers_prefix: bool  # pos_embed has rows for the prefix tokens (cat, then add)
+    norm_pre: nn.LayerNorm | None
+    blocks: list[_Block]
+    norm: nn.LayerNorm | None
+    pool: str  # "token" | "avg"
+    pool_from: int  # avg pool over tokens [pool_from:]
+    fc_norm: nn.LayerNorm | None
+    head: list[tuple[nn.Linear, Callable[[torch.Tensor], torch.Tensor] | None]]  # Linear (+ act)
+    grid: tuple[int, int] | None  # expected (H, W) of the image, if the model fixes it
+    num_classes: int
+
+
+def _ln(m: Any, name: str) -> nn.LayerNorm | None:
+    """A LayerNorm over the last dim, or None for Identity; Unsupported otherwise."""
+    if isinstance(m, nn.Identity):
+        return None
+    if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1:
+        if type(m).forward not in _LN_FORWARDS:
+            raise Unsupported(f"{name}: LayerNorm subclass {type(m).__name__} with its own forward")
+        return m
+    raise Unsupported(f"{name}: {type(m).__name__} (only LayerNorm or Identity)")
+
+
+def _stock_ln_forwards() -> tuple:
+    fwds: list[Any] = [nn.LayerNorm.forward]
+    try:
+        from timm.layers import norm as timm_norm
+
+        fwds.append(timm_norm.LayerNorm.forward)
+    except Exception:  # pragma: no cover
+        pass
+    return tuple(fwds)
+
+
+_LN_FORWARDS = _stock_ln_forwards()
+
+
+def _activation(m: nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The elementwise function of an activation module (identity rule: only its values matter)."""
+    t = type(m)
+    if t is nn.GELU:
+        approx = m.approximate
+        return lambda z: F.gelu(z, approximate=approx)
+    if t is nn.ReLU:
+        return F.relu
+    if t is nn.SiLU:
+        return F.silu
+    if t is nn.Tanh:
+        return torch.tanh
+    try:
+        from timm.layers import activations as ta
+    except Exception:  # pragma: no cover
+        ta = None
+    if ta is not None:
+        if t is ta.GELU:
+            return F.gelu
+        if t is ta.GELUTanh:
+            return lambda z: F.gelu(z, approximate="tanh")
+        if t is ta.QuickGELU:
+            return lambda z: z * torch.sigmoid(1.702 * z)
+    raise Unsupported(f"{name}: activation {t.__name__}")
+
+
+def _inert(m: nn.Module, name: str) -> None:
+    """Dropout-like modules (identity in eval mode) or Identity."""
+    if isinstance(m, (nn.Identity, nn.Dropout)):
+        return
+    timm = _timm_classes()
+    if timm:
+        from timm.layers import DropPath
+
+        if isinstance(m, (DropPath, timm["patch_dropout"])):
+            return
+    raise Unsupported(f"{name}: {type(m).__name__} (expected Dropout/DropPath/Identity)")
+
+
+def _check_linear(m: Any, name: str) -> nn.Linear:
+    if not isinstance(m, nn.Linear):
+        raise Unsupported(f"{name}: {type(m).__name__} (expected Linear)")
+    return m
+
+
+def _check_patch_conv(m: Any, name: str) -> nn.Conv2d:
+    if type(m) is not nn.Conv2d:
+        raise Unsupported(f"{name}: {type(m).__name__} (expected a Conv2d patch embedding)")
+    if m.padding_mode != "zeros" or isinstance(m.padding, str) or m.groups != 1:
+        raise Unsupported(f"{name}: patch conv with padding {m.padding!r}/{m.padding_mode!r}, groups {m.groups}")
+    return m
+
+
+def _timm_spec(model: nn.Module, c: dict[str, Any]) -> _Spec:
+    vit_cls = c["vit"]
+    for meth in ("forward", "forward_features", "forward_head", "pool", "_pos_embed"):
+        if getattr(type(model), meth, None) is not getattr(vit_cls, meth):
+            raise Unsupported(f"VisionTransformer subclass {type(model).__name__} overrides {meth}")
+    if getattr(model, "dynamic_img_size", False):
+        raise Unsupported("dynamic_img_size=True")
+    if getattr(model, "attn_pool", None) is not None:
+        raise Unsupported(f"attention pooling (global_pool={model.global_pool!r})")
+    if model.global_pool not in ("token", "avg"):
+        raise Unsupported(f"global_pool={model.global_pool!r} (only 'token' and 'avg')")
+    pe = model.patch_embed
+    if type(pe) is not c["patch_embed"] or not pe.flatten or getattr(pe, "dynamic_img_pad", False):
+        raise Unsupported(f"patch_embed: {type(pe).__name__} (stock PatchEmbed with flatten=True)")
+    patch = _check_patch_conv(pe.proj, "patch_embed.proj")
+    patch_norm = _ln(pe.norm, "patch_embed.norm")
+    grid = tuple(pe.img_size) if (pe.img_size is not None and getattr(pe, "strict_img_size", True)) else None
+    _inert(model.pos_drop, "pos_drop")
+    _inert(getattr(model, "patch_drop", nn.Identity()), "patch_drop")
+    prefix = [p for p in (model.cls_token, getattr(model, "reg_token", None)) if p is not None]
+    blocks: list[_Block] = []
+    for i, blk in enumerate(model.blocks):
+        name = f"blocks.{i}"
+        if type(blk) is not c["block"]:
+            raise Unsupported(f"{name}: {type(blk).__name__} (stock timm Block only)")
+        attn = blk.attn
+        if type(attn) is not c["attention"]:
+            raise Unsupported(f"{name}.attn: {type(attn).__name__} (stock timm Attention only)")
+        if getattr(attn, "gate", None) is not None:
+            raise Unsupported(f"{name}.attn: gated attention")
+        if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):
+            raise Unsupported(f"{name}.attn.norm: attention output norm (scale_norm)")
+        _inert(attn.attn_drop, f"{name}.attn.attn_drop")
+        _inert(attn.proj_drop, f"{name}.attn.proj_drop")
+        mlp = blk.mlp
+        if type(mlp) is not c["mlp"]:
+            raise Unsupported(f"{name}.mlp: {type(mlp).__name__} (stock timm Mlp only)")
+        if not isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity):
+            raise Unsupported(f"{name}.mlp.norm: {type(mlp.norm).__name__}")
+        _inert(mlp.drop1, f"{name}.mlp.drop1")
+        _inert(mlp.drop2, f"{name}.mlp.drop2")
+        lss = []
+        for j, ls in ((1, blk.ls1), (2, blk.ls2)):
+            if isinstance(ls, nn.Identity):
+                lss.append(None)
+            elif type(ls) is c["layer_scale"]:
+                lss.append(ls.gamma)
+            else:
+                raise Unsupported(f"{name}.ls{j}: {type(ls).__name__}")
+        _inert(blk.drop_path1, f"{name}.drop_path1")
+        _inert(blk.drop_path2, f"{name}.drop_path2")
+        qkv = _check_linear(attn.qkv, f"{name}.attn.qkv")
+        blocks.append(_Block(
+            norm1=_ln(blk.norm1, f"{name}.norm1") or _need(f"{name}.norm1"),
+            qkv_owner=qkv, qkv_names=("weight", "bias"),
+            q_norm=_ln(attn.q_norm, f"{name}.attn.q_norm"), k_norm=_ln(attn.k_norm, f"{name}.attn.k_norm"),
+            num_heads=attn.num_heads, head_dim=attn.head_dim, scale=float(attn.scale),
+            proj=_check_linear(attn.proj, f"{name}.attn.proj"), ls1=lss[0],
+            norm2=_ln(blk.norm2, f"{name}.norm2") or _need(f"{name}.norm2"),
+            fc1=_check_linear(mlp.fc1, f"{name}.mlp.fc1"), act=_activation(mlp.act, f"{name}.mlp.act"),
+            fc2=_check_linear(mlp.fc2, f"{name}.mlp.fc2"), ls2=lss[1],
+        ))
+    _inert(getattr(model, "head_drop", nn.Identity()), "head_drop")
+    head = _check_linear(model.head, "head") if not isinstance(model.head, nn.Identity) else None
+    if head is None:
+        raise Unsupported("no classification head (num_classes=0)")
+    return _Spec(
+        patch=patch, patch_norm=patch_norm, prefix=prefix, pos_embed=model.pos_embed,
+        pos_covers_prefix=not getattr(model, "no_embed_class", False),
+        norm_pre=_ln(getattr(model, "norm_pre", nn.Identity()), "norm_pre"),
+        blocks=blocks, norm=_ln(model.norm, "norm"), pool=model.global_pool,
+        pool_from=0 if getattr(model, "pool_include_prefix", False) else model.num_prefix_tokens,
+        fc_norm=_ln(model.fc_norm, "fc_norm"), head=[(head, None)], grid=grid,
+        num_classes=head.out_features,
+    )
+
+
+def _need(name: str) -> nn.LayerNorm:
+    raise Unsupported(f"{name}: Identity where the block needs a LayerNorm")
+
+
+def _torchvision_spec(model: nn.Module, c: dict[str, Any]) -> _Spec:
+    vit_cls = c["vit"]
+    for meth in ("forward", "_process_input"):
+        if getattr(type(model), meth, None) is not getattr(vit_cls, meth):
+            raise Unsupported(f"VisionTransformer subclass {type(model).__name__} overrides {meth}")
+    patch = _check_patch_conv(model.conv_proj, "conv_proj")  # a conv stem is a Sequential: refused
+    enc = model.encoder
+    if type(enc).forward is not type(enc).__mro__[0].forward or type(enc).__name__ != "Encoder":
+        raise Unsupported(f"encoder: {type(enc).__name__}")
+    _inert(enc.dropout, "encoder.dropout")
+    blocks: list[_Block] = []
+    for i, blk in enumerate(enc.layers):
+        name = f"encoder.layers.{i}"
+        if type(blk) is not c["block"]:
+            raise Unsupported(f"{name}: {type(blk).__name__} (stock EncoderBlock only)")
+        mha = blk.self_attention
+        if type(mha) is not nn.MultiheadAttention or not mha.batch_first or not mha._qkv_same_embed_dim \
+                or mha.bias_k is not None or mha.add_zero_attn or mha.in_proj_weight is None:
+            raise Unsupported(f"{name}.self_attention: not a plain batch-first self-attention")
+        _inert(blk.dropout, f"{name}.dropout")
+        mlp = blk.mlp
+        if type(mlp) is not c["mlp"] or len(mlp) != 5:
+            raise Unsupported(f"{name}.mlp: {type(mlp).__name__}")
+        _inert(mlp[2], f"{name}.mlp.2")
+        _inert(mlp[4], f"{name}.mlp.4")
+        head_dim = mha.embed_dim // mha.num_heads
+        blocks.append(_Block(
+            norm1=_ln(blk.ln_1, f"{name}.ln_1") or _need(f"{name}.ln_1"),
+            qkv_owner=mha, qkv_names=("in_proj_weight", "in_proj_bias"), q_norm=None, k_norm=None,
+            num_heads=mha.num_heads, head_dim=head_dim, scale=1.0 / math.sqrt(head_dim),
+            proj=_check_linear(mha.out_proj, f"{name}.self_attention.out_proj"), ls1=None,
+            norm2=_ln(blk.ln_2, f"{name}.ln_2") or _need(f"{name}.ln_2"),
+            fc1=_check_linear(mlp[0], f"{name}.mlp.0"), act=_activation(mlp[1], f"{name}.mlp.1"),
+            fc2=_check_linear(mlp[3], f"{name}.mlp.3"), ls2=None,
+        ))
+    head_layers: list[tuple[nn.Linear, Callable | None]] = []
+    mods = list(model.heads.named_children())
+    k = 0
+    while k < len(mods):
+        nm, m = mods[k]
+        lin = _check_linear(m, f"heads.{nm}")
+        act = None
+        if k + 1 < len(mods) and not isinstance(mods[k + 1][1], nn.Linear):
+            act = _activation(mods[k + 1][1], f"heads.{mods[k + 1][0]}")
+            k += 1
+        head_layers.append((lin, act))
+        k += 1
+    if not head_layers or head_layers[-1][1] is not None:
+        raise Unsupported("heads must end with a Linear")
+    return _Spec(
+        patch=patch, patch_norm=None, prefix=[model.class_token], pos_embed=enc.pos_embedding,
+        pos_covers_prefix=True, norm_pre=None, blocks=blocks,
+        norm=_ln(enc.ln, "encoder.ln") or _need("encoder.ln"), pool="token", pool_from=1,
+        fc_norm=None, head=head_layers, grid=(model.image_size, model.image_size),
+        num_classes=head_layers[-1][0].out_features,
+    )
+
+
+def build_spec(model: nn.Module) -> _Spec:
+    """The structure of a supported ViT (raises :class:`Unsupported` naming what is not)."""
+    from .core import unwrap_model
+
+    model = unwrap_model(model)
+    timm, tv = _timm_classes(), _torchvision_classes()
+    if timm and isinstance(model, timm["vit"]):
+        return _timm_spec(model, timm)
+    if tv and isinstance(model, tv["vit"]):
+        return _torchvision_spec(model, tv)
+    raise Unsupported(f"{type(model).__name__} is not a timm or torchvision VisionTransformer")
+
+
+def supports(model: nn.Module, method: str) -> bool:
+    """True when :func:`build` handles ``model`` with ``method`` (``"cp_lrp"``). Never raises."""
+    if method not in METHODS or not isinstance(model, nn.Module):
+        return False
+    try:
+        build_spec(model)
+    except Unsupported:
+        return False
+    return True
+
+
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why :func:`supports` is False for ``model`` (None when it is supported)."""
+    try:
+        build_spec(model)
+    except Unsupported as exc:
+        return str(exc)
+    return None
+
+
+def build(model: nn.Module, method: str = "cp_lrp", **kwargs: Any) -> "ViTLRP":
+    """The attributor for ``method`` (``"cp_lrp"``); ``kwargs`` go to :class:`ViTLRP`."""
+    return ViTLRP(model, method, **kwargs)
+
+
+# --------------------------------------------------------------------------------- numerics
+def _self_ratio(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """``z / stab_eps(z)`` as ``|z| / (|z| + eps)`` (bit-identical for z < 0; 0 at z = ±0), a new tensor."""
+    a = z.abs()
+    den = a + eps
+    return torch.div(a, den, out=den)
+
+
+def _ratio(num: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
+    """``num / stab_eps(z)``, ``stab_eps(z) = z + eps·sign(z)`` (sign(+0) = +1), a new tensor."""
+    den = z.abs().add_(eps).copysign_(z)  # -0.0 gives -eps: only where num is 0 anyway (act(0) = 0)
+    return torch.div(num, den, out=den)
+
+
+def _layer_norm(x: torch.Tensor, m: nn.LayerNorm, dtype: torch.dtype) -> tuple[torch.Tensor, tuple]:
+    """LayerNorm forward (the model's values) and what its backward needs: ``(1/σ, γ)``."""
+    w = None if m.weight is None else m.weight.to(dtype)
+    b = None if m.bias is None else m.bias.to(dtype)
+    y, _mean, rstd = torch.native_layer_norm(x, m.normalized_shape, w, b, m.eps)
+    return y, (rstd, w)
+
+
+def _layer_norm_back(g: torch.Tensor, saved: tuple) -> torch.Tensor:
+    """Gradient of ``(x - mean x) · r ⊙ γ`` with ``r = 1/σ`` held constant."""
+    r, w = saved
+    h = g * w if w is not None else g
+    return (h - h.mean(dim=-1, keepdim=True)).mul_(r)
+
+
+def _linear(x: torch.Tensor, m: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    w = m.weight.to(dtype)
+    b = None if m.bias is None else m.bias.to(dtype)
+    return F.linear(x, w, b), w
+
+
+class ViTLRP:
+    """CP-LRP of a Vision Transformer in one forward and one hand-written backward.
+
+    Build once per model (raises ``ValueError`` when :func:`supports` is False), then call
+    ``lrp(x, target)`` with ``x`` ``(B, C, H, W)`` float and ``target`` a ``(B,)`` integer
+    tensor (or ``"predicted"``). Returns the input relevance, same shape/dtype/device as ``x``,
+    detached, computed in ``x``'s dtype (the caller picks float32 or float64) with autocast off.
+    Eval-mode semantics (dropout, drop-path, patch-dropout off) whatever the model's mode.
+
+    Args:
+        model: a timm or torchvision ``VisionTransformer`` (DDP/DP/compile wrappers unwrapped).
+        method: ``"cp_lrp"``.
+        epsilon: ε of the Linear layers (default 1e-3).
+        stabilizer: δ of the Norm (residual adds, token pool) and Flat rules (default 1e-6).
+        seed: ``"one_hot"`` (default) or ``"logit"``.
+    """
+
+    def __init__(self, model: nn.Module, method: str = "cp_lrp", *, epsilon: float = EPSILON,
+                 stabilizer: float = STABILIZER, seed: str = "one_hot") -> None:
+        from .core import unwrap_model
+
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS} for the ViT backend, got {method!r}")
+        for name, val in (("epsilon", epsilon), ("stabilizer", stabilizer)):
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0 \
+                    or val == float("inf"):
+                raise ValueError(f"{name} must be a finite float >= 0, got {val!r}")
+        if seed not in SEEDS:
+            raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")
+        try:
+            self._spec = build_spec(model)
+        except Unsupported as exc:
+            raise ValueError(f"the ViT LRP backend does not handle this model ({exc})") from exc
+        self.model = unwrap_model(model)
+        self.method = method
+        self.epsilon = float(epsilon)
+        self.stabilizer = float(stabilizer)
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return (f"ViTLRP({type(self.model).__name__}, method={self.method!r}, epsilon={self.epsilon}, "
+                f"blocks={len(self._spec.blocks)}, pool={self._spec.pool!r})")
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor (B, C, H, W), got dtype {x.dtype}")
+        if x.ndim != 4 or x.shape[0] == 0:
+            raise ValueError(f"x must have shape (B, C, H, W) with B >= 1, got {tuple(x.shape)}")
+        spec = self._spec
+        if x.shape[1] != spec.patch.in_channels:
+            raise ValueError(f"x has {x.shape[1]} channels, the patch embedding expects {spec.patch.in_channels}")
+        if spec.grid is not None and tuple(x.shape[-2:]) != tuple(spec.grid):
+            raise ValueError(f"x must be {spec.grid[0]}x{spec.grid[1]} for this ViT, got {tuple(x.shape[-2:])}")
+        check_class_target(target, x.shape[0], spec.num_classes)
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            return self._run(x.detach(), target)
+
+    # ------------------------------------------------------------------------------------
+    def _run(self, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
+        spec, eps, delta = self._spec, self.epsilon, self.stabilizer
+        dt = x.dtype
+        B = x.shape[0]
+
+        # ---- embedding ----
+        conv = spec.patch
+        z_patch = F.conv2d(x, conv.weight.to(dt), None if conv.bias is None else conv.bias.to(dt),
+                           conv.stride, conv.padding, conv.dilation, conv.groups)
+        gh, gw = z_patch.shape[-2:]
+        t = z_patch.flatten(2).transpose(1, 2)  # (B, N, D)
+        ln_patch = None
+        if spec.patch_norm is not None:
+            t, ln_patch = _layer_norm(t, spec.patch_norm, dt)
+        n_patch = t.shape[1]
+        prefix = [p.to(dt).expand(B, -1, -1) for p in spec.prefix]
+        n_prefix = sum(p.shape[1] for p in prefix)
+        pos_fac = None
+        if spec.pos_embed is None:
+            h = torch.cat(prefix + [t], dim=1) if prefix else t
+        elif spec.pos_covers_prefix:
+            s = torch.cat(prefix + [t], dim=1) if prefix else t
+            h = s + spec.pos_embed.to(dt)
+            pos_fac = _self_ratio(h, delta)  # Norm rule on s + pos (gradient form: ⊙ h / stab(h))
+        else:
+            h = t + spec.pos_embed.to(dt)
+            pos_fac = _self_ratio(h, delta)
+            if prefix:
+                h = torch.cat(prefix + [h], dim=1)
+        ln_pre = None
+        if spec.norm_pre is not None:
+            h, ln_pre = _layer_norm(h, spec.norm_pre, dt)
+
+        # ---- blocks: forward, keeping the backward's factors ----
+        saved = []
+        for blk in spec.blocks:
+            y, ln1 = _layer_norm(h, blk.norm1, dt)
+            w_qkv = getattr(blk.qkv_owner, blk.qkv_names[0]).to(dt)
+            b_qkv = getattr(blk.qkv_owner, blk.qkv_names[1])
+            qkv = F.linear(y, w_qkv, None if b_qkv is None else b_qkv.to(dt))
+            N = qkv.shape[1]
+            H, hd = blk.num_heads, blk.head_dim
+            qkv = qkv.reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
+            q, k, v = qkv.unbind(0)
+            if blk.q_norm is not None:
+                q = _layer_norm(q, blk.q_norm, dt)[0]
+            if blk.k_norm is not None:
+                k = _layer_norm(k, blk.k_norm, dt)[0]
+            attn = torch.matmul(q * blk.scale, k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
+            o = torch.matmul(attn, v)  # (B, H, N, hd)
+            fac_v = _self_ratio(v, eps)  # ε at the value outputs of the qkv Linear
+            o = o.transpose(1, 2).reshape(B, N, H * hd)
+            a, w_proj = _linear(o, blk.proj, dt)
+            fac_proj = _self_ratio(a, eps)
+            if blk.ls1 is not None:
+                a = a * blk.ls1.to(dt)
+            s1 = h + a
+            fac_s1 = _self_ratio(s1, delta)  # Norm rule: R_h = h·R/stab(s1), R_a = a·R/stab(s1)
+            y2, ln2 = _layer_norm(s1, blk.norm2, dt)
+            z1, w1 = _linear(y2, blk.fc1, dt)
+            u = blk.act(z1)
+            m, w2 = _linear(u, blk.fc2, dt)
+            fac1 = _ratio(u, z1, eps)  # identity rule on the activation, ε on fc1: act(z)/stab(z)
+            fac2 = _self_ratio(m, eps)
+            if blk.ls2 is not None:
+                m = m * blk.ls2.to(dt)
+            h = s1 + m
+            fac_s2 = _self_ratio(h, delta)
+            saved.append((ln1, w_qkv, attn, fac_v, w_proj, fac_proj, fac_s1, ln2, w1, fac1, w2, fac2, fac_s2))
+
+        # ---- head ----
+        ln_final = None
+        if spec.norm is not None:
+            h, ln_final = _layer_norm(h, spec.norm, dt)
+        n_tok = h.shape[1]
+        pool_fac = None
+        if spec.pool == "token":
+            f = h[:, 0]
+        else:
+            f = h[:, spec.pool_from:].mean(dim=1)
+            pool_fac = _self_ratio(f, delta)
+        ln_fc = None
+        if spec.fc_norm is not None:
+            f, ln_fc = _layer_norm(f, spec.fc_norm, dt)
+        head_saved = []
+        for lin, act in spec.head:
+            z, w = _linear(f, lin, dt)
+            if act is not None:
+                f = act(z)
+                head_saved.append((w, _ratio(f, z, eps)))
+            else:
+                f = z
+                head_saved.append((w, z))
+        logits = f
+        if isinstance(target, str):
+            target = logits.argmax(dim=1)
+        idx = target.to(logits.device).long().unsqueeze(1)
+        z_t = logits.gather(1, idx)
+        top = torch.where(z_t >= 0, z_t + eps, z_t - eps).reciprocal_()  # one_hot: R = 1
+        if self.seed == "logit":
+            top = top * z_t
+        c = torch.zeros_like(logits).scatter_(1, idx, top)
+
+        # ---- backward by hand ----
+        w, _ = head_saved[-1]
+        g = c @ w
+        for w, fac in reversed(head_saved[:-1]):
+            g = (g * fac) @ w
+        if ln_fc is not None:
+            g = _layer_norm_back(g, ln_fc)
+        if spec.pool == "token":
+            gt = torch.zeros(B, n_tok, g.shape[-1], dtype=dt, device=x.device)
+            gt[:, 0] = g
+        else:
+            gt = torch.zeros(B, n_tok, g.shape[-1], dtype=dt, device=x.device)
+            gt[:, spec.pool_from:] = (g * pool_fac / (n_tok - spec.pool_from)).unsqueeze(1)
+        g = gt
+        if ln_final is not None:
+            g = _layer_norm_back(g, ln_final)
+        for blk, sv in zip(reversed(spec.blocks), reversed(saved)):
+            ln1, w_qkv, attn, fac_v, w_proj, fac_proj, fac_s1, ln2, w1, fac1, w2, fac2, fac_s2 = sv
+            g = g * fac_s2
+            gm = g * blk.ls2.to(dt) if blk.ls2 is not None else g
+            gm = (gm * fac2) @ w2
+            gm = (gm * fac1) @ w1
+            g = g + _layer_norm_back(gm, ln2)
+            g = g * fac_s1
+            ga = g * blk.ls1.to(dt) if blk.ls1 is not None else g
+            go = (ga * fac_proj) @ w_proj  # (B, N, H*hd)
+            N = go.shape[1]
+            H, hd = blk.num_heads, blk.head_dim
+            go = go.reshape(B, N, H, hd).transpose(1, 2)  # (B, H, N, hd)
+            gv = torch.matmul(attn.transpose(-2, -1), go) * fac_v  # A held constant: value path only
+            gv = gv.transpose(1, 2).reshape(B, N, H * hd)
+            wv = w_qkv[2 * H * hd:]
+            g = g + _layer_norm_back(gv @ wv, ln1)
+        if ln_pre is not None:
+            g = _layer_norm_back(g, ln_pre)
+        if pos_fac is not None and spec.pos_covers_prefix:
+            g = g * pos_fac
+        g = g[:, n_prefix:]  # the class/register tokens are sinks
+        if pos_fac is not None and not spec.pos_covers_prefix:
+            g = g * pos_fac
+        if ln_patch is not None:
+            g = _layer_norm_back(g, ln_patch)
+        g = g.transpose(1, 2).reshape(B, -1, gh, gw)
+        r_patch = z_patch * g  # relevance at the patch-embedding output
+        return _flat(conv, r_patch, x.shape, delta)
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _flat(conv: nn.Conv2d, r_out: torch.Tensor, in_shape: torch.Size, delta: float) -> torch.Tensor:
+    """Flat rule at the patch conv: each output's relevance spread uniformly over its receptive
+    field (all input channels): ``R_in = Σ_out R_out / (n_in(out) + δ)`` (zennit's ``Flat``)."""
+    kh, kw = _pair(conv.kernel_size)
+    st, pd, dl = _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
+    cin = in_shape[1]
+    dt, dev = r_out.dtype, r_out.device
+    ones_k = torch.ones(1, 1, kh, kw, dtype=dt, device=dev)
+    ones_x = torch.ones(1, 1, in_shape[2], in_shape[3], dtype=dt, device=dev)
+    count = F.conv2d(ones_x, ones_k, None, st, pd, dl) * cin
+    s = r_out.sum(dim=1, keepdim=True) / (count + delta)
+    oh, ow = s.shape[-2:]
+    op_h = in_shape[2] - ((oh - 1) * st[0] - 2 * pd[0] + dl[0] * (kh - 1) + 1)
+    op_w = in_shape[3] - ((ow - 1) * st[1] - 2 * pd[1] + dl[1] * (kw - 1) + 1)
+    r = F.conv_transpose2d(s, ones_k, None, st, pd, (op_h, op_w), 1, dl)
+    return r.expand(in_shape[0], cin, in_shape[2], in_shape[3]).contiguous()
+
+
+class ViTBackend:
+    """Registry entry ``"vit"`` (:mod:`reldrop.attribution.backends`): CP-LRP of supported ViTs.
+
+    ``supports`` answers True for ``method="cp_lrp"`` on a model :func:`supports` accepts, and
+    a reason otherwise; ``default_method`` is ``"cp_lrp"`` for every supported ViT (so
+    ``method=None``/``"auto"`` picks it). Custom ``canonizers``/``first_layers`` are refused
+    (there is nothing to canonize; the first-layer rule is Flat on the patch embedding).
+    """
+
+    name = "vit"
+
+    def supports(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
+                 **opts: Any) -> bool | str:
+        if method not in METHODS:
+            return f"computes only {', '.join(METHODS)}"
+        if canonizers is not None or first_layers is not None:
+            return "cp_lrp takes no custom canonizers/first_layers (Flat on the patch embedding is fixed)"
+        reason = unsupported_reason(model)
+        return True if reason is None else reason
+
+    def build(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
+              **kwargs: Any) -> ViTLRP:
+        return ViTLRP(model, method, **kwargs)
+
+    def default_method(self, model: nn.Module) -> str | None:
+        return "cp_lrp" if supports(model, "cp_lrp") else None
+
+    def __repr__(self) -> str:
+        return "ViTBackend()"

@@ -53,21 +53,21 @@ def resnet():
 
 
 def test_builtin_order_and_names():
-    assert backends.backend_names() == ["fast", "zennit"]
+    assert backends.backend_names() == ["fast", "vit", "zennit"]
     assert backends.FALLBACK == "zennit"
-    with pytest.raises(ValueError, match="backend must be one of auto, fast, zennit"):
+    with pytest.raises(ValueError, match="backend must be one of auto, fast, vit, zennit"):
         backends.check_backend_name("cuda")
 
 
 def test_registration_positions(registered):
     registered("a", _Const())
-    assert backends.backend_names() == ["fast", "a", "zennit"]  # default: ahead of the fallback
+    assert backends.backend_names() == ["fast", "vit", "a", "zennit"]  # default: ahead of the fallback
     registered("b", _Const(), before="fast")
-    assert backends.backend_names() == ["b", "fast", "a", "zennit"]
+    assert backends.backend_names() == ["b", "fast", "vit", "a", "zennit"]
     with pytest.raises(ValueError, match="already registered"):
         backends.register_backend("a", _Const())
     backends.register_backend("a", _Const(5.0), replace=True)  # keeps its place
-    assert backends.backend_names() == ["b", "fast", "a", "zennit"]
+    assert backends.backend_names() == ["b", "fast", "vit", "a", "zennit"]
     with pytest.raises(ValueError, match="before="):
         backends.register_backend("c", _Const(), before="nope")
     with pytest.raises(ValueError, match="auto"):

@@ -24,7 +24,8 @@ def model():
 
 
 def test_method_names():
-    assert method_names() == ["epsilon_flat", "zplus_flat", "epsilon_gamma_box", "gradient", "gradient_x_input"]
+    assert method_names() == ["epsilon_flat", "zplus_flat", "epsilon_gamma_box", "gradient", "gradient_x_input",
+                              "cp_lrp"]
 
 
 @pytest.mark.parametrize("method", ["epsilon_flat", "zplus_flat", "epsilon_gamma_box", "gradient", "gradient_x_input"])

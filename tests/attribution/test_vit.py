@@ -265,3 +265,65 @@ def test_bad_inputs_raise():
         ViTLRP(tiny_timm(), seed="ones")
     with pytest.raises(ValueError, match="epsilon"):
         ViTLRP(tiny_timm(), epsilon=-1.0)
+
+
+# ------------------------------------------------------------------ through the public API
+def test_attributor_picks_cp_lrp_and_the_vit_backend_for_none_and_auto():
+    from reldrop.attribution import Attributor, attribute, default_method
+
+    model = tiny_timm("token", dtype=torch.float32)
+    x = X.float()
+    assert default_method(model) == "cp_lrp"
+    for method in (None, "auto", "cp_lrp"):
+        att = Attributor(model, method, seed="logit")
+        assert (att.method, att.backend) == ("cp_lrp", "vit")
+        assert "method='cp_lrp'" in repr(att) and "backend='vit'" in repr(att)
+    expected = ViTLRP(model, seed="logit")(x, Y)
+    assert torch.equal(Attributor(model, None, seed="logit")(x, Y), expected)
+    assert torch.equal(attribute(model, x, Y, "cp_lrp", backend="vit", seed="logit"), expected)
+    tv = tiny_torchvision(dtype=torch.float32)
+    assert Attributor(tv, "auto").backend == "vit"
+
+
+def test_lrp_presets_on_a_vit_are_refused_with_the_way_out():
+    from reldrop.attribution import attribute
+
+    model = tiny_timm("token", dtype=torch.float32)
+    before = snapshot(model)
+    for backend in ("auto", "zennit"):
+        with pytest.raises(ValueError, match="cp_lrp"):
+            attribute(model, X.float(), Y, "epsilon_flat", backend=backend)
+    with pytest.raises(ValueError, match="attention"):
+        attribute(tiny_torchvision(dtype=torch.float32), X.float(), Y, "zplus_flat", backend="zennit")
+    # any model holding attention modules, not only the known ViT classes
+    mha_net = nn.Sequential(nn.Flatten(2), _MHA(), nn.Flatten(1), nn.LazyLinear(3))
+    with pytest.raises(ValueError, match="attention"):
+        attribute(mha_net, torch.randn(2, 4, 3, 3), torch.tensor([0, 1]), backend="zennit")
+    # gradient methods still work on any model; cp_lrp is refused on non-ViTs with the reason
+    R = attribute(model, X.float(), Y, "gradient_x_input")
+    assert R.shape == X.shape
+    with pytest.raises(ValueError, match="not a timm or torchvision"):
+        attribute(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3)), X.float(), Y, "cp_lrp")
+    assert_unchanged(before, model)
+
+
+class _MHA(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(9, 1, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def test_reldrop_on_a_vit_uses_cp_lrp_and_leaves_the_model_unchanged():
+    import reldrop
+
+    model = tiny_timm("avg", dtype=torch.float32, init_values=0.1)
+    _decorate(model)
+    before = snapshot(model)
+    aug = reldrop.RelDrop(model, p=1.0, generator=torch.Generator().manual_seed(0))
+    assert aug.method == "cp_lrp" and aug.attributor.backend == "vit"
+    x_aug, mask = aug(X.float(), Y, return_mask=True)
+    assert x_aug.shape == X.shape and mask.any()
+    assert_unchanged(before, model)

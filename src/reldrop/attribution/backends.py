@@ -29,7 +29,8 @@ Interface of a backend (any object with these attributes; subclass :class:`Backe
     register_backend("mine", MyBackend(), before="zennit")   # default position: ahead of zennit
 
 Built in, in this order: ``"fast"`` (one-pass ε-LRP of ReLU CNNs, :mod:`.fast`; z⁺ of reldrop's
-point nets, :mod:`.fast_points`) and ``"zennit"`` (:mod:`.zennit_lrp`, the general fallback:
+point nets, :mod:`.fast_points`), ``"vit"`` (CP-LRP of timm/torchvision Vision Transformers,
+:mod:`.vit`; the default method for them) and ``"zennit"`` (:mod:`.zennit_lrp`, the general fallback:
 every preset on every model whose layers all have a rule; it refuses models with layers that
 LRP would only pass a plain gradient through, see :mod:`.coverage`).
 
@@ -217,10 +218,12 @@ def default_method(model: nn.Module, fallback: str = "epsilon_flat") -> str:
 
 def _register_builtin() -> None:
     from .fast import FastBackend
+    from .vit import ViTBackend
     from .zennit_lrp import ZennitBackend
 
     register_backend(FALLBACK, ZennitBackend())
     register_backend("fast", FastBackend())  # ahead of the fallback
+    register_backend("vit", ViTBackend())  # CP-LRP of timm/torchvision ViTs, ahead of the fallback
 
 
 _register_builtin()

@@ -20,6 +20,9 @@ trace once per model, see :class:`~reldrop.attribution.Attributor`):
   Epsilon(ε = 1e-6, zennit's default) on dense layers (visualization, zennit's EpsilonGammaBox).
 * ``gradient`` - the plain gradient ∂ logit_t / ∂x (no canonization, no rules).
 * ``gradient_x_input`` - x ⊙ ∂ logit_t / ∂x.
+* ``cp_lrp`` - CP-LRP for Vision Transformers (attention probabilities and LayerNorm's 1/σ held
+  constant, ε on Linear layers, Flat on the patch embedding); no zennit composite: computed by the
+  ``"vit"`` backend only (:mod:`reldrop.attribution.vit`), the default method for ViTs.
 
 ``stabilizer`` (default 1e-6, zennit's default) is the ε of the Norm/Flat/ZPlus/Gamma/ZBox
 denominators. ``epsilon_gamma_box`` needs the input range: ``low``/``high`` (floats or tensors
@@ -211,6 +214,11 @@ PRESETS: dict[str, Preset] = {
     "gradient": Preset("gradient", _no_composite, lrp=False, doc="∂ logit_t / ∂x."),
     "gradient_x_input": Preset(
         "gradient_x_input", _no_composite, lrp=False, multiply_input=True, doc="x ⊙ ∂ logit_t / ∂x."
+    ),
+    "cp_lrp": Preset(
+        "cp_lrp", None, lrp=True, kwargs=("epsilon", "stabilizer"),
+        doc="CP-LRP for Vision Transformers: attention and LayerNorm 1/σ held constant, ε on Linear, "
+            "Flat patch embedding (backend 'vit').",
     ),
 }
 

@@ -54,6 +54,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._checks import check_class_target
+from ._wrappers import unwrap_model
 
 __all__ = ["METHODS", "supports", "build", "unsupported_reason", "is_vision_transformer", "ViTLRP", "ViTBackend",
            "Unsupported"]
@@ -368,8 +369,6 @@ def _torchvision_spec(model: nn.Module, c: dict[str, Any]) -> _Spec:
 
 def build_spec(model: nn.Module) -> _Spec:
     """The structure of a supported ViT (raises :class:`Unsupported` naming what is not)."""
-    from .core import unwrap_model
-
     model = unwrap_model(model)
     timm, tv = _timm_classes(), _torchvision_classes()
     if timm and isinstance(model, timm["vit"]):
@@ -458,8 +457,6 @@ class ViTLRP:
 
     def __init__(self, model: nn.Module, method: str = "cp_lrp", *, epsilon: float = EPSILON,
                  stabilizer: float = STABILIZER, seed: str = "one_hot") -> None:
-        from .core import unwrap_model
-
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if method not in METHODS:

@@ -17,6 +17,7 @@ from .canonize import canonizers_for
 from .canonize_points import input_layers as _declared_input_layers
 from .presets import get_preset
 from .state import preserve_model_state
+from .vit import is_vision_transformer
 
 __all__ = ["ZennitAttribution", "ZennitBackend", "first_executed_layer"]
 
@@ -138,6 +139,12 @@ class ZennitBackend:
         preset = get_preset(method)
         if preset.lrp and preset.build is None:
             return f"method {method!r} has no zennit composite"
+        if preset.lrp and is_vision_transformer(model):
+            # zennit has no rule for attention, softmax, LayerNorm or GELU: it would pass a plain
+            # gradient through them (measured: relevance of 1e18-1e23 on a timm ViT) - refuse
+            return (f"no zennit rule for the attention/LayerNorm/GELU of {type(model).__name__} "
+                    f"(LRP preset {method!r} would return garbage); use method='cp_lrp' (or None/'auto', "
+                    "the default for ViTs) or a gradient method ('gradient_x_input')")
         return True
 
     def build(self, model: nn.Module, method: str, **opts: Any) -> ZennitAttribution:

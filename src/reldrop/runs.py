@@ -33,7 +33,8 @@ import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_open", "save_checkpoint",
            "load_checkpoint", "read_json", "clean_stale_temps", "temp_path", "config_hash", "config_diff",
-           "rng_state", "set_rng_state", "CheckpointError"]
+           "rng_state", "set_rng_state", "CheckpointError", "RunConfigMismatchError", "check_run_config",
+           "saved_config", "CONFIG_HASH_IGNORED"]
 
 PathLike = str | os.PathLike[str]
 _TEMP_RE = re.compile(r"^\..+\.tmp(\d*)$")
@@ -224,8 +225,13 @@ def set_rng_state(s: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 # config identity of a run
 
-#: keys that say where things are or how they are shown, not what is trained
-CONFIG_HASH_IGNORED = ("out", "data.root", "train.progress")
+#: keys (and sections) that say where things are, how they are shown or what else a comparison
+#: holds - not what this run trains
+CONFIG_HASH_IGNORED = ("out", "data.root", "train.progress", "compare")
+
+
+def _ignored(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in CONFIG_HASH_IGNORED)
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -239,11 +245,12 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 def _canonical(cfg: Mapping[str, Any]) -> dict[str, Any]:
     flat = _flatten(json.loads(json.dumps(cfg, default=str)))
-    return {k: v for k, v in flat.items() if k not in CONFIG_HASH_IGNORED}
+    return {k: v for k, v in flat.items() if not _ignored(k)}
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
-    """sha256 (16 hex digits) of the resolved config, without :data:`CONFIG_HASH_IGNORED` keys."""
+    """sha256 (16 hex digits) of the resolved config without the :data:`CONFIG_HASH_IGNORED` keys
+    (recorded as ``config_hash`` in a run's ``env.json``)."""
     blob = json.dumps(_canonical(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -252,3 +259,44 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
     """``{dotted key: (old value, new value)}`` for keys that differ (missing keys show as ``None``)."""
     a, b = _canonical(old), _canonical(new)
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+class RunConfigMismatchError(ValueError):
+    """An existing run directory was trained with another config than the one asked for now."""
+
+
+def saved_config(run_dir: PathLike) -> dict[str, Any] | None:
+    """The config a run directory was trained with (``config.yaml``, else ``last.pt``'s), or None."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        try:
+            cfg = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML ({err})") from err
+        if isinstance(cfg, dict):
+            return cfg
+    if (run_dir / "last.pt").is_file():
+        cfg = load_checkpoint(run_dir / "last.pt").get("config")
+        return dict(cfg) if isinstance(cfg, Mapping) else None
+    return None
+
+
+def check_run_config(run_dir: PathLike, cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`RunConfigMismatchError` naming ``run_dir`` and the differing keys when the run in
+    ``run_dir`` (one with a ``last.pt``) was trained with a config whose :func:`config_hash` differs
+    from ``cfg``'s. A directory without ``last.pt`` holds no reusable run and passes."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "last.pt").is_file():
+        return
+    old = saved_config(run_dir)
+    if old is None or config_hash(old) == config_hash(cfg):
+        return
+    diff = config_diff(old, cfg)
+    shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in list(diff.items())[:12]))
+    more = f" (and {len(diff) - 12} more)" if len(diff) > 12 else ""
+    raise RunConfigMismatchError(
+        f"{run_dir} holds a run trained with another config ({len(diff)} key(s) differ: {shown}{more}); "
+        "reusing or resuming it would mix two configs. Use another --out, or move that directory away to retrain it.")

@@ -265,3 +265,83 @@ def test_resume_of_a_finetuning_run_needs_no_init_file(tmp_path: Path, make_cfg:
     weights.unlink()  # the weights now come from last.pt
     res = train(cfg, resume=True, quiet=True)
     assert res["final"]["epoch"] == 2
+
+
+# ------------------------------------------------------------------------------ item 8: compare never mixes configs
+
+
+def test_compare_refuses_to_reuse_runs_of_another_config(tmp_path: Path, make_cfg: Any,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from reldrop.train.compare import run_compare
+
+    cfg = make_cfg(tmp_path, train__epochs=1, data__subset=100, data__test_subset=60)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}]
+    out = tmp_path / "cmp"
+    run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    saved = (out / "compare.json").read_text()
+    changed = json.loads(json.dumps(cfg))
+    changed["optim"]["lr"] = 0.5
+    with pytest.raises(runs.RunConfigMismatchError, match=r"baseline/seed0.*optim\.lr: 0\.01 -> 0\.5"):
+        run_compare(changed, out=out, seeds=[0], quiet=True, plot=False)
+    longer = json.loads(json.dumps(cfg))
+    longer["train"]["epochs"] = 3
+    with pytest.raises(runs.RunConfigMismatchError, match=r"train\.epochs: 1 -> 3"):
+        run_compare(longer, out=out, seeds=[0], quiet=True, plot=False)
+    assert (out / "compare.json").read_text() == saved  # nothing recorded for the refused config
+    # another variant list (the compare section) or another data root is not a different run
+    more = json.loads(json.dumps(cfg))
+    more["compare"]["variants"].append({"name": "RE", "aug": {"name": "re"}})
+    more["data"]["root"] = str(tmp_path / "elsewhere")
+    mtime = (out / "baseline" / "seed0" / "last.pt").stat().st_mtime_ns
+    run_compare(more, out=out, seeds=[0], quiet=True, plot=False, only=["baseline"])
+    assert (out / "baseline" / "seed0" / "last.pt").stat().st_mtime_ns == mtime
+    # the command line says the same, naming the run directory
+    from reldrop.cli import main
+
+    assert main(["compare", "--preset", "digits", "--out", str(tmp_path / "cli"), "--seeds", "0", "--variants",
+                 "baseline", "--epochs", "1", "--set", "data.subset=60", "data.test_subset=30",
+                 "model.kwargs={width: 4}", "--quiet"]) == 0
+    assert main(["compare", "--preset", "digits", "--out", str(tmp_path / "cli"), "--seeds", "0", "--variants",
+                 "baseline", "--epochs", "1", "--set", "data.subset=60", "data.test_subset=30",
+                 "model.kwargs={width: 4}", "optim.lr=0.5", "--quiet"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ item 10: evaluate on a digits run
+
+
+def test_evaluate_digits_with_default_metrics_skips_what_does_not_apply(tmp_path: Path, make_cfg: Any,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from reldrop.cli import main
+
+    res = train(make_cfg(tmp_path, train__epochs=1), quiet=True)
+    rc = main(["evaluate", "--checkpoint", res["run_dir"], "--limit", "20", "--channel-samples", "8",
+               "--heatmap-samples", "2"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "skipping corruption" in text and "skipping rra" in text and "skipping morf" in text
+    saved = json.loads((Path(res["run_dir"]) / "eval" / "metrics.json").read_text())
+    assert set(saved["skipped"]) == {"corruption", "rra", "morf"}
+    assert 0 <= saved["acc"]["accuracy"] <= 100 and "channel_auc" in saved and "heatmaps" in saved
+    # asked for explicitly, a metric that does not apply is an error naming it
+    with pytest.raises(SystemExit, match="corruption does not apply"):
+        main(["evaluate", "--checkpoint", res["run_dir"], "--metrics", "corruption"])
+
+
+def test_each_finished_metric_is_saved_before_a_later_one_fails(tmp_path: Path, make_cfg: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from reldrop.metrics import suite
+
+    res = train(make_cfg(tmp_path, train__epochs=1), quiet=True)
+    run = load_run(res["run_dir"])
+
+    def boom(*a: Any, **k: Any) -> Any:
+        raise SimulatedKill("killed inside channel_auc")
+
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("reldrop.metrics.channel_auc"), "layer_channel_auc", boom)
+    with pytest.raises(SimulatedKill):
+        suite.evaluate_run(run, ["acc", "channel_auc"], log=lambda *_: None)
+    saved = json.loads((Path(res["run_dir"]) / "eval" / "metrics.json").read_text())
+    assert 0 <= saved["acc"]["accuracy"] <= 100 and "channel_auc" not in saved

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         res = evaluate_run(loaded, metrics, out_dir=args.out, device=args.device, batch_size=args.batch_size,
                            limit=args.limit or None, rra_size=args.rra_size, patch_size=args.patch_size,
                            steps=args.steps or None, method=args.method, heatmap_samples=args.heatmap_samples,
-                           compare=compare, seed=args.seed, channel_samples=args.channel_samples)
+                           compare=compare, seed=args.seed, channel_samples=args.channel_samples,
+                           skip_inapplicable=args.metrics is None)
     except ValueError as err:
         raise SystemExit(f"reldrop evaluate: {err}") from None
     summary = []
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         summary.append(f"MoRF AUC {res['morf']['morf']['accuracy_auc']:.2f}")
     if "flipping" in res:
         summary.append(f"flipping AUC {res['flipping']['fixed']['accuracy_auc']:.2f}")
+    if res.get("skipped"):
+        summary.append(f"skipped (do not apply): {', '.join(res['skipped'])}")
     out = args.out or f"{loaded.run_dir}/eval"
     print(f"[{loaded.name}] " + ", ".join(summary) + f"  -> {out}/metrics.json")
     return 0

@@ -33,6 +33,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from ..runs import atomic_write_json
+
 __all__ = ["METRICS", "DEFAULT_METRICS", "LoadedRun", "load_run", "evaluate_run"]
 
 METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps", "flipping")
@@ -156,6 +158,35 @@ def _test_batches(info: Any, n: int | None, batch_size: int, device: torch.devic
         yield x.to(device).float(), torch.as_tensor(y).to(device).long()
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _not_applicable(metric: str, run: LoadedRun, *, patch_size: int, steps: int | None) -> str | None:
+    """Why ``metric`` does not apply to ``run`` (None when it does). Modality mismatches are handled
+    by the caller's error; this covers image runs the image metrics cannot take."""
+    info = run.test
+    if getattr(info, "modality", "image") != "image" or metric not in IMAGE_METRICS:
+        return None
+    shape = tuple(getattr(info, "input_shape", ()) or ())
+    channels = shape[0] if shape else None
+    if metric == "corruption":
+        if channels != 3:
+            return f"the corruptions are defined for RGB images, this run's images have {channels} channel(s)"
+        if info.mean is None or info.std is None:
+            return "needs an image dataset with known mean/std normalization"
+    if metric == "rra":
+        data_name = run.config.get("data", {}).get("name")
+        if channels != 3 or (data_name != "cifar10" and tuple(info.class_names or ()) != CIFAR10_CLASSES):
+            return (f"the placed-tile benchmark is built from CIFAR-10 images and classes; this run is "
+                    f"{data_name!r} with {info.num_classes} classes and {channels}-channel images")
+    if metric == "morf" and steps is not None and len(shape) == 3:
+        patches = -(-shape[1] // patch_size) * -(-shape[2] // patch_size)
+        if steps > patches:
+            return (f"--steps {steps} exceeds the {patches} patches of {shape[1]}x{shape[2]} images with "
+                    f"--patch-size {patch_size}; pass --steps <= {patches} (or --steps 0 for all)")
+    return None
+
+
 def _relevance_kwargs(method: str, info: Any) -> dict[str, Any]:
     if method == "epsilon_gamma_box":
         if info.mean is None or info.std is None:
@@ -181,12 +212,18 @@ def evaluate_run(
     compare: Sequence[LoadedRun] = (),
     seed: int = 0,
     log: Any = print,
+    skip_inapplicable: bool = False,
 ) -> dict[str, Any]:
     """Compute ``metrics`` for ``run``; write ``<out_dir>/metrics.json`` (+ PNGs); return the dict.
 
     ``limit`` test images (a fixed random sample, seed 0, the same for every run) feed the
     corruption, region-perturbation and channel-AUC metrics (``None`` = the whole test set);
     accuracy always uses the whole test set. Accuracies are in %.
+
+    ``metrics.json`` is rewritten (atomically) after every finished metric, so a later failure or a
+    kill keeps what was computed. ``skip_inapplicable=True`` (the CLI's default selection) skips the
+    metrics that do not apply to this run (e.g. corruption on 1-channel digits) with a note, listed
+    under ``"skipped"``; otherwise such a metric is a ValueError.
     """
     from ..attribution import Attributor
     from . import evaluate_accuracy, relevance_rank_accuracy, summarize_rra
@@ -195,6 +232,15 @@ def evaluate_run(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+    skipped: dict[str, str] = {}
+    for m in metrics:
+        why = _not_applicable(m, run, patch_size=patch_size, steps=steps)
+        if why is not None:
+            if not skip_inapplicable:
+                raise ValueError(f"{m} does not apply to {run.name}: {why}")
+            skipped[m] = why
+            log(f"[{run.name}] skipping {m}: {why}")
+    metrics = [m for m in metrics if m not in skipped]
     modality = getattr(run.test, "modality", "image")
     wrong = [m for m in metrics if (m in IMAGE_METRICS) != (modality == "image") and m != "acc"]
     if wrong:
@@ -214,6 +260,14 @@ def evaluate_run(
             results = {**prev, **results}
         except json.JSONDecodeError:
             pass
+    results.pop("skipped", None)
+    if skipped:
+        results["skipped"] = skipped
+
+    def save() -> None:  # after every finished metric: a later failure or a kill keeps it
+        atomic_write_json(json_path, results, indent=1)
+
+    save()
     rel_kw = _relevance_kwargs(method, info)
     attributor = None
 
@@ -232,6 +286,7 @@ def evaluate_run(
         acc = evaluate_accuracy(model, _test_batches(info, None, 512, dev), device=dev, num_classes=info.num_classes)
         results["acc"] = {"accuracy": 100 * acc["accuracy"], "class_accuracy": 100 * acc["class_accuracy"],
                           "n": acc["n"], "seconds": time.perf_counter() - t}
+    save()
     if "corruption" in metrics:
         from ..shift import corruption_accuracy
 
@@ -245,6 +300,7 @@ def evaluate_run(
                                  "per_corruption": {k: {str(s): 100 * a for s, a in v.items()}
                                                     for k, v in c["per_corruption"].items()},
                                  "n": c["n"], "seconds": time.perf_counter() - t}
+    save()
     if "rra" in metrics:
         from ..data.placed_tiles import load_placed_tiles
         from ..data.root import data_root
@@ -273,6 +329,7 @@ def evaluate_run(
             plot_heatmap_grid(xs, {run.name: rs}, out / "rra_heatmaps.png",
                               row_labels=[bench.class_names[int(c)] for c in ys], mean=info.mean, std=info.std,
                               masks=ms, title="placed-tile benchmark: relevance, GT tile outlined")
+    save()
     if "morf" in metrics:
         t = timed("morf")
         parts: dict[str, list[RegionPerturbationResult]] = {"morf": [], "lerf": [], "random": []}
@@ -297,6 +354,7 @@ def evaluate_run(
                                   for o in ("morf", "lerf", "random")}, out / "perturbation.png",
                                  ylabel="test accuracy (%)",
                                  title=f"region perturbation, {patch_size}x{patch_size} patches, {method}")
+    save()
     if "channel_auc" in metrics:
         from .channel_auc import layer_channel_auc
 
@@ -304,6 +362,7 @@ def evaluate_run(
         ch = layer_channel_auc(model, _test_batches(info, channel_samples, 64, dev), device=dev,
                                **_relevance_kwargs("epsilon_gamma_box", info))
         results["channel_auc"] = {"layers": ch, "seconds": time.perf_counter() - t}
+    save()
     if "heatmaps" in metrics:
         from ..viz.heatmaps import heatmap_grid_for_models
 
@@ -315,6 +374,7 @@ def evaluate_run(
                                        mean=info.mean, std=info.std, method=method,
                                        title="LRP relevance (epsilon_gamma_box): red +, blue -")
         results["heatmaps"] = {"path": str(path), "seconds": time.perf_counter() - t}
+    save()
     if "flipping" in metrics:
         from .flipping import point_flipping_dataset
 
@@ -333,5 +393,5 @@ def evaluate_run(
         plot_perturbation_curves({f"{run.name} {m}": (flips[m]["fractions"], flips[m]["accuracy"]) for m in flips},
                                  out / "flipping.png", ylabel="test accuracy (%)", xlabel="fraction of points removed",
                                  title="point flipping (z+ relevance, 32 points per step)")
-    json_path.write_text(json.dumps(results, indent=1))
+    save()
     return results

@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..runs import atomic_open, atomic_write_json, atomic_write_text, check_run_config
 from .config import apply_overrides, deep_merge, validate
 
 __all__ = ["expand_variants", "run_compare", "summarize", "write_results", "plot_curves", "moving_average",
@@ -120,8 +121,11 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
         if missing:
             raise ValueError(f"unknown variant(s) {missing}; this config has: {', '.join(known)}")
         variants = [(n, c) for n, c in variants if n in only]
-    (out_dir / "compare.json").write_text(json.dumps(
-        {"config": cfg, "seeds": seeds, "variants": [n for n, _ in variants]}, indent=2, default=str))
+    for name, vcfg in variants:  # refuse before training anything: never mix two configs in one table
+        for seed in seeds:
+            check_run_config(out_dir / _slug(name) / f"seed{seed}", {**vcfg, "seed": int(seed)})
+    atomic_write_json(out_dir / "compare.json", {"config": cfg, "seeds": seeds, "variants": [n for n, _ in variants]},
+                      indent=2, default=str)
     runs: list[dict[str, Any]] = []
     total = len(variants) * len(seeds)
     k = 0
@@ -243,12 +247,12 @@ def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], runs: 
         keys: list[str] = []
         for r in rows:
             keys.extend(k for k in r if k not in keys)
-        with open(out_dir / "results.csv", "w", newline="") as f:
+        with atomic_open(out_dir / "results.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
         files.append(str(out_dir / "results.csv"))
-    with open(out_dir / "runs.csv", "w", newline="") as f:
+    with atomic_open(out_dir / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["variant", "seed", "epochs", "final_test_acc", "best_test_acc", "final_test_macro",
                     "final_train_acc", "gap", "time_per_epoch", "run_dir"])
@@ -290,7 +294,7 @@ def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], runs: 
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.extend(statistics_markdown(rows))
-    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
     files.append(str(out_dir / "results.md"))
     return files
 

@@ -44,7 +44,11 @@ class RelDrop:
             for the samples the coin selects. Points: default 1.0 (Alg. A.2 drops points in every
             sample; the α/β rule decides how many).
         scale, ratio, value, centre, border, k: block law and fill of
-            :func:`reldrop.relevance_erase` (images).
+            :func:`reldrop.relevance_erase` (images). ``value="rand"``: one random colour per block
+            (timm ``mode='rand'``); ``"random"``: per-pixel noise (timm ``mode='pixel'``).
+        count, max_count: blocks per image (images; default 1, timm's ``min_count``/``max_count``):
+            block ``k`` is centred on the most relevant pixel outside blocks ``1..k-1``; with
+            ``max_count`` the count is drawn per image in ``[count, max_count]``.
         alpha, beta, value: the point-dropout rule of :func:`reldrop.relevance_point_drop` (points).
             ``alpha=1`` is pure random point dropout and skips attribution entirely.
         target: ``"label"`` (the true labels ``y``, paper) or ``"predicted"`` (argmax of the logits).
@@ -73,6 +77,8 @@ class RelDrop:
         centre: str = "argmax",
         border: str = "clip",
         k: int | None = None,
+        count: int = 1,
+        max_count: int | None = None,
         alpha: float = 0.5,
         beta: float = 0.15,
         target: str = "label",
@@ -104,6 +110,8 @@ class RelDrop:
         self.centre = centre
         self.border = border
         self.k = k
+        self.count = count
+        self.max_count = max_count
         self.target = target
         self.generator = generator
         self.enabled = bool(enabled)
@@ -114,7 +122,7 @@ class RelDrop:
             channels = len(value) if isinstance(value, Sequence) and not isinstance(value, str) else 1
             probe = torch.zeros(1, channels, 4, 4)
             relevance_erase(probe, probe, p=0.0, scale=self.scale, ratio=self.ratio, value=value,
-                            centre=centre, border=border, k=k)
+                            centre=centre, border=border, k=k, count=count, max_count=max_count)
 
     # -- attribution -----------------------------------------------------------------------
     @property
@@ -173,6 +181,7 @@ class RelDrop:
         xs_out, ms = relevance_erase(
             xs, rel, p=1.0, scale=self.scale, ratio=self.ratio, value=self.value,
             centre=self.centre, border=self.border, k=self.k, generator=self.generator,
+            count=self.count, max_count=self.max_count,
         )
         x_out = x.clone()
         x_out.index_copy_(0, idx, xs_out.to(x.dtype))
@@ -211,6 +220,8 @@ class RelDrop:
         common = f"modality={self.modality!r}, method={self.method!r}, backend={self.backend!r}, p={self.p}"
         if self.modality == "image":
             extra = f"scale={self.scale}, ratio={tuple(round(r, 4) for r in self.ratio)}, centre={self.centre!r}, border={self.border!r}"
+            if self.count != 1 or self.max_count is not None:
+                extra += f", count={self.count}, max_count={self.max_count}"
         else:
             extra = f"alpha={self.alpha}, beta={self.beta}"
         return f"RelDrop({common}, {extra}, enabled={self.enabled})"

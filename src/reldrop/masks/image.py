@@ -10,10 +10,22 @@ Randomness: every random number comes from ``generator`` (or torch's default gen
 ``x``'s device when it is ``None``). A :class:`torch.Generator` lives on one device, so the numbers
 are drawn on the generator's device and then moved to ``x``'s device; pass a generator on ``x``'s
 device to avoid the copy. The draws are made in a fixed order whatever the inputs hold —
-coin ``(B,)``, block sizes ``(2, B, T)``, random centres ``(B,)``, top-k picks ``(B,)`` (``"topk"``
-only), fill noise ``(B, C, H, W)`` (``value="random"`` only) — so, with the same seed, RelDrop
-(``"argmax"``) and Random Erasing draw the *same* coins and block sizes and differ only in the
-centre: a paired comparison.
+coin ``(B,)``, block counts ``(B,)`` (``max_count`` only), block sizes ``(2, B, K * T)``, random
+centres ``(K * B,)``, top-k picks ``(B,)`` per block (``"topk"`` only), fill noise ``(B, C, H, W)``
+(``value="random"``) or block colours ``(B, K, C)`` (``value="rand"``) — so, with the same seed,
+RelDrop (``"argmax"``) and Random Erasing draw the *same* coins, counts and block sizes and differ
+only in the centres: a paired comparison. ``K`` is the number of blocks per image (``count``, or
+``max_count`` when the count is random); with ``K = 1`` the draws are those of a single block.
+
+Several blocks (``count``, ``max_count``, as timm's ``RandomErasing(min_count, max_count)``): each
+block's area is drawn from ``scale`` divided by the image's block count (timm: "area per box is
+scaled by count"), so the total erased area keeps roughly the same law. RelDrop places block ``k``
+at the most relevant pixel outside blocks ``1..k-1`` (vectorized over the batch; the loop runs over
+the ``K`` blocks); Random Erasing draws every centre uniformly at random.
+
+Fill values and timm's ``mode``: ``const`` = ``0.0`` (or any float / per-channel sequence),
+``rand`` = ``"rand"`` (one N(0, 1) colour per block and channel), ``pixel`` = ``"random"``
+(N(0, 1) per pixel and channel). timm's names ``"const"`` and ``"pixel"`` are accepted as aliases.
 """
 from __future__ import annotations
 
@@ -51,12 +63,15 @@ __all__ = [
     "BORDERS",
     "REJECT_TRIES",
     "TOPK_FRACTION",
+    "VALUE_NAMES",
 ]
 
 Value = Union[float, Sequence[float], Tensor, str]
 Device = Union[torch.device, str, None]
 
 CENTRES = ("argmax", "topk", "random")
+#: string fill values: per-pixel noise, one colour per block, and timm's names for 0 and per-pixel noise
+VALUE_NAMES = ("random", "rand", "pixel", "const")
 BORDERS = ("clip", "reject")
 #: ``border="reject"`` draws this many block sizes per sample (as torchvision's RandomErasing).
 REJECT_TRIES = 10
@@ -99,6 +114,12 @@ def _out_device(generator: Optional[torch.Generator], device: Device) -> torch.d
 def _rand(shape: tuple[int, ...], generator: Optional[torch.Generator], device: Device) -> Tensor:
     """U[0, 1) float32 of ``shape`` drawn on the generator's device, returned on ``device``."""
     out = torch.rand(shape, generator=generator, device=_draw_device(generator, device))
+    return out.to(_out_device(generator, device))
+
+
+def _randn(shape: tuple[int, ...], generator: Optional[torch.Generator], device: Device) -> Tensor:
+    """N(0, 1) float32 of ``shape`` drawn on the generator's device, returned on ``device``."""
+    out = torch.randn(shape, generator=generator, device=_draw_device(generator, device))
     return out.to(_out_device(generator, device))
 
 
@@ -155,14 +176,35 @@ def _check_k(k: object, centre: str) -> Optional[int]:
 
 
 def _parse_value(value: object, channels: int, name: str = "value") -> tuple[str, Any]:
-    """Return ``("scalar", float) | ("channel", list[float]) | ("random", None)``."""
-    form = f"a float, a sequence of {channels} floats (one per channel) or 'random'"
+    """Return ``("scalar", float) | ("channel", list[float]) | ("random", None) | ("rand", None)``.
+
+    ``"pixel"`` (timm) is ``"random"``; ``"const"`` (timm) is ``0.0``.
+    """
+    form = f"a float, a sequence of {channels} floats (one per channel), 'random' or 'rand'"
     if isinstance(value, str):
-        if value != "random":
-            raise ValueError(f"{name} must be {form}, got {value!r}")
-        return "random", None
+        if value not in VALUE_NAMES:
+            raise ValueError(f"{name} must be {form} (timm's 'const' and 'pixel' are accepted too), got {value!r}")
+        if value == "const":
+            return "scalar", 0.0
+        return ("rand", None) if value == "rand" else ("random", None)
     kind, v = parse_fill_value(name, value, channels, form)
     return ("channel" if kind == "sequence" else kind), v
+
+
+def _check_count(count: object, max_count: object) -> tuple[int, Optional[int]]:
+    """``count >= 1``; ``max_count`` None or an int ``>= count`` (timm's ``min_count``/``max_count``)."""
+    for name, v in (("count", count), ("max_count", max_count)):
+        if v is None and name == "max_count":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be a positive int{' or None' if name == 'max_count' else ''}, "
+                            f"got {type(v).__name__}")
+        if v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v}")
+    if max_count is not None and max_count < count:  # type: ignore[operator]
+        raise ValueError(f"max_count must be >= count (the per-image count is drawn in [count, max_count]), "
+                         f"got count={count}, max_count={max_count}")
+    return int(count), (None if max_count is None else int(max_count))  # type: ignore[call-overload]
 
 
 def _check_images(x: object) -> Tensor:
@@ -364,23 +406,31 @@ def fill_masked(
 ) -> Tensor:
     """Images ``x (B, C, H, W)`` with the pixels where ``mask (B, H, W)`` is True replaced by ``value``.
 
-    ``value``: a float, a sequence of ``C`` floats (one per channel) or ``"random"`` (per-pixel,
-    per-channel N(0, 1) noise, timm's ``mode='pixel'``; a ``(B, C, H, W)`` normal draw). Outside the
-    mask the result equals ``x`` bit for bit. ``x`` is modified only when ``inplace=True``; the
-    result keeps ``x``'s dtype, device and memory format.
+    ``value``: a float, a sequence of ``C`` floats (one per channel), ``"random"`` (per-pixel,
+    per-channel N(0, 1) noise, timm's ``mode='pixel'``; a ``(B, C, H, W)`` normal draw) or
+    ``"rand"`` (one N(0, 1) colour per sample and channel, timm's ``mode='rand'`` for one block; a
+    ``(B, 1, C)`` normal draw). Outside the mask the result equals ``x`` bit for bit. ``x`` is
+    modified only when ``inplace=True``; the result keeps ``x``'s dtype, device and memory format.
     """
     kind, v = _parse_value(value, x.shape[1])
-    m = mask[:, None]
     fill: Union[float, Tensor]
     if kind == "scalar":
         if inplace:
-            return x.masked_fill_(m, v)
+            return x.masked_fill_(mask[:, None], v)
         fill = _constant((v,), x.dtype, x.device).view(())
     elif kind == "channel":
         fill = _constant(tuple(v), x.dtype, x.device).view(1, -1, 1, 1)
+    elif kind == "rand":
+        colours = _randn((x.shape[0], 1, x.shape[1]), generator, x.device)
+        fill = colours[:, 0, :, None, None].to(x.dtype)
     else:
-        noise = torch.randn(tuple(x.shape), generator=generator, device=_draw_device(generator, x.device))
-        fill = noise.to(device=x.device, dtype=x.dtype)
+        fill = _randn(tuple(x.shape), generator, x.device).to(x.dtype)
+    return _fill_where(x, mask, fill, inplace)
+
+
+def _fill_where(x: Tensor, mask: Tensor, fill: Union[float, Tensor], inplace: bool) -> Tensor:
+    """``where(mask[:, None], fill, x)``: into ``x`` (inplace), else a new tensor in ``x``'s memory format."""
+    m = mask[:, None]
     if inplace:
         return x.copy_(torch.where(m, fill, x))
     if x.requires_grad and torch.is_grad_enabled():  # out= does not support autograd
@@ -390,6 +440,48 @@ def fill_masked(
 
 
 # ----------------------------------------------------------------------------- public functions
+
+
+def _relevance_centres(
+    flat: Tensor,
+    covered: Optional[Tensor],
+    centre: str,
+    kk: int,
+    fallback_idx: Tensor,
+    generator: Optional[torch.Generator],
+) -> tuple[Tensor, Tensor]:
+    """One block centre per sample from flattened relevance ``flat (B, H*W)``: ``(idx (B,), degenerate (B,))``.
+
+    ``covered (B, H*W)`` bool (or None): pixels inside earlier blocks, never chosen. The relevance
+    is degenerate when it is constant over two or more remaining pixels (or none remain); such samples
+    take ``fallback_idx``. ``"topk"`` draws one ``(B,)`` pick: ``randint`` for the first block
+    (as a single block always did), a uniform for later ones (the number of candidates may differ
+    per sample when fewer than ``kk`` pixels remain).
+    """
+    device = flat.device
+    if covered is None:
+        lo, hi = torch.aminmax(flat, dim=1)
+        degenerate = lo == hi
+        masked = flat
+    else:
+        masked = flat.masked_fill(covered, float("-inf"))
+        lo = flat.masked_fill(covered, float("inf")).amin(dim=1)
+        n_free = (~covered).sum(dim=1)
+        # constant over two or more remaining pixels, or nothing left (one remaining pixel is the max)
+        degenerate = ((lo == masked.amax(dim=1)) & (n_free > 1)) | (n_free == 0)
+    if centre == "argmax":
+        idx = masked.argmax(dim=1)
+    elif covered is None:
+        top = flat.topk(kk, dim=1, sorted=False).indices  # (B, kk)
+        pick = _randint(kk, (flat.shape[0],), generator, device)
+        idx = top.gather(1, pick[:, None]).squeeze(1)
+    else:
+        top = masked.topk(kk, dim=1, sorted=True).indices  # uncovered pixels first
+        n_top = n_free.clamp(1, kk)
+        u = _rand((flat.shape[0],), generator, device)
+        pick = torch.minimum((u * n_top).long(), n_top - 1)
+        idx = top.gather(1, pick[:, None]).squeeze(1)
+    return torch.where(degenerate, fallback_idx, idx), degenerate
 
 
 def _erase(
@@ -406,58 +498,104 @@ def _erase(
     k: Optional[int],
     inplace: bool,
     stats: Optional[dict],
+    count: int = 1,
+    max_count: Optional[int] = None,
 ) -> tuple[Tensor, Tensor]:
-    """The one code path of :func:`relevance_erase` and :func:`random_erase` (arguments checked)."""
+    """The one code path of :func:`relevance_erase` and :func:`random_erase` (arguments checked).
+
+    Blocks are placed one after the other (a loop over the ``K`` blocks, vectorized over the batch).
+    """
     B, C, H, W = x.shape
     device = x.device
     coin = _rand((B,), generator, device) < p
+    K = count if max_count is None else max_count
+    n_blocks: Optional[Tensor] = None  # per-image block count; None = K for every image
+    if max_count is not None and max_count > count:
+        n_blocks = count + _randint(max_count - count + 1, (B,), generator, device)
     tries = REJECT_TRIES if border == "reject" else 1
-    sizes = sample_block_sizes(B, H, W, scale=scale, ratio=ratio, tries=tries, generator=generator, device=device)
-    if centre == "random":
-        rows, cols = random_centres(B, H, W, generator=generator, device=device)
-        degenerate = torch.zeros(B, dtype=torch.bool, device=device)
-    else:
+    sizes = sample_block_sizes(B, H, W, scale=scale, ratio=ratio, tries=K * tries, generator=generator, device=device)
+    all_h, all_w = sizes.heights, sizes.widths  # (B, K * T)
+    if K > 1:  # timm: the area of each block is scaled by the image's block count
+        per = torch.full((B,), float(K), device=device) if n_blocks is None else n_blocks.to(sizes.areas.dtype)
+        areas = sizes.areas / per[:, None]
+        all_h = torch.sqrt(areas * sizes.aspects).round().clamp_min(1).long()
+        all_w = torch.sqrt(areas / sizes.aspects).round().clamp_min(1).long()
+    all_h, all_w = all_h.view(B, K, tries), all_w.view(B, K, tries)
+    rand_idx = _randint(H * W, (K * B,), generator, device).view(K, B)  # one random centre per block
+    flat: Optional[Tensor] = None
+    kk = 1
+    if centre != "random":
         assert relevance is not None
-        rows, cols, degenerate = centres_from_relevance(relevance, centre=centre, k=k, generator=generator)
-    if border == "reject":
-        fits = block_fits(H, W, rows[:, None], cols[:, None], sizes.heights, sizes.widths)  # (B, T)
-        first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # first size that fits (0 if none)
-        heights = sizes.heights.gather(1, first).squeeze(1)
-        widths = sizes.widths.gather(1, first).squeeze(1)
-        placed = fits.any(dim=1)
+        flat = relevance_2d(relevance).reshape(B, H * W)
+        kk = min(max(1, round(TOPK_FRACTION * H * W)) if k is None else int(k), H * W)
+    no = torch.zeros(B, dtype=torch.bool, device=device)
+    covered: Optional[Tensor] = None
+    parts: dict[str, list[Tensor]] = {n: [] for n in ("rows", "cols", "heights", "widths", "placed",
+                                                      "degenerate", "active", "mask")}
+    for j in range(K):
+        if flat is None:
+            idx, degenerate = rand_idx[j], no
+        else:
+            idx, degenerate = _relevance_centres(flat, covered, centre, kk, rand_idx[j], generator)
+        rows, cols = idx // W, idx % W
+        if border == "reject":
+            fits = block_fits(H, W, rows[:, None], cols[:, None], all_h[:, j], all_w[:, j])  # (B, T)
+            first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # first size that fits (0 if none)
+            heights = all_h[:, j].gather(1, first).squeeze(1)
+            widths = all_w[:, j].gather(1, first).squeeze(1)
+            placed = fits.any(dim=1)
+        else:
+            heights, widths = all_h[:, j, 0], all_w[:, j, 0]
+            placed = torch.ones(B, dtype=torch.bool, device=device)
+        active = coin if n_blocks is None else coin & (n_blocks > j)
+        m = block_mask(H, W, rows, cols, heights, widths) & (active & placed)[:, None, None]
+        if j < K - 1:
+            covered = m.flatten(1) if covered is None else covered | m.flatten(1)
+        for name, t in zip(parts, (rows, cols, heights, widths, placed, degenerate, active, m)):
+            parts[name].append(t)
+    if K == 1:
+        mask = parts["mask"][0]
     else:
-        heights, widths = sizes.heights[:, 0], sizes.widths[:, 0]
-        placed = torch.ones(B, dtype=torch.bool, device=device)
-    erased = coin & placed
-    mask = block_mask(H, W, rows, cols, heights, widths) & erased[:, None, None]
-    out = fill_masked(x, mask, value, generator=generator, inplace=inplace)
+        mask = torch.stack(parts["mask"], dim=1).any(dim=1)
+    if K > 1 and _parse_value(value, C)[0] == "rand":  # one colour per block; a later block covers an earlier one
+        colours = _randn((B, K, C), generator, device).to(x.dtype)[..., None, None]  # (B, K, C, 1, 1)
+        fill = colours[:, 0]
+        for j in range(1, K):
+            fill = torch.where(parts["mask"][j][:, None], colours[:, j], fill)
+        out = _fill_where(x, mask, fill.expand(B, C, H, W), inplace)
+    else:
+        out = fill_masked(x, mask, value, generator=generator, inplace=inplace)
     if stats is not None:
-        fallback = degenerate & coin
+        one = K == 1  # one block: (B,) per-sample tensors, as always; several: (B, K) per block
+        st = {n: (v[0] if one else torch.stack(v, dim=1)) for n, v in parts.items() if n != "mask"}
+        active, placed = st.pop("active"), st.pop("placed")
+        fallback = st.pop("degenerate") & active
+        erased = active & placed
         stats.clear()
         stats.update(
             coin=coin,
-            erased=erased,
+            erased=erased if one else erased.any(dim=1),
             fallback=fallback,
-            rejected=coin & ~placed,
-            rows=rows,
-            cols=cols,
-            heights=heights,
-            widths=widths,
-            num_erased=int(erased.sum()),
+            rejected=active & ~placed,
+            **st,
+            num_erased=int(erased.sum()) if one else int(erased.any(dim=1).sum()),
             num_fallback=int(fallback.sum()),
         )
+        if not one:
+            stats.update(blocks=erased, count=n_blocks if n_blocks is not None else torch.full_like(rows, K))
     return out, mask
 
 
 def _check_common(
     x: object, p: object, scale: object, ratio: object, value: object, border: object, generator: object,
-    inplace: object, stats: object,
+    inplace: object, stats: object, count: object, max_count: object,
 ) -> tuple[Tensor, float, tuple[float, float], tuple[float, float]]:
     x = _check_images(x)
     p = check_probability("p", p)
     s, r = _check_scale_ratio(scale, ratio)
+    _check_count(count, max_count)
     kind, v = _parse_value(value, x.shape[1])
-    if kind != "random" and not bool(torch.isfinite(torch.tensor(v, dtype=x.dtype)).all()):
+    if kind not in ("random", "rand") and not bool(torch.isfinite(torch.tensor(v, dtype=x.dtype)).all()):
         raise ValueError(f"value must be representable in x's dtype {x.dtype}, got {value!r}")
     _check_choice("border", border, BORDERS)
     _check_generator(generator)
@@ -481,6 +619,8 @@ def relevance_erase(
     k: Optional[int] = None,
     inplace: bool = False,
     stats: Optional[dict] = None,
+    count: int = 1,
+    max_count: Optional[int] = None,
 ) -> tuple[Tensor, Tensor]:
     """RelDrop for images (paper Sec. 3.1, Alg. A.1): erase a block centred on the most relevant pixel.
 
@@ -493,8 +633,9 @@ def relevance_erase(
         ratio: ``(r_low, r_high)``, aspect ratio ``H_O / W_O`` range, positive, drawn
             **log-uniformly** like torchvision/timm (the paper writes a plain uniform).
         value: fill — a float (paper: the dataset mean, 0 in normalized input space), a sequence of
-            ``C`` floats (per channel), or ``"random"`` (N(0, 1) per pixel and channel, timm's
-            'pixel' mode).
+            ``C`` floats (per channel), ``"random"`` (N(0, 1) per pixel and channel, timm's
+            'pixel' mode) or ``"rand"`` (one N(0, 1) colour per block and channel, timm's 'rand'
+            mode). timm's names ``"const"`` (= 0) and ``"pixel"`` (= ``"random"``) work too.
         centre: ``"argmax"`` (paper: argmax of ``Rnorm``, Eq. 3), ``"topk"`` (uniformly one of the
             ``k`` most relevant pixels) or ``"random"`` (Random Erasing).
         border: ``"clip"``: the centred block is clipped to the image (never loops, keeps the
@@ -508,6 +649,17 @@ def relevance_erase(
         stats: optional dict, cleared and filled with per-sample ``(B,)`` tensors ``coin``, ``erased``,
             ``fallback``, ``rejected``, ``rows``, ``cols``, ``heights``, ``widths`` (the block
             used, before clipping) and ints ``num_erased``, ``num_fallback`` (one host sync).
+            With several blocks (``K > 1``) ``rows``, ``cols``, ``heights``, ``widths``,
+            ``fallback`` and ``rejected`` are ``(B, K)`` (one column per block), ``blocks`` ``(B, K)``
+            marks the blocks erased, ``count`` ``(B,)`` the image's block count, and
+            ``num_fallback`` counts blocks.
+        count: blocks per image (timm's ``min_count``), default 1. Block ``k`` is centred on the
+            most relevant pixel outside blocks ``1..k-1`` (``"argmax"``; ``"topk"`` picks among
+            the top pixels outside them; ``"random"`` ignores earlier blocks). Each block's area is
+            drawn from ``scale`` divided by the image's count (timm: "area per box is scaled by
+            count"), so the total area keeps roughly the law of one block.
+        max_count: ``None`` (every image gets ``count`` blocks) or an int ``>= count``: each image's
+            count is drawn uniformly in ``[count, max_count]`` (timm's ``max_count``).
 
     Degenerate relevance (constant per sample, e.g. all zero) has no most relevant pixel: such a
     sample gets a uniformly random centre (it is erased like Random Erasing) and is counted in
@@ -522,7 +674,7 @@ def relevance_erase(
         mismatch, dtype, NaN/inf, ``p`` outside [0, 1], bad ``scale``/``ratio``, ``B = 0``,
         images smaller than 2x2, unknown ``centre``/``border``).
     """
-    x, p, s, r = _check_common(x, p, scale, ratio, value, border, generator, inplace, stats)
+    x, p, s, r = _check_common(x, p, scale, ratio, value, border, generator, inplace, stats, count, max_count)
     _check_choice("centre", centre, CENTRES)
     k = _check_k(k, centre)
     if relevance is None:
@@ -536,7 +688,7 @@ def relevance_erase(
         relevance = r2d
     return _erase(
         x, relevance, p=p, scale=s, ratio=r, value=value, centre=centre, border=border,
-        generator=generator, k=k, inplace=inplace, stats=stats,
+        generator=generator, k=k, inplace=inplace, stats=stats, count=count, max_count=max_count,
     )
 
 
@@ -551,6 +703,8 @@ def random_erase(
     generator: Optional[torch.Generator] = None,
     inplace: bool = False,
     stats: Optional[dict] = None,
+    count: int = 1,
+    max_count: Optional[int] = None,
 ) -> tuple[Tensor, Tensor]:
     """Random Erasing (Zhong et al.), the RelDrop baseline: :func:`relevance_erase` with ``centre="random"``.
 
@@ -558,11 +712,12 @@ def random_erase(
     uniformly random pixel (unlike torchvision, which draws the top-left corner among positions
     where the block fits; here both methods share one border policy). With the same generator
     seed, ``random_erase`` and ``relevance_erase`` draw identical coins and block sizes.
-    Returns ``(x_out (B, C, H, W), mask (B, H, W) bool)``.
+    ``count`` / ``max_count``: several blocks per image, each centred on a random pixel (see
+    :func:`relevance_erase`). Returns ``(x_out (B, C, H, W), mask (B, H, W) bool)``.
     """
-    x, p, s, r = _check_common(x, p, scale, ratio, value, border, generator, inplace, stats)
+    x, p, s, r = _check_common(x, p, scale, ratio, value, border, generator, inplace, stats, count, max_count)
     _check_finite_images(x, None, None)
     return _erase(
         x, None, p=p, scale=s, ratio=r, value=value, centre="random", border=border,
-        generator=generator, k=None, inplace=inplace, stats=stats,
+        generator=generator, k=None, inplace=inplace, stats=stats, count=count, max_count=max_count,
     )

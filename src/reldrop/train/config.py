@@ -11,8 +11,9 @@ file only states what differs. Sections::
     optim:   name (sgd|adamw|adam), lr, momentum, weight_decay, nesterov
     sched:   name (cosine|step|none), min_lr, warmup_epochs, step_size, gamma
     train:   epochs, batch_size, eval_batch_size, amp, threads, grad_clip, eval_train_samples, ...
-    aug:     name (none|re|reldrop|random), p, scale, ratio, value, border, method, epsilon, backend,
-             alpha, beta, start_epoch, kwargs   (modality-independent; for points "random" = RelDrop α=1)
+    aug:     name (none|re|reldrop|random), p, scale, ratio, value, border, count, max_count, method,
+             epsilon, backend, alpha, beta, start_epoch, stop_epoch, p_schedule, kwargs
+             (modality-independent; for points "random" = RelDrop α=1; schedule: reldrop.train.aug_schedule)
     compare: seeds, variants (list of {name, <partial config>}), test_sets ({name: data.kwargs overrides}:
              extra test sets every final model is evaluated on, e.g. the decoy test modes)
 
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
+
+from .aug_schedule import validate_aug_schedule
 
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "set_key", "get_key", "deep_merge", "validate",
            "dump_config", "preset_path", "preset_names", "flat_keys", "CONFIG_DIRS"]
@@ -60,14 +63,18 @@ DEFAULTS: dict[str, Any] = {
         "p": 0.5,
         "scale": [0.02, 0.4],
         "ratio": [0.3, 3.3333333333333335],
-        "value": 0.0,
+        "value": 0.0,  # float | per-channel list | "random" (per pixel, timm pixel) | "rand" (per block, timm rand)
         "border": "clip",
+        "count": 1,  # blocks per image (images; timm --recount)
+        "max_count": None,  # null, or draw each image's count in [count, max_count]
         "method": "epsilon_flat",
         "epsilon": 1e-3,
         "backend": "auto",
         "alpha": 0.5,
         "beta": 0.15,
         "start_epoch": 0,  # augmentation off for epochs < start_epoch
+        "stop_epoch": None,  # augmentation off for epochs >= stop_epoch (timm --mixup-off-epoch); null = never
+        "p_schedule": None,  # null, or {start, end, epochs}: p ramps linearly from start_epoch on
         "kwargs": {},  # extra keyword arguments for reldrop.RelDrop
     },
     "compare": {
@@ -263,6 +270,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     pos_int("data.num_workers", allow_zero=True)
     pos_int("train.eval_train_samples", allow_zero=True)
     pos_int("aug.start_epoch", allow_zero=True)
+    validate_aug_schedule(cfg["aug"])  # count, max_count, stop_epoch, p_schedule (absent in old configs: defaults)
     number("optim.lr", 0.0)
     number("optim.weight_decay", 0.0)
     number("optim.momentum", 0.0, 1.0)

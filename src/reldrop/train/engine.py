@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import runs
+from .aug_schedule import aug_state
 from .config import dump_config, validate
 from .distributed import DistInfo, all_reduce_sum, cleanup, init_distributed, shard_indices, wrap_model
 
@@ -73,8 +74,9 @@ class RandomErasing:
 
     def __init__(self, *, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.4),
                  ratio: tuple[float, float] = (0.3, 1 / 0.3), value: Any = 0.0, border: str = "clip",
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, count: int = 1, max_count: int | None = None) -> None:
         self.p, self.scale, self.ratio, self.value, self.border = p, tuple(scale), tuple(ratio), value, border
+        self.count, self.max_count = count, max_count
         self.generator = generator
         self.enabled = True
         self.last_stats: dict[str, Any] = {}
@@ -85,7 +87,8 @@ class RandomErasing:
         if not self.enabled:
             return x
         out, _ = random_erase(x, p=self.p, scale=self.scale, ratio=self.ratio, value=self.value,
-                              border=self.border, generator=self.generator)
+                              border=self.border, generator=self.generator, count=self.count,
+                              max_count=self.max_count)
         return out
 
     def __repr__(self) -> str:
@@ -108,14 +111,16 @@ def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: s
         if modality != "image":
             raise ValueError("aug.name 're' (Random Erasing) is for images; use 'random' for point clouds")
         return RandomErasing(p=aug_cfg["p"], scale=tuple(aug_cfg["scale"]), ratio=tuple(aug_cfg["ratio"]),
-                             value=aug_cfg["value"], border=aug_cfg["border"], generator=generator)
+                             value=aug_cfg["value"], border=aug_cfg["border"], generator=generator,
+                             count=aug_cfg.get("count", 1), max_count=aug_cfg.get("max_count"))
     from reldrop import RelDrop
 
     kw: dict[str, Any] = dict(modality=modality, method=aug_cfg["method"], backend=aug_cfg["backend"],
                               generator=generator)
     if modality == "image":
         kw.update(p=aug_cfg["p"], scale=tuple(aug_cfg["scale"]), ratio=tuple(aug_cfg["ratio"]),
-                  value=aug_cfg["value"], border=aug_cfg["border"])
+                  value=aug_cfg["value"], border=aug_cfg["border"], count=aug_cfg.get("count", 1),
+                  max_count=aug_cfg.get("max_count"))
     else:
         kw.update(alpha=1.0 if name == "random" else aug_cfg["alpha"], beta=aug_cfg["beta"])
         if name == "random":
@@ -573,7 +578,10 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
             index = shard_indices(order, info.rank, info.world_size)
             data_gen = torch.Generator().manual_seed(derive_seed(seed, epoch, 1 + 100 * info.rank))
             aug_gen.manual_seed(derive_seed(seed, epoch, 2 + 100 * info.rank))
-            aug_on = aug is not None and epoch >= int(cfg["aug"]["start_epoch"])
+            aug_on, aug_p = aug_state(cfg["aug"], epoch)  # a function of the epoch: resumes exactly
+            aug_on = aug is not None and aug_on
+            if aug is not None and aug_p is not None:
+                aug.p = aug_p  # type: ignore[attr-defined]
             meter = _Meter(num_classes, device)
             aug_time, stats = 0.0, {}
             lr = opt.param_groups[0]["lr"]
@@ -634,6 +642,8 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
             row.update({"train_time": train_time, "eval_time": eval_time, "aug_time": aug_time,
                         "epoch_time": time.perf_counter() - t_epoch,
                         "throughput": n_seen / max(train_time, 1e-9), "world_size": info.world_size})
+            if aug is not None:
+                row["aug_enabled"], row["aug_p"] = aug_on, float(getattr(aug, "p", float("nan")))
             for k, v in stats.items():
                 row[f"aug_{k}"] = float(v)
             if stats.get("candidates"):  # RelDrop-3D: fraction of points dropped this epoch

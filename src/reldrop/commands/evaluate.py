@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "evaluate a trained run: accuracy, corruption accuracy, RRA, MoRF/LeRF, channel AUC, heatmaps"
+HELP = "evaluate a trained run: accuracy, corruption accuracy, RRA, MoRF/LeRF, channel AUC, heatmaps, zero-shot"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test images for the channel-relevance AUC (default 128)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU (default: leave)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--zeroshot-root", default=None, metavar="DIR",
+                        help="for --metrics zeroshot: folder holding imagenet-r, imagenet-a, imagenet-o "
+                             "(<wnid>/ image folders, as the tarballs extract)")
+    parser.add_argument("--zeroshot-sets", default="r,a,o",
+                        help="for --metrics zeroshot: comma-separated subset of r,a,o (default r,a,o)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
                            limit=args.limit or None, rra_size=args.rra_size, patch_size=args.patch_size,
                            steps=args.steps or None, method=args.method, heatmap_samples=args.heatmap_samples,
                            compare=compare, seed=args.seed, channel_samples=args.channel_samples,
-                           skip_inapplicable=args.metrics is None)
-    except ValueError as err:
+                           skip_inapplicable=args.metrics is None, zeroshot_root=args.zeroshot_root,
+                           zeroshot_sets=[s.strip() for s in args.zeroshot_sets.split(",") if s.strip()])
+    except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"reldrop evaluate: {err}") from None
     summary = []
     if "acc" in res:
@@ -73,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
         summary.append(f"MoRF AUC {res['morf']['morf']['accuracy_auc']:.2f}")
     if "flipping" in res:
         summary.append(f"flipping AUC {res['flipping']['fixed']['accuracy_auc']:.2f}")
+    for key, name in (("r", "ImageNet-R"), ("a", "ImageNet-A")):
+        if key in res.get("zeroshot", {}) and "zeroshot" in metrics:
+            summary.append(f"{name} {res['zeroshot'][key]['accuracy']:.2f}%")
+    if "o" in res.get("zeroshot", {}) and "zeroshot" in metrics:
+        summary.append(f"ImageNet-O AUROC {res['zeroshot']['o']['auroc']:.3f}")
     if res.get("skipped"):
         summary.append(f"skipped (do not apply): {', '.join(res['skipped'])}")
     out = args.out or f"{loaded.run_dir}/eval"

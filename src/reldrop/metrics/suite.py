@@ -18,6 +18,9 @@ channel_auc    per-layer channel-relevance AUC (App. A.5.1)
 heatmaps       Fig. 3-style grid of test images with this run's (and ``compare`` runs') relevance
 flipping       point clouds: point flipping (:mod:`reldrop.metrics.flipping`, z+ relevance, 32
                points per step) in relevance and random order, accuracy curves + AUCs
+zeroshot       ImageNet models: accuracy on ImageNet-R / -A (200-class masks), AUROC / AUPR on
+               ImageNet-O (:func:`reldrop.metrics.zeroshot.evaluate_zeroshot`); needs
+               ``zeroshot_root``; not in the defaults
 =============  ==============================================================================
 """
 from __future__ import annotations
@@ -37,11 +40,11 @@ from ..runs import atomic_write_json
 
 __all__ = ["METRICS", "DEFAULT_METRICS", "LoadedRun", "load_run", "evaluate_run"]
 
-METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps", "flipping")
+METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps", "flipping", "zeroshot")
 #: what ``reldrop evaluate`` computes when ``--metrics`` is not given, per modality
 DEFAULT_METRICS = {"image": ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps"),
                    "points": ("acc", "flipping")}
-IMAGE_METRICS = ("corruption", "rra", "morf", "channel_auc", "heatmaps")
+IMAGE_METRICS = ("corruption", "rra", "morf", "channel_auc", "heatmaps", "zeroshot")
 
 
 @dataclass
@@ -213,12 +216,16 @@ def evaluate_run(
     seed: int = 0,
     log: Any = print,
     skip_inapplicable: bool = False,
+    zeroshot_root: str | Path | None = None,
+    zeroshot_sets: Sequence[str] = ("r", "a", "o"),
 ) -> dict[str, Any]:
     """Compute ``metrics`` for ``run``; write ``<out_dir>/metrics.json`` (+ PNGs); return the dict.
 
     ``limit`` test images (a fixed random sample, seed 0, the same for every run) feed the
     corruption, region-perturbation and channel-AUC metrics (``None`` = the whole test set);
-    accuracy always uses the whole test set. Accuracies are in %.
+    accuracy always uses the whole test set. Accuracies are in %. ``zeroshot`` reads the
+    ImageNet-R/-A/-O folders under ``zeroshot_root`` (``zeroshot_sets`` of ``"r", "a", "o"``); its
+    ImageNet-O in-distribution side is the ``limit`` test images of ImageNet-O's classes.
 
     ``metrics.json`` is rewritten (atomically) after every finished metric, so a later failure or a
     kill keeps what was computed. ``skip_inapplicable=True`` (the CLI's default selection) skips the
@@ -393,5 +400,31 @@ def evaluate_run(
         plot_perturbation_curves({f"{run.name} {m}": (flips[m]["fractions"], flips[m]["accuracy"]) for m in flips},
                                  out / "flipping.png", ylabel="test accuracy (%)", xlabel="fraction of points removed",
                                  title="point flipping (z+ relevance, 32 points per step)")
+    if "zeroshot" in metrics:
+        results["zeroshot"] = _zeroshot(run, model, dev, zeroshot_root, zeroshot_sets, limit, batch_size, timed)
     save()
     return results
+
+
+def _zeroshot(run: LoadedRun, model: nn.Module, dev: torch.device, root: str | Path | None,
+              sets: Sequence[str], limit: int | None, batch_size: int, timed: Any) -> dict[str, Any]:
+    """The ``zeroshot`` metric of :func:`evaluate_run` (the model's eval transform on the zero-shot folders)."""
+    from ..data.imagefolder import ImageFolderDataset
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_eval_transform
+    from .zeroshot import evaluate_zeroshot
+
+    if root is None:
+        raise ValueError("the zeroshot metric needs --zeroshot-root DIR (the folder holding imagenet-r, "
+                         "imagenet-a, imagenet-o)")
+    info = run.test
+    base = getattr(info.dataset, "dataset", info.dataset)  # a Subset's dataset
+    if isinstance(base, ImageFolderDataset) and base.transform is not None:
+        tf = base.transform
+    else:
+        tf = imagenet_eval_transform(int(info.input_shape[-1]), info.mean or IMAGENET_MEAN, info.std or IMAGENET_STD)
+    t = timed("zeroshot")
+    res: dict[str, Any] = dict(evaluate_zeroshot(model, root, info.class_names, _test_batches(info, limit, batch_size,
+                                                                                             dev),
+                                                 transform=tf, sets=sets, batch_size=batch_size, device=dev))
+    res.update(root=str(root), seconds=time.perf_counter() - t)
+    return res

@@ -9,6 +9,17 @@ columns of its dataset's wnids and taking the argmax among them (Hendrycks et al
 ImageNet-O: the anomaly score is the negative maximum softmax probability; ImageNet-O images
 are the positive class against in-distribution (ImageNet val) images. AUROC and AUPR
 (average precision) come from scikit-learn.
+
+:func:`evaluate_zeroshot` runs all three on the folders under one root (``reldrop evaluate
+--metrics zeroshot --zeroshot-root DIR``)::
+
+    DIR/imagenet-r/<wnid>/*.jpg     200 wnid folders (the tarballs' layout; imagenet_r, ImageNet-R work too)
+    DIR/imagenet-a/<wnid>/*.jpg     200 wnid folders (a README.txt beside them is ignored)
+    DIR/imagenet-o/<wnid>/*.jpg     200 wnid folders
+
+For ImageNet-O the softmax is taken over the logits restricted to its 200 wnids, and the
+in-distribution images are the model's own test (ImageNet val) images of those classes (Hendrycks
+et al.'s protocol).
 """
 from __future__ import annotations
 
@@ -21,7 +32,11 @@ import torch.nn as nn
 
 from ._model import eval_mode
 
-__all__ = ["subset_indices", "list_wnids", "subset_accuracy", "max_softmax", "ood_detection"]
+__all__ = ["subset_indices", "list_wnids", "subset_accuracy", "max_softmax", "ood_detection", "ZEROSHOT_SETS",
+           "find_zeroshot_folders", "evaluate_zeroshot"]
+
+#: the zero-shot sets by short name and their folder name in the tarballs
+ZEROSHOT_SETS = {"r": "imagenet-r", "a": "imagenet-a", "o": "imagenet-o"}
 
 
 def list_wnids(root: str | os.PathLike[str]) -> list[str]:
@@ -103,3 +118,96 @@ def ood_detection(score_in: torch.Tensor, score_out: torch.Tensor) -> dict[str, 
     return {"auroc": float(roc_auc_score(labels.numpy(), anomaly)),
             "aupr": float(average_precision_score(labels.numpy(), anomaly)),
             "n_in": int(score_in.numel()), "n_out": int(score_out.numel())}
+
+
+def find_zeroshot_folders(root: str | os.PathLike[str], sets: Sequence[str] = ("r", "a", "o")) -> dict[str, Path]:
+    """``{"r": DIR/imagenet-r, ...}`` for ``sets``; folder names match case-insensitively, ``_`` = ``-``.
+
+    Raises ``FileNotFoundError`` naming every missing folder and the expected layout.
+    """
+    root = Path(root)
+    unknown = [s for s in sets if s not in ZEROSHOT_SETS]
+    if unknown:
+        raise ValueError(f"unknown zero-shot sets {unknown}; choose from {', '.join(ZEROSHOT_SETS)}")
+    if not root.is_dir():
+        raise FileNotFoundError(f"zero-shot root not found: {root} (expected {root}/imagenet-r, imagenet-a, "
+                                "imagenet-o, each holding <wnid>/ image folders)")
+    children = {d.name.lower().replace("_", "-"): d for d in root.iterdir() if d.is_dir()}
+    found, missing = {}, []
+    for s in sets:
+        d = children.get(ZEROSHOT_SETS[s])
+        if d is None:
+            missing.append(ZEROSHOT_SETS[s])
+        else:
+            found[s] = d
+    if missing:
+        raise FileNotFoundError(f"zero-shot folder(s) missing under {root}: {', '.join(missing)} (expected "
+                                f"{root}/<imagenet-r|imagenet-a|imagenet-o>/<wnid>/*.jpg, as the tarballs extract; "
+                                "choose the sets present with --zeroshot-sets)")
+    return found
+
+
+def _folder_batches(ds: torch.utils.data.Dataset, batch_size: int, num_workers: int = 0):
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
+    for x, y in loader:
+        yield x.float(), torch.as_tensor(y).long()
+
+
+def evaluate_zeroshot(model: nn.Module, root: str | os.PathLike[str], model_wnids: Sequence[str],
+                      in_distribution: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                      transform: object, sets: Sequence[str] = ("r", "a", "o"), batch_size: int = 64,
+                      device: torch.device | str = "cpu", num_workers: int = 0) -> dict[str, dict[str, float]]:
+    """Zero-shot accuracy on ImageNet-R / -A and OOD detection on ImageNet-O (see the module docstring).
+
+    Args:
+        model: a classifier over ``model_wnids`` (logits ``(B, len(model_wnids))``), e.g. ImageNet-1k.
+        root: the folder holding ``imagenet-r``, ``imagenet-a``, ``imagenet-o``.
+        model_wnids: the model's output classes in index order (ImageNet: the sorted 1000 wnids).
+        in_distribution: ``(x, y)`` batches of the model's test images (labels index ``model_wnids``);
+            those of ImageNet-O's classes are the in-distribution side for ``"o"``.
+        transform: PIL image -> normalized ``(C, H, W)`` tensor (the model's eval transform).
+        sets: any of ``"r"``, ``"a"``, ``"o"``.
+
+    Returns ``{"r": {"accuracy" (%), "n", "classes"}, "a": {...}, "o": {"auroc", "aupr", "n_in",
+    "n_out", "classes"}}`` for the requested sets.
+    """
+    from ..data.imagefolder import ImageFolderDataset
+
+    folders = find_zeroshot_folders(root, sets)
+    dev = torch.device(device)
+    out: dict[str, dict[str, float]] = {}
+    for s, folder in folders.items():
+        ds = ImageFolderDataset(folder, transform)  # type: ignore[arg-type]
+        try:
+            idx = subset_indices(model_wnids, ds.classes)
+        except ValueError as err:
+            raise ValueError(f"{folder.name}: its class folders must be wnids the model was trained on "
+                             f"(the model's classes: {list(model_wnids[:3])} ...): {err}") from None
+        if s in ("r", "a"):
+            acc = subset_accuracy(model, _folder_batches(ds, batch_size, num_workers), idx, device=dev)
+            out[s] = {"accuracy": 100 * acc["accuracy"], "n": acc["n"], "classes": len(ds.classes)}
+            continue
+        restricted = _Restricted(model, idx.to(dev))
+        score_out = max_softmax(restricted, _folder_batches(ds, batch_size, num_workers), device=dev)
+        keep = torch.zeros(len(model_wnids), dtype=torch.bool)
+        keep[idx] = True
+        ins = [x[keep[y.cpu()]] for x, y in in_distribution]
+        ins = [x for x in ins if x.shape[0]]
+        if not ins:
+            raise ValueError(f"{folder.name}: no in-distribution test images of its {len(ds.classes)} classes "
+                             "(the model's test set must hold ImageNet val images of those wnids)")
+        score_in = max_softmax(restricted, ins, device=dev)
+        out[s] = {**ood_detection(score_in, score_out), "classes": len(ds.classes)}
+    return out
+
+
+class _Restricted(nn.Module):
+    """``model``'s logits at the columns ``indices`` only (the class subset of a zero-shot set)."""
+
+    def __init__(self, model: nn.Module, indices: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.indices = indices
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).index_select(1, self.indices)

@@ -13,7 +13,8 @@ rotated every round) after warm-up, and the median over the timed rounds is repo
 
 Both RelDrop variants draw the same per-sample coins in a given round (same generator seed),
 so they attribute the same number of samples. Models: ResNet-18 (torchvision, 3×3 stem, no
-max-pool = ``resnet18_cifar``) at batch 128 on 32×32, the ResNet-20-style CIFAR net
+max-pool = ``resnet18_cifar``) at batch 128 on 32×32 (ResNet-50 likewise, ``resnet50_cifar``, in
+``--models all``), the ResNet-20-style CIFAR net
 (``resnet20_cifar``, 0.27 M parameters) at batch 128, and PointNet++ SSG at batch 24 × 1024
 points when ``reldrop.models.build("pointnet2_ssg")`` exists (``modality="points"``).
 Inputs are random (timing only). Memory: CUDA peak allocated per step kind; on CPU the peak
@@ -23,7 +24,7 @@ Usage::
 
     python benchmarks/overhead.py                  # full run (batch 128, 7 timed rounds)
     python benchmarks/overhead.py --quick --json out.json
-    python benchmarks/overhead.py --device cuda --amp
+    python benchmarks/overhead.py --device cuda --amp --models all   # what benchmarks/gpu_check.sh runs
     python benchmarks/overhead.py --profile resnet18   # torch.profiler table of one fast RelDrop step
 """
 from __future__ import annotations
@@ -46,6 +47,8 @@ import reldrop
 from reldrop import models
 
 KINDS = ("baseline", "re", "reldrop_zennit", "reldrop_fast")
+#: every model row (``--models all``); ResNet-50 is the torchvision bottleneck net with the CIFAR stem
+MODELS = ("resnet18", "resnet20", "resnet50", "pointnet2_ssg")
 
 
 class RSSPeak:
@@ -100,7 +103,7 @@ def make_config(name: str, batch: int, points: int, device: torch.device, seed: 
         y = torch.randint(0, 40, (batch,), generator=g)
         modality, lr_kw = "points", {}
     else:
-        reg = {"resnet18": "resnet18_cifar", "resnet20": "resnet20_cifar"}[name]
+        reg = {"resnet18": "resnet18_cifar", "resnet20": "resnet20_cifar", "resnet50": "resnet50_cifar"}[name]
         model = models.build(reg, num_classes=10)
         x = torch.randn(batch, 3, 32, 32, generator=g)
         y = torch.randint(0, 10, (batch,), generator=g)
@@ -235,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     ap.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
     ap.add_argument("--models", default=None,
-                    help="comma list of resnet18, resnet20, pointnet2_ssg (default: all; --quick: resnet18,resnet20)")
+                    help=f"comma list of {', '.join(MODELS)}, or 'all' (default: resnet18,resnet20,pointnet2_ssg; "
+                         "--quick: resnet18,resnet20)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 7, quick 5)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 2, quick 1)")
     ap.add_argument("--batch", type=int, default=None, help="image batch (default 128, quick 64)")
@@ -291,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if args.models is None:  # --quick leaves PointNet++ out to stay under a minute on 2 cores
         args.models = "resnet18,resnet20" if args.quick else "resnet18,resnet20,pointnet2_ssg"
+    if args.models == "all":
+        args.models = ",".join(MODELS)
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         batch = pts_batch if name == "pointnet2_ssg" else img_batch
         cfg = make_config(name, batch, n_points, device)

@@ -118,6 +118,8 @@ class RelDrop:
         self.method_kwargs = method_kwargs
         self.last_stats: dict[str, Any] = {}
         self._attributor: Any = None  # built lazily, once per RelDrop (= once per model)
+        if modality != "image" and (count != 1 or max_count is not None):
+            raise ValueError(f"count and max_count (blocks per image) apply to modality='image', not {modality!r}")
         if modality == "image":  # validate the block law now, not at the first training step
             channels = len(value) if isinstance(value, Sequence) and not isinstance(value, str) else 1
             probe = torch.zeros(1, channels, 4, 4)

@@ -179,6 +179,11 @@ def test_count_and_value_errors(kwargs, err, match) -> None:
         reldrop.RelDrop(nn.Conv2d(3, 2, 1), **kwargs)
 
 
+def test_count_is_refused_for_points() -> None:
+    with pytest.raises(ValueError, match="modality='image'"):
+        reldrop.RelDrop(nn.Linear(3, 2), modality="points", count=2)
+
+
 class _TwoSpots:
     """Relevance with its maximum at (4, 4), the second largest at (5, 5), the third at (12, 12)."""
 

@@ -1,0 +1,20 @@
+"""Glue for training frameworks. Nothing here imports a framework until it is used.
+
+* :mod:`reldrop.integrations.lightning`: :class:`~reldrop.integrations.lightning.RelDropMixin` for a
+  ``LightningModule`` (RelDrop in ``on_after_batch_transfer``, training only).
+* Accelerate / Fabric / plain loops need no glue: ``x = reldrop_fn(x, y)`` after the batch is on
+  the device. The HF ``Trainer`` (whose callbacks cannot change a batch) takes a subclass that
+  overrides ``compute_loss``: see ``examples/hf_trainer.py``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["lightning"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,9 @@ so they attribute the same number of samples. Models: ResNet-18 (torchvision, 3�
 max-pool = ``resnet18_cifar``) at batch 128 on 32×32 (ResNet-50 likewise, ``resnet50_cifar``, in
 ``--models all``), the ResNet-20-style CIFAR net
 (``resnet20_cifar``, 0.27 M parameters) at batch 128, and PointNet++ SSG at batch 24 × 1024
-points when ``reldrop.models.build("pointnet2_ssg")`` exists (``modality="points"``).
+points when ``reldrop.models.build("pointnet2_ssg")`` exists (``modality="points"``); in ``--models all``
+or ``--models vit_tiny`` timm's ViT-Tiny on 32×32 (``vit_tiny_cifar``, patch 4): zennit refuses
+ViTs, so both RelDrop kinds run the ``vit`` backend's CP-LRP (the JSON's ``backend_used`` says so).
 Inputs are random (timing only). Memory: CUDA peak allocated per step kind; on CPU the peak
 RSS growth during a step (sampled every 2 ms by a thread).
 
@@ -48,7 +50,7 @@ from reldrop import models
 
 KINDS = ("baseline", "re", "reldrop_zennit", "reldrop_fast")
 #: every model row (``--models all``); ResNet-50 is the torchvision bottleneck net with the CIFAR stem
-MODELS = ("resnet18", "resnet20", "resnet50", "pointnet2_ssg")
+MODELS = ("resnet18", "resnet20", "resnet50", "pointnet2_ssg", "vit_tiny")
 
 
 class RSSPeak:
@@ -103,7 +105,8 @@ def make_config(name: str, batch: int, points: int, device: torch.device, seed: 
         y = torch.randint(0, 40, (batch,), generator=g)
         modality, lr_kw = "points", {}
     else:
-        reg = {"resnet18": "resnet18_cifar", "resnet20": "resnet20_cifar", "resnet50": "resnet50_cifar"}[name]
+        reg = {"resnet18": "resnet18_cifar", "resnet20": "resnet20_cifar", "resnet50": "resnet50_cifar",
+               "vit_tiny": "vit_tiny_cifar"}[name]
         model = models.build(reg, num_classes=10)
         x = torch.randn(batch, 3, 32, 32, generator=g)
         y = torch.randint(0, 10, (batch,), generator=g)
@@ -331,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:14s} {r['batch']:5d} {r['baseline_s']:8.3f} {r['re_s']:8.3f} {r['reldrop_zennit_s']:9.3f} "
               f"{r['reldrop_fast_s']:8.3f} {r['ratio_re']:6.2f} {r['ratio_zennit']:8.2f} {r['ratio_fast']:7.2f} "
               f"{mem['baseline'] / 2**20:11.1f} {mem['reldrop_fast'] / 2**20:11.1f}"
-              + ("" if r["backend_used"]["reldrop_fast"] == "fast" else "  (fast -> zennit fallback)"))
+              + ("" if r["backend_used"] == {"reldrop_zennit": "zennit", "reldrop_fast": "fast"} else
+                 f"  (backends: zennit kind -> {r['backend_used']['reldrop_zennit']}, "
+                 f"fast kind -> {r['backend_used']['reldrop_fast']})"))
     print(f"total {result['meta']['total_s']:.1f}s")
     if args.json:
         with open(args.json, "w") as fh:

@@ -379,7 +379,7 @@ def evaluate_run(
         models.update({c.name: c.model.to(dev).eval() for c in compare})
         path = heatmap_grid_for_models(models, x, y, out / "heatmaps.png", class_names=info.class_names,
                                        mean=info.mean, std=info.std, method=method,
-                                       title="LRP relevance (epsilon_gamma_box): red +, blue -")
+                                       title=f"LRP relevance ({method}): red +, blue -")
         results["heatmaps"] = {"path": str(path), "seconds": time.perf_counter() - t}
     save()
     if "flipping" in metrics:

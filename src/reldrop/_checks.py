@@ -140,3 +140,23 @@ def parse_fill_value(name: str, value: object, n: int, form: str) -> tuple[str, 
     if not all(math.isfinite(t) for t in vals):
         raise ValueError(f"{name} must hold finite numbers, got {vals}")
     return "sequence", vals
+
+
+def check_device(spec: object, *, flag: str = "--device") -> torch.device:
+    """``torch.device`` for ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps`` (and anything else torch parses);
+    ValueError naming ``flag`` for a string torch does not know (``gpu``) or a CUDA device without CUDA."""
+    if isinstance(spec, torch.device):
+        dev = spec
+    else:
+        if not isinstance(spec, str):
+            raise ValueError(f"{flag} must be a device string such as cpu, cuda or cuda:0, got {spec!r}")
+        try:
+            dev = torch.device(spec)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{flag} {spec!r} is not a device; use cpu, cuda or cuda:N (or auto where allowed)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{flag} {spec!s} requested but CUDA is not available; use {flag} cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{flag} {spec!s}: only {torch.cuda.device_count()} CUDA device(s) present")
+    return dev

@@ -49,8 +49,10 @@ class RelDrop:
         count, max_count: blocks per image (images; default 1, timm's ``min_count``/``max_count``):
             block ``k`` is centred on the most relevant pixel outside blocks ``1..k-1``; with
             ``max_count`` the count is drawn per image in ``[count, max_count]``.
-        alpha, beta, value: the point-dropout rule of :func:`reldrop.relevance_point_drop` (points).
-            ``alpha=1`` is pure random point dropout and skips attribution entirely.
+        alpha, beta, value: the point-dropout rule of :func:`reldrop.relevance_point_drop` (points),
+            applied as is: ``alpha=1`` is pure random point dropout and skips attribution entirely;
+            ``beta=0`` still drops the most relevant point(s) unless ``alpha=1`` (the paper's ``>=``;
+            use ``p=0`` or ``enabled=False`` to switch the augmentation off).
         target: ``"label"`` (the true labels ``y``, paper) or ``"predicted"`` (argmax of the logits).
         generator: optional ``torch.Generator`` for the coins and masks (reproducibility).
         enabled: when False, ``__call__`` returns ``x`` unchanged (e.g. for warm-up epochs).
@@ -193,7 +195,7 @@ class RelDrop:
     def _points(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         B, N, _ = x.shape
         mask = torch.zeros(B, N, dtype=torch.bool, device=x.device)
-        if not self.enabled or self.p == 0.0 or self.beta == 0.0:
+        if not self.enabled or self.p == 0.0:  # beta = 0 is not "off": Eq. 9's >= still drops Rnorm = 1 points
             self.last_stats = {"selected": 0}
             return x.clone(), mask
         if self.p < 1.0:

@@ -50,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
             or args.limit < 0 or args.steps < 0:
         raise SystemExit("--batch-size, --rra-size, --patch-size, --channel-samples, --heatmap-samples must be >= 1; "
                          "--limit, --steps >= 0")
+    from reldrop._checks import check_device
+
+    try:
+        check_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"reldrop evaluate: {err}") from None
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)

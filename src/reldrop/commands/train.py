@@ -99,6 +99,16 @@ def resolved_config_or_exit(args: argparse.Namespace, prog: str) -> dict[str, An
     return cfg
 
 
+def _ignored_on_resume(args: argparse.Namespace) -> list[str]:
+    """The config flags given with ``--resume`` (which keeps the run's saved config)."""
+    given = [f"--set {o}" for o in args.overrides or []]
+    given += [f"--{k[4:]}" for k in vars(args) if k.startswith("ovr:")]
+    for flag in ("config", "preset", "seed", "device", "aug", "init", "reinit_head", "tensorboard"):
+        if getattr(args, flag, None) not in (None, False):
+            given.append("--" + flag.replace("_", "-"))
+    return given
+
+
 def run(args: argparse.Namespace) -> int:
     from reldrop.train.distributed import cleanup
     from reldrop.train.engine import train
@@ -107,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(cfg, int):
         return cfg
     resume = args.resume
+    ignored = _ignored_on_resume(args) if resume else []
+    if ignored:
+        print(f"reldrop train: error: --resume continues a run with the config saved in it; {', '.join(ignored)} "
+              "would be ignored. Drop them (only --epochs, --out, --data-root, --quiet apply to a resumed run), "
+              "or start a new run with another --out", file=sys.stderr)
+        return 2
     if resume is True and not args.out:
         print("reldrop train: error: --resume needs a run directory (--resume RUN_DIR or --out RUN_DIR)",
               file=sys.stderr)

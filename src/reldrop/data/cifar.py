@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .imagefolder import load_imagefolder_tensor
-from .registry import DatasetInfo, register_dataset
+from .registry import DatasetInfo, register_dataset, reject_unknown_kwargs
 from .tensor_dataset import TensorImageDataset, class_balanced_subset
 from .transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, BatchCompose, Normalize,
                          RandomCropFlip)
@@ -119,8 +119,9 @@ def find_cifar(root: Path, num_classes: int, path: str | None = None) -> tuple[s
 
 def build_cifar(root: Path, split: str, *, train_transform: bool, num_classes: int = 10, path: str | None = None,
                 subset: int | None = None, seed: int = 0, augment: bool = True, cache: bool = True,
-                **_: Any) -> DatasetInfo:
+                **unknown: Any) -> DatasetInfo:
     """CIFAR-10/100 as an in-memory :class:`TensorImageDataset` (``subset``: class-balanced N train images)."""
+    reject_unknown_kwargs(f"cifar{num_classes}", unknown, build_cifar)
     layout, folder = find_cifar(root, num_classes, path)
     if layout == "pickle":
         images, labels, names = load_cifar_pickle(folder, split, num_classes)

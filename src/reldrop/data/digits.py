@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .registry import DatasetInfo, register_dataset
+from .registry import DatasetInfo, register_dataset, reject_unknown_kwargs
 from .tensor_dataset import TensorImageDataset, class_balanced_subset
 from .transforms import BatchCompose, Normalize, RandomCropFlip
 
@@ -37,8 +37,9 @@ def load_digits_split(split: str, split_seed: int = 0, test_size: float = 0.2
 
 @register_dataset("digits")
 def build_digits(root: Path, split: str, *, train_transform: bool, subset: int | None = None, seed: int = 0,
-                 split_seed: int = 0, shift: int = 1, **_: Any) -> DatasetInfo:
+                 split_seed: int = 0, shift: int = 1, **unknown: Any) -> DatasetInfo:
     """The digits dataset as an in-memory :class:`TensorImageDataset` of ``(1, 8, 8)`` images."""
+    reject_unknown_kwargs("digits", unknown, build_digits)
     x_train, _ = load_digits_split("train", split_seed)
     mean, std = (float(x_train.mean()),), (float(x_train.std()),)
     x, y = (x_train, _) if split == "train" else load_digits_split("test", split_seed)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from .registry import DatasetInfo, register_dataset
+from .registry import DatasetInfo, register_dataset, reject_unknown_kwargs
 from .root import cache_dir
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_eval_transform, imagenet_train_transform
 
@@ -143,8 +143,9 @@ def _resolve_split(base: Path, split: str) -> Path:
 @register_dataset("imagefolder")
 def build_imagefolder(root: Path, split: str, *, train_transform: bool, path: str = "imagenet",
                       image_size: int = 224, subset: int | None = None, seed: int = 0,
-                      **_: Any) -> DatasetInfo:
+                      **unknown: Any) -> DatasetInfo:
     """ImageNet-style folder ``<root>/<path>/{train,val}/<class>/*``; lazy decoding (use DataLoader workers)."""
+    reject_unknown_kwargs("imagefolder", unknown, build_imagefolder)
     base = Path(path) if Path(path).is_absolute() else root / path
     split_dir = _resolve_split(base, split)
     tf = imagenet_train_transform(image_size) if train_transform else imagenet_eval_transform(image_size)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch.utils.data import Dataset
 
@@ -75,3 +75,13 @@ def build_dataset(name: str, root: str | Path, split: str, *, train_transform: b
     if train_transform is None:
         train_transform = split == "train"
     return _DATASETS[name](Path(root), split, train_transform=train_transform, **kwargs)
+
+
+def reject_unknown_kwargs(dataset: str, unknown: Mapping[str, Any], builder: Callable[..., Any]) -> None:
+    """TypeError listing ``unknown`` keys (a typo in ``data.kwargs``) and the builder's known ones."""
+    if unknown:
+        import inspect
+
+        known = [p.name for p in inspect.signature(builder).parameters.values()
+                 if p.kind is p.KEYWORD_ONLY and p.name != "train_transform"]
+        raise TypeError(f"{dataset}: unknown keyword argument(s) {sorted(unknown)}; known: {known}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -276,6 +277,20 @@ def validate(cfg: Mapping[str, Any]) -> None:
     number("optim.momentum", 0.0, 1.0)
     number("sched.min_lr", 0.0)
     pos_int("sched.warmup_epochs", allow_zero=True)
+    pos_int("sched.step_size")
+    number("sched.gamma", 0.0)
+    pos_int("train.threads", allow_none=True)
+    if get_key(cfg, "train.grad_clip") is not None:
+        number("train.grad_clip", 0.0)
+    if get_key(cfg, "sched.name") == "cosine" and get_key(cfg, "sched.min_lr") > get_key(cfg, "optim.lr"):
+        raise ValueError(f"config sched.min_lr ({get_key(cfg, 'sched.min_lr')!r}) must not exceed optim.lr "
+                         f"({get_key(cfg, 'optim.lr')!r}): the cosine schedule would raise the learning rate")
+    name = get_key(cfg, "name")
+    if not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"config name must be a plain name (it names the run directory under runs/), got {name!r}")
+    device = get_key(cfg, "device")
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise ValueError(f"config device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
     number("aug.p", 0.0, 1.0)
     number("aug.alpha", 0.0, 1.0)
     number("aug.beta", 0.0, 1.0)

@@ -44,10 +44,9 @@ def _pick_device(pref: str, local_rank: int) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
-    dev = torch.device(pref)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {pref!r} requested but CUDA is not available; use --device cpu")
-    return dev
+    from reldrop._checks import check_device
+
+    return check_device(pref)
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

@@ -137,7 +137,10 @@ def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: s
         if dropped:
             warnings.warn(f"RelDrop does not accept {dropped}; ignored", stacklevel=2)
         kw = {k: v for k, v in kw.items() if k in params}
-    return RelDrop(model, **kw)
+    try:
+        return RelDrop(model, **kw)
+    except TypeError as err:  # a typo in aug.kwargs: name the config key, no traceback
+        raise ValueError(f"config aug.kwargs {dict(aug_cfg.get('kwargs') or {})}: {err}") from err
 
 
 def _attribution_info(aug: Any) -> dict[str, str] | None:
@@ -356,7 +359,11 @@ def build_model(cfg: Mapping[str, Any], info_data: Any) -> nn.Module:
     kw = dict(cfg["model"].get("kwargs") or {})
     shape = tuple(info_data.input_shape)
     kw.setdefault("in_channels", shape[0] if info_data.modality == "image" else shape[-1])
-    model = models.build(cfg["model"]["name"], num_classes=info_data.num_classes, **kw)
+    try:
+        model = models.build(cfg["model"]["name"], num_classes=info_data.num_classes, **kw)
+    except TypeError as err:  # a typo in model.kwargs
+        raise ValueError(f"config model.kwargs {dict(cfg['model'].get('kwargs') or {})} for model "
+                         f"{cfg['model']['name']!r}: {err}") from err
     if cfg["model"].get("init"):
         from reldrop.models.checkpoint import load_init
 
@@ -505,7 +512,11 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
     dkw = dict(cfg["data"].get("kwargs") or {})
     if cfg["data"].get("subset") is not None:
         dkw.setdefault("subset", int(cfg["data"]["subset"]))
-    train_info = build_dataset(cfg["data"]["name"], root, "train", **dkw)
+    try:
+        train_info = build_dataset(cfg["data"]["name"], root, "train", **dkw)
+    except TypeError as err:  # a typo in data.kwargs (every builder rejects unknown keys)
+        raise ValueError(f"config data.kwargs {dict(cfg['data'].get('kwargs') or {})} for dataset "
+                         f"{cfg['data']['name']!r}: {err}") from err
     test_info = build_dataset(cfg["data"]["name"], root, "test", **dkw)
     clean_train = None
     n_clean = int(cfg["train"].get("eval_train_samples") or 0)

@@ -183,7 +183,7 @@ def test_init_from_state_dict_and_eval_train_clean(tmp_path: Path, make_cfg: Any
     torch.save(load_checkpoint(Path(first["run_dir"]) / "last.pt")["model"], weights)
     cfg = make_cfg(tmp_path / "b", train__epochs=1, train__eval_train_samples=50)
     cfg["model"]["init"] = str(weights)
-    cfg["optim"]["lr"] = 0.0  # no update: the finetuned model is the loaded one
+    cfg["optim"]["lr"] = cfg["sched"]["min_lr"] = 0.0  # no update: the finetuned model is the loaded one
     res = train(cfg, quiet=True)
     row = _rows(res["run_dir"])[0]
     loaded = torch.load(weights, weights_only=True)

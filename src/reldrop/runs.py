@@ -287,12 +287,19 @@ def saved_config(run_dir: PathLike) -> dict[str, Any] | None:
 def check_run_config(run_dir: PathLike, cfg: Mapping[str, Any]) -> None:
     """Raise :class:`RunConfigMismatchError` naming ``run_dir`` and the differing keys when the run in
     ``run_dir`` (one with a ``last.pt``) was trained with a config whose :func:`config_hash` differs
-    from ``cfg``'s. A directory without ``last.pt`` holds no reusable run and passes."""
+    from ``cfg``'s. A directory without ``last.pt`` holds no reusable run and passes. Keys added to
+    the config after that run was trained (absent from its saved config) count as their current
+    defaults, which keep the old behaviour (e.g. ``aug.count: 1``)."""
+    from .train.config import DEFAULTS, deep_merge
+
     run_dir = Path(run_dir)
     if not (run_dir / "last.pt").is_file():
         return
     old = saved_config(run_dir)
-    if old is None or config_hash(old) == config_hash(cfg):
+    if old is None:
+        return
+    old = deep_merge(DEFAULTS, old)
+    if config_hash(old) == config_hash(cfg):
         return
     diff = config_diff(old, cfg)
     shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in list(diff.items())[:12]))

@@ -69,3 +69,20 @@ def test_stop_epoch_and_p_schedule_resume_exactly(tmp_path: Path, make_cfg: Any)
     b = _rows(train(cfg, resume=True, quiet=True)["run_dir"])
     keys = (*METRIC_KEYS, "aug_enabled", "aug_p")
     assert [{k: r[k] for k in keys} for r in a] == [{k: r[k] for k in keys} for r in b]
+
+
+def test_compare_reuses_runs_saved_before_the_new_aug_keys(tmp_path: Path) -> None:
+    from reldrop.runs import RunConfigMismatchError, check_run_config
+    from reldrop.train.config import dump_config
+
+    cfg = load_config(None, ["aug.name=re"])
+    old = json.loads(json.dumps(cfg))
+    for key in ("count", "max_count", "stop_epoch", "p_schedule"):  # a config saved before these keys existed
+        del old["aug"][key]
+    run = tmp_path / "seed0"
+    run.mkdir()
+    dump_config(old, run / "config.yaml")
+    torch.save({"config": old}, run / "last.pt")
+    check_run_config(run, cfg)  # the defaults keep the old behaviour: the same run
+    with pytest.raises(RunConfigMismatchError, match="aug.count"):
+        check_run_config(run, load_config(None, ["aug.name=re", "aug.count=2"]))

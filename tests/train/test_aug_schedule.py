@@ -52,6 +52,8 @@ def test_count_max_count_and_rand_reach_both_augmentations() -> None:
     assert torch.equal(re(x, torch.zeros(4, dtype=torch.long)), expected)
     rd = build_augmentation(dict(aug_cfg, name="reldrop"), model, "image")
     assert isinstance(rd, reldrop.RelDrop) and (rd.count, rd.max_count, rd.value) == (2, 3, "rand")
+    with pytest.raises(ValueError, match="apply to images"):
+        build_augmentation(dict(aug_cfg, name="reldrop"), model, "points")
 
 
 def test_stop_epoch_and_p_schedule_resume_exactly(tmp_path: Path, make_cfg: Any) -> None:

@@ -122,6 +122,8 @@ def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: s
                   value=aug_cfg["value"], border=aug_cfg["border"], count=aug_cfg.get("count", 1),
                   max_count=aug_cfg.get("max_count"))
     else:
+        if aug_cfg.get("count", 1) != 1 or aug_cfg.get("max_count") is not None:
+            raise ValueError("aug.count / aug.max_count (blocks per image) apply to images, not point clouds")
         kw.update(alpha=1.0 if name == "random" else aug_cfg["alpha"], beta=aug_cfg["beta"])
         if name == "random":
             kw.pop("method")

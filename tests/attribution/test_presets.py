@@ -25,7 +25,7 @@ def model():
 
 def test_method_names():
     assert method_names() == ["epsilon_flat", "zplus_flat", "epsilon_gamma_box", "gradient", "gradient_x_input",
-                              "cp_lrp"]
+                              "cp_lrp", "attnlrp"]
 
 
 @pytest.mark.parametrize("method", ["epsilon_flat", "zplus_flat", "epsilon_gamma_box", "gradient", "gradient_x_input"])

@@ -45,6 +45,7 @@ MODELS = {
     "timm_token": lambda **k: tiny_timm("token", **k),
     "timm_avg_layerscale": lambda **k: tiny_timm("avg", init_values=0.5, **k),
     "torchvision": lambda **k: tiny_torchvision(**k),
+    "timm_pre_norm_qk_norm": lambda **k: tiny_timm("token", pre_norm=True, qk_norm=True, **k),
 }
 X = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 Y = torch.tensor([0, 3, 4])
@@ -58,15 +59,23 @@ def test_reference_recomputes_the_models_logits(name):
         assert_close_scaled(logits, model(X), 1e-12)
 
 
+@pytest.mark.parametrize("method", ["cp_lrp", "attnlrp"])
 @pytest.mark.parametrize("seed", ["one_hot", "logit"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_equals_explicit_float64_reference(name, seed):
+def test_equals_explicit_float64_reference(name, seed, method):
     model = MODELS[name]()
-    expected, _ = reference_cp_lrp(model, X, Y, epsilon=1e-3, seed=seed)
-    R = ViTLRP(model, seed=seed)(X, Y)
+    expected, _ = reference_cp_lrp(model, X, Y, epsilon=1e-3, seed=seed, attnlrp=method == "attnlrp")
+    R = ViTLRP(model, method, seed=seed)(X, Y)
     assert R.dtype == torch.float64 and R.shape == X.shape
     assert expected.abs().max() > 0
     assert_close_scaled(R, expected.detach(), 1e-9)
+
+
+def test_attnlrp_differs_from_cp_lrp():
+    """The two methods are not the same map (relevance through q and k changes the heatmap)."""
+    model = MODELS["timm_token"]()
+    cp, attn = ViTLRP(model, "cp_lrp")(X, Y), ViTLRP(model, "attnlrp")(X, Y)
+    assert (cp - attn).abs().max() > 0.1 * cp.abs().max()
 
 
 def test_equals_reference_with_other_epsilon_and_predicted_target():
@@ -283,6 +292,9 @@ def test_attributor_picks_cp_lrp_and_the_vit_backend_for_none_and_auto():
     assert torch.equal(attribute(model, x, Y, "cp_lrp", backend="vit", seed="logit"), expected)
     tv = tiny_torchvision(dtype=torch.float32)
     assert Attributor(tv, "auto").backend == "vit"
+    att = Attributor(model, "attnlrp", epsilon=0.01)
+    assert (att.method, att.backend) == ("attnlrp", "vit")
+    assert torch.equal(att(x, Y), ViTLRP(model, "attnlrp", epsilon=0.01)(x, Y))
 
 
 def test_lrp_presets_on_a_vit_are_refused_with_the_way_out():

@@ -11,11 +11,15 @@ through its contribution tensor ``z_ij`` (``R_i = Σ_j z_ij / z_j · R_j``), mat
 * attention with A held constant: ``z_{k→q} = A_qk v_k`` per head and channel, denominator
   ``o_q``; queries and keys get nothing;
 * residual / position-embedding adds and the token average pool: Norm (proportional) rule;
-* patch embedding: Flat over each patch (non-overlapping patches only).
+* patch embedding: Flat over each patch (non-overlapping patches only);
+* ``attnlrp=True``: inside attention AttnLRP instead: the uniform rule on the bilinear maps
+  ``o = A v`` and ``S = scale·q kᵀ`` (half of each output's relevance to each factor) and the
+  softmax rule ``R_S = S ⊙ (R_A - A ΣR_A)``; per-head qk-norms get the LayerNorm rule.
 
 The forward is recomputed here from the parameters (LayerNorm, softmax, GELU from their
 formulas) and checked against ``model(x)`` by the tests. Supports the timm ``VisionTransformer``
-(Block/Attention/Mlp, class-token or average-pool head, LayerScale) and torchvision's.
+(Block/Attention/Mlp, class-token or average-pool head, LayerScale, ``pre_norm``, qk-norm) and
+torchvision's.
 """
 from __future__ import annotations
 
@@ -76,6 +80,40 @@ def attention_lrp(v, attn, r_o):
     return (contrib / o.unsqueeze(-2) * r_o.unsqueeze(-2)).sum(-3)
 
 
+def bilinear_uniform_lrp(a, b, r_out, equation_contrib, out_dims):
+    """Uniform rule on a bilinear map (AttnLRP eq. 7): half of each output's relevance to each factor.
+
+    ``equation_contrib(a, b)`` returns the contributions tensor ``z`` whose sum over the reduced
+    axis gives the outputs; ``out_dims`` is that axis. Returns ``(R_a_contrib, R_b_contrib)``: the
+    per-contribution relevance ``z / (2 out) · R_out``, summed by the caller onto each factor.
+    """
+    z = equation_contrib(a, b)
+    out = z.sum(out_dims, keepdim=True)
+    return z / (2 * out) * r_out.unsqueeze(out_dims)
+
+
+def attnlrp_attention(q, k, v, attn, scale, r_o):
+    """AttnLRP inside one attention (per head, explicit): returns ``(R_q, R_k, R_v)``.
+
+    o[q,d] = Σ_k A[q,k] v[k,d] (uniform rule), A = softmax(S) (softmax rule
+    R_S = S ⊙ (R_A - A ΣR_A)), S[q,k] = Σ_d scale·q[q,d] k[k,d] (uniform rule).
+    """
+    per = bilinear_uniform_lrp(attn, v, r_o, lambda a, b: a.unsqueeze(-1) * b.unsqueeze(-3), -2)  # (B,H,q,k,d)
+    r_a = per.sum(-1)  # onto A[q,k]
+    r_v = per.sum(-3)  # onto v[k,d]
+    scores = scale * torch.einsum("bhqd,bhkd->bhqk", q, k)
+    r_s = scores * (r_a - attn * r_a.sum(-1, keepdim=True))
+    per = bilinear_uniform_lrp(q, k, r_s, lambda a, b: scale * a.unsqueeze(-2) * b.unsqueeze(-3), -1)  # (B,H,q,k,d)
+    return per.sum(-2), per.sum(-3), r_v
+
+
+def _qk_norms(blk):
+    """The per-head query/key LayerNorms of a timm block (None where absent)."""
+    attn = getattr(blk, "attn", None)
+    norms = [getattr(attn, n, None) for n in ("q_norm", "k_norm")]
+    return [m if isinstance(m, nn.LayerNorm) else None for m in norms]
+
+
 def _block_params(blk):
     """(norm1, (Wqkv, bqkv), heads, scale, (Wproj, bproj), ls1, norm2, fc1, fc2, ls2) of a timm or torchvision block."""
     if hasattr(blk, "attn"):
@@ -91,8 +129,10 @@ def _block_params(blk):
 
 
 def reference_cp_lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, epsilon: float = 1e-3,
-                     delta: float = 1e-6, seed: str = "one_hot") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(R, logits)``: explicit CP-LRP relevance (shape of ``x``) and the recomputed logits."""
+                     delta: float = 1e-6, seed: str = "one_hot", attnlrp: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(R, logits)``: explicit CP-LRP relevance (shape of ``x``) and the recomputed logits.
+    ``attnlrp=True``: AttnLRP inside attention (:func:`attnlrp_attention`) instead of CP-LRP."""
     tv = hasattr(model, "conv_proj")
     conv = model.conv_proj if tv else model.patch_embed.proj
     B, C, Hh, Ww = x.shape
@@ -116,7 +156,9 @@ def reference_cp_lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
     tokens = torch.cat(prefix + [t], 1)
     assert pos_all or not prefix
     pos_b = pos.expand(B, -1, -1)
-    h0 = tokens + pos_b
+    h_embed = tokens + pos_b
+    norm_pre = None if tv or isinstance(model.norm_pre, nn.Identity) else model.norm_pre
+    h0 = ln_forward(h_embed, norm_pre)[0] if norm_pre is not None else h_embed
 
     hs, caches = [h0], []
     h = h0
@@ -126,7 +168,10 @@ def reference_cp_lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
         qkv = lrp_linear(y1, wqkv, bqkv, None, epsilon)
         N, D = qkv.shape[1], qkv.shape[2] // 3
         hd = D // H
-        q, k, v = (qkv[..., i * D:(i + 1) * D].reshape(B, N, H, hd).transpose(1, 2) for i in range(3))
+        q_raw, k_raw, v = (qkv[..., i * D:(i + 1) * D].reshape(B, N, H, hd).transpose(1, 2) for i in range(3))
+        qn, kn = _qk_norms(blk)
+        q = ln_forward(q_raw, qn)[0] if qn is not None else q_raw
+        k = ln_forward(k_raw, kn)[0] if kn is not None else k_raw
         scores = torch.einsum("bhqd,bhkd->bhqk", q, k) * scale
         e = torch.exp(scores - scores.max(-1, keepdim=True).values)
         attn = e / e.sum(-1, keepdim=True)
@@ -141,7 +186,7 @@ def reference_cp_lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
         m = lrp_linear(u, fc2.weight, fc2.bias, None, epsilon)
         m_ls = m * g2 if g2 is not None else m
         h = s1 + m_ls
-        caches.append((y1, v, attn, o_flat, a, a_ls, s1, y2, u, m, m_ls))
+        caches.append((y1, (q_raw, k_raw, q, k, v), attn, o_flat, a, a_ls, s1, y2, u, m, m_ls))
         hs.append(h)
     hf = ln_forward(h, final)[0] if final is not None else h
     if pool == "token":
@@ -167,7 +212,7 @@ def reference_cp_lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
     r = ln_lrp(h, final, r_h) if final is not None else r_h
     for blk, (h_in, cache) in zip(reversed(blocks), zip(reversed(hs[:-1]), reversed(caches))):
         n1, (wqkv, bqkv), H, scale, (wp, bp), g1, n2, fc1, fc2, g2 = _block_params(blk)
-        y1, v, attn, o_flat, a, a_ls, s1, y2, u, m, m_ls = cache
+        y1, (q_raw, k_raw, q, k, v), attn, o_flat, a, a_ls, s1, y2, u, m, m_ls = cache
         r_s1, r_m = norm_split([s1, m_ls], r, delta)
         r_u = lrp_linear(u, fc2.weight, fc2.bias, r_m, epsilon)  # LayerScale: identity
         r_y2 = lrp_linear(y2, fc1.weight, fc1.bias, r_u, epsilon)  # GELU: identity
@@ -177,11 +222,21 @@ def reference_cp_lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
         N, D = o_flat.shape[1], o_flat.shape[2]
         hd = D // H
         r_o_heads = r_o.reshape(B, N, H, hd).transpose(1, 2)
-        r_v = attention_lrp(v, attn, r_o_heads).transpose(1, 2).reshape(B, N, D)
-        # only the value rows of the qkv Linear receive relevance
-        r_qkv = torch.cat([torch.zeros_like(r_v), torch.zeros_like(r_v), r_v], -1)
+        if attnlrp:
+            r_q, r_k, r_v = attnlrp_attention(q, k, v, attn, scale, r_o_heads)
+            qn, kn = _qk_norms(blk)
+            r_q = ln_lrp(q_raw, qn, r_q) if qn is not None else r_q  # qk-norm: the LayerNorm rule
+            r_k = ln_lrp(k_raw, kn, r_k) if kn is not None else r_k
+            r_q, r_k, r_v = (t.transpose(1, 2).reshape(B, N, D) for t in (r_q, r_k, r_v))
+            r_qkv = torch.cat([r_q, r_k, r_v], -1)
+        else:
+            r_v = attention_lrp(v, attn, r_o_heads).transpose(1, 2).reshape(B, N, D)
+            # only the value rows of the qkv Linear receive relevance
+            r_qkv = torch.cat([torch.zeros_like(r_v), torch.zeros_like(r_v), r_v], -1)
         r_y1 = lrp_linear(y1, wqkv, bqkv, r_qkv, epsilon)
         r = r_h + ln_lrp(h_in, n1, r_y1)
+    if norm_pre is not None:
+        r = ln_lrp(h_embed, norm_pre, r)
     r_tokens, _pos = norm_split([tokens, pos_b], r, delta)
     r_patch = r_tokens[:, n_prefix:]  # (B, N, D): relevance of the conv outputs
     # Flat: each patch's total relevance spread uniformly over its C·p·p pixels

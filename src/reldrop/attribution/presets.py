@@ -23,6 +23,8 @@ trace once per model, see :class:`~reldrop.attribution.Attributor`):
 * ``cp_lrp`` - CP-LRP for Vision Transformers (attention probabilities and LayerNorm's 1/σ held
   constant, ε on Linear layers, Flat on the patch embedding); no zennit composite: computed by the
   ``"vit"`` backend only (:mod:`reldrop.attribution.vit`), the default method for ViTs.
+* ``attnlrp`` - AttnLRP (Achtibat et al. 2024) for Vision Transformers: as ``cp_lrp`` outside
+  attention; inside, the softmax rule and the uniform rule on ``A v`` and ``q kᵀ`` (``"vit"`` backend).
 
 ``stabilizer`` (default 1e-6, zennit's default) is the ε of the Norm/Flat/ZPlus/Gamma/ZBox
 denominators. ``epsilon_gamma_box`` needs the input range: ``low``/``high`` (floats or tensors
@@ -219,6 +221,11 @@ PRESETS: dict[str, Preset] = {
         "cp_lrp", None, lrp=True, kwargs=("epsilon", "stabilizer"),
         doc="CP-LRP for Vision Transformers: attention and LayerNorm 1/σ held constant, ε on Linear, "
             "Flat patch embedding (backend 'vit').",
+    ),
+    "attnlrp": Preset(
+        "attnlrp", None, lrp=True, kwargs=("epsilon", "stabilizer"),
+        doc="AttnLRP for Vision Transformers: as cp_lrp, but relevance also flows through the attention "
+            "probabilities (softmax rule, uniform rule on the two attention matmuls) (backend 'vit').",
     ),
 }
 

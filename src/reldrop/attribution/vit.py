@@ -1,7 +1,8 @@
-"""CP-LRP for Vision Transformers (timm ``VisionTransformer``, torchvision ``VisionTransformer``).
+"""CP-LRP and AttnLRP for Vision Transformers (timm ``VisionTransformer``, torchvision ``VisionTransformer``).
 
-Method ``"cp_lrp"`` (conservative propagation, Ali et al. ICML 2022, with AttnLRP's LayerNorm
-rule, Achtibat et al. ICML 2024), computed as ONE eval-mode forward that keeps what the
+Methods ``"cp_lrp"`` (conservative propagation, Ali et al. ICML 2022, with AttnLRP's LayerNorm
+rule, Achtibat et al. ICML 2024; the default for ViTs) and ``"attnlrp"`` (AttnLRP inside attention
+as well), computed as ONE eval-mode forward that keeps what the
 backward needs and a hand-written backward (like :mod:`.fast`): no autograd, no hooks, no
 patched classes or modules, nothing of the model is written (parameters, buffers, modes, hooks
 and ``.grad`` are only read; no submodule's ``forward`` is called).
@@ -15,9 +16,15 @@ Rules (``stab_ε(z) = z + ε·sign(z)``, ``sign(0) = +1``, zennit's ``stabilize`
   after ``pre_logits``): identity rule, ``R_in = R_out`` (AttnLRP eq. 9).
 * **LayerNorm**: the normalization ``1/σ`` is held constant (AttnLRP); the remaining map
   ``x ↦ (x - mean(x)) ⊙ γ/σ + β`` is linear and gets LRP-0 (the shift β absorbs its share).
-* **Attention**: the attention probabilities ``A = softmax(q kᵀ · scale)`` are held constant;
-  relevance flows through the value path only (``o = A v`` is linear in ``v``, LRP-0); queries
-  and keys receive none (CP-LRP). Per-head, all heads at once.
+* **Attention**, ``cp_lrp``: the attention probabilities ``A = softmax(q kᵀ · scale)`` are held
+  constant; relevance flows through the value path only (``o = A v`` is linear in ``v``, LRP-0);
+  queries and keys receive none (CP-LRP). Per-head, all heads at once.
+* **Attention**, ``attnlrp`` (AttnLRP): the uniform rule on the bilinear ``o = A v`` (half of the
+  relevance to ``A``, half to ``v``), the softmax rule ``R_S = S ⊙ (R_A - A · ΣR_A)`` (AttnLRP
+  Prop. 3.1, its bias term not redistributed) and the uniform rule on ``S = scale · q kᵀ``; a
+  per-head qk-norm gets the LayerNorm rule. As in ``lxt``'s efficient implementation, this is the
+  gradient through the attention with the query/key paths scaled by 1/4 and the value path by 1/2.
+  Not conservative: the softmax rule absorbs/creates relevance.
 * **LayerScale** (``x ⊙ γ``): a diagonal linear map, relevance passes unchanged.
 * **Residual adds** (both per block, and the token + position-embedding add): the Norm rule,
   a proportional split ``R_a = a / stab_δ(a + b) · R``, δ = ``stabilizer`` (1e-6).
@@ -59,8 +66,9 @@ from ._wrappers import unwrap_model
 __all__ = ["METHODS", "supports", "build", "unsupported_reason", "is_vision_transformer", "ViTLRP", "ViTBackend",
            "Unsupported"]
 
-#: methods this backend computes.
-METHODS = ("cp_lrp",)
+#: methods this backend computes (``cp_lrp``: attention held constant; ``attnlrp``: AttnLRP's
+#: softmax and uniform rules inside attention too).
+METHODS = ("cp_lrp", "attnlrp")
 SEEDS = ("one_hot", "logit")
 #: default ε of the Linear layers (as for the ResNets, paper Table 3) and δ of the Norm/Flat rules.
 EPSILON = 1e-3
@@ -379,7 +387,7 @@ def build_spec(model: nn.Module) -> _Spec:
 
 
 def supports(model: nn.Module, method: str) -> bool:
-    """True when :func:`build` handles ``model`` with ``method`` (``"cp_lrp"``). Never raises."""
+    """True when :func:`build` handles ``model`` with ``method`` (``"cp_lrp"``, ``"attnlrp"``). Never raises."""
     if method not in METHODS or not isinstance(model, nn.Module):
         return False
     try:
@@ -399,7 +407,7 @@ def unsupported_reason(model: nn.Module) -> str | None:
 
 
 def build(model: nn.Module, method: str = "cp_lrp", **kwargs: Any) -> "ViTLRP":
-    """The attributor for ``method`` (``"cp_lrp"``); ``kwargs`` go to :class:`ViTLRP`."""
+    """The attributor for ``method`` (``"cp_lrp"`` or ``"attnlrp"``); ``kwargs`` go to :class:`ViTLRP`."""
     return ViTLRP(model, method, **kwargs)
 
 
@@ -449,7 +457,7 @@ class ViTLRP:
 
     Args:
         model: a timm or torchvision ``VisionTransformer`` (DDP/DP/compile wrappers unwrapped).
-        method: ``"cp_lrp"``.
+        method: ``"cp_lrp"`` (attention held constant) or ``"attnlrp"``.
         epsilon: ε of the Linear layers (default 1e-3).
         stabilizer: δ of the Norm (residual adds, token pool) and Flat rules (default 1e-6).
         seed: ``"one_hot"`` (default) or ``"logit"``.
@@ -500,6 +508,7 @@ class ViTLRP:
     # ------------------------------------------------------------------------------------
     def _run(self, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
         spec, eps, delta = self._spec, self.epsilon, self.stabilizer
+        attn_lrp = self.method == "attnlrp"
         dt = x.dtype
         B = x.shape[0]
 
@@ -541,14 +550,19 @@ class ViTLRP:
             N = qkv.shape[1]
             H, hd = blk.num_heads, blk.head_dim
             qkv = qkv.reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
-            q, k, v = qkv.unbind(0)
+            q_raw, k_raw, v = qkv.unbind(0)
+            q, k, lnq, lnk = q_raw, k_raw, None, None
             if blk.q_norm is not None:
-                q = _layer_norm(q, blk.q_norm, dt)[0]
+                q, lnq = _layer_norm(q_raw, blk.q_norm, dt)
             if blk.k_norm is not None:
-                k = _layer_norm(k, blk.k_norm, dt)[0]
+                k, lnk = _layer_norm(k_raw, blk.k_norm, dt)
             attn = torch.matmul(q * blk.scale, k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
             o = torch.matmul(attn, v)  # (B, H, N, hd)
             fac_v = _self_ratio(v, eps)  # ε at the value outputs of the qkv Linear
+            if attn_lrp:  # and at the query/key outputs; q, k (after qk-norm) for the score gradient
+                attn_saved = (attn, fac_v, v, q, k, _self_ratio(q_raw, eps), _self_ratio(k_raw, eps), lnq, lnk)
+            else:
+                attn_saved = (attn, fac_v)
             o = o.transpose(1, 2).reshape(B, N, H * hd)
             a, w_proj = _linear(o, blk.proj, dt)
             fac_proj = _self_ratio(a, eps)
@@ -566,7 +580,7 @@ class ViTLRP:
                 m = m * blk.ls2.to(dt)
             h = s1 + m
             fac_s2 = _self_ratio(h, delta)
-            saved.append((ln1, w_qkv, attn, fac_v, w_proj, fac_proj, fac_s1, ln2, w1, fac1, w2, fac2, fac_s2))
+            saved.append((ln1, w_qkv, attn_saved, w_proj, fac_proj, fac_s1, ln2, w1, fac1, w2, fac2, fac_s2))
 
         # ---- head ----
         ln_final = None
@@ -618,7 +632,7 @@ class ViTLRP:
         if ln_final is not None:
             g = _layer_norm_back(g, ln_final)
         for blk, sv in zip(reversed(spec.blocks), reversed(saved)):
-            ln1, w_qkv, attn, fac_v, w_proj, fac_proj, fac_s1, ln2, w1, fac1, w2, fac2, fac_s2 = sv
+            ln1, w_qkv, attn_saved, w_proj, fac_proj, fac_s1, ln2, w1, fac1, w2, fac2, fac_s2 = sv
             g = g * fac_s2
             gm = g * blk.ls2.to(dt) if blk.ls2 is not None else g
             gm = (gm * fac2) @ w2
@@ -630,10 +644,28 @@ class ViTLRP:
             N = go.shape[1]
             H, hd = blk.num_heads, blk.head_dim
             go = go.reshape(B, N, H, hd).transpose(1, 2)  # (B, H, N, hd)
-            gv = torch.matmul(attn.transpose(-2, -1), go) * fac_v  # A held constant: value path only
-            gv = gv.transpose(1, 2).reshape(B, N, H * hd)
-            wv = w_qkv[2 * H * hd:]
-            g = g + _layer_norm_back(gv @ wv, ln1)
+            if not attn_lrp:  # CP-LRP: A held constant, value path only
+                attn, fac_v = attn_saved
+                gv = torch.matmul(attn.transpose(-2, -1), go).mul_(fac_v)
+                gv = gv.transpose(1, 2).reshape(B, N, H * hd)
+                g = g + _layer_norm_back(gv @ w_qkv[2 * H * hd:], ln1)
+                continue
+            # AttnLRP: uniform rule on o = A v and on S = scale·q kᵀ (half to each factor), the
+            # softmax rule R_S = S ⊙ (R_A - A ΣR_A) = S ⊙ (softmax's gradient of g_A)
+            attn, fac_v, v, q, k, fac_q, fac_k, lnq, lnk = attn_saved
+            gv = torch.matmul(attn.transpose(-2, -1), go).mul_(0.5 * fac_v)
+            g_a = torch.matmul(go, v.transpose(-2, -1)).mul_(0.5)
+            g_s = (g_a - (g_a * attn).sum(dim=-1, keepdim=True)).mul_(attn)
+            g_s = g_s.mul_(0.5 * blk.scale)
+            gq = torch.matmul(g_s, k)
+            gk = torch.matmul(g_s.transpose(-2, -1), q)
+            if lnq is not None:
+                gq = _layer_norm_back(gq, lnq)
+            if lnk is not None:
+                gk = _layer_norm_back(gk, lnk)
+            g_qkv = torch.stack((gq.mul_(fac_q), gk.mul_(fac_k), gv), dim=2)  # (B, H, 3, N, hd)
+            g_qkv = g_qkv.permute(0, 3, 2, 1, 4).reshape(B, N, 3 * H * hd)
+            g = g + _layer_norm_back(g_qkv @ w_qkv, ln1)
         if ln_pre is not None:
             g = _layer_norm_back(g, ln_pre)
         if pos_fac is not None and spec.pos_covers_prefix:
@@ -673,8 +705,8 @@ def _flat(conv: nn.Conv2d, r_out: torch.Tensor, in_shape: torch.Size, delta: flo
 class ViTBackend:
     """Registry entry ``"vit"`` (:mod:`reldrop.attribution.backends`): CP-LRP of supported ViTs.
 
-    ``supports`` answers True for ``method="cp_lrp"`` on a model :func:`supports` accepts, and
-    a reason otherwise; ``default_method`` is ``"cp_lrp"`` for every supported ViT (so
+    ``supports`` answers True for ``method="cp_lrp"``/``"attnlrp"`` on a model :func:`supports`
+    accepts, and a reason otherwise; ``default_method`` is ``"cp_lrp"`` for every supported ViT (so
     ``method=None``/``"auto"`` picks it). Custom ``canonizers``/``first_layers`` are refused
     (there is nothing to canonize; the first-layer rule is Flat on the patch embedding).
     """
@@ -686,7 +718,7 @@ class ViTBackend:
         if method not in METHODS:
             return f"computes only {', '.join(METHODS)}"
         if canonizers is not None or first_layers is not None:
-            return "cp_lrp takes no custom canonizers/first_layers (Flat on the patch embedding is fixed)"
+            return f"{method} takes no custom canonizers/first_layers (Flat on the patch embedding is fixed)"
         reason = unsupported_reason(model)
         return True if reason is None else reason
 

@@ -26,7 +26,7 @@ from .tensor_dataset import TensorImageDataset, class_balanced_subset
 from .transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, BatchCompose, Normalize,
                          RandomCropFlip)
 
-__all__ = ["load_cifar_pickle", "find_cifar", "build_cifar"]
+__all__ = ["load_cifar_pickle", "find_cifar", "load_cifar_split", "build_cifar"]
 
 _PICKLE = {
     10: {"dir": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
@@ -117,11 +117,9 @@ def find_cifar(root: Path, num_classes: int, path: str | None = None) -> tuple[s
         f"and {base}/{{train,test}}/<class>/ (ImageFolder layout); set --data-root or $RELDROP_DATA_DIR")
 
 
-def build_cifar(root: Path, split: str, *, train_transform: bool, num_classes: int = 10, path: str | None = None,
-                subset: int | None = None, seed: int = 0, augment: bool = True, cache: bool = True,
-                **unknown: Any) -> DatasetInfo:
-    """CIFAR-10/100 as an in-memory :class:`TensorImageDataset` (``subset``: class-balanced N train images)."""
-    reject_unknown_kwargs(f"cifar{num_classes}", unknown, build_cifar)
+def load_cifar_split(root: Path, split: str, num_classes: int = 10, path: str | None = None, *, cache: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor, list[str], str, Path]:
+    """``uint8`` images ``(N, 3, 32, 32)``, labels, class names, layout and folder of one CIFAR split."""
     layout, folder = find_cifar(root, num_classes, path)
     if layout == "pickle":
         images, labels, names = load_cifar_pickle(folder, split, num_classes)
@@ -131,6 +129,15 @@ def build_cifar(root: Path, split: str, *, train_transform: bool, num_classes: i
             raise ValueError(f"{folder / split} has {len(names)} class folders, expected {num_classes} for CIFAR-{num_classes}")
     if tuple(images.shape[1:]) != (3, 32, 32):
         raise ValueError(f"CIFAR images under {folder} must be 3x32x32, got {tuple(images.shape[1:])}")
+    return images, labels, names, layout, folder
+
+
+def build_cifar(root: Path, split: str, *, train_transform: bool, num_classes: int = 10, path: str | None = None,
+                subset: int | None = None, seed: int = 0, augment: bool = True, cache: bool = True,
+                **unknown: Any) -> DatasetInfo:
+    """CIFAR-10/100 as an in-memory :class:`TensorImageDataset` (``subset``: class-balanced N train images)."""
+    reject_unknown_kwargs(f"cifar{num_classes}", unknown, build_cifar)
+    images, labels, names, layout, folder = load_cifar_split(root, split, num_classes, path, cache=cache)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if num_classes == 10 else (CIFAR100_MEAN, CIFAR100_STD)
     steps: list = [RandomCropFlip(pad=4, flip=True)] if (train_transform and augment) else []
     tf = BatchCompose(steps + [Normalize(mean, std)])

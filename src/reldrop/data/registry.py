@@ -32,7 +32,7 @@ class DatasetInfo:
 
 _DATASETS: dict[str, Callable[..., DatasetInfo]] = {}
 
-_BUILTIN_MODULES = ("digits", "cifar", "imagefolder", "modelnet", "shapenet", "shapes")
+_BUILTIN_MODULES = ("digits", "cifar", "imagefolder", "modelnet", "shapenet", "shapes", "decoy")
 _loaded = False
 
 

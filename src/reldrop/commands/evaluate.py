@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run directory written by `reldrop train` (best.pt, else last.pt), or a .pt inside one")
     parser.add_argument("--metrics", default=None,
                         help=f"comma-separated subset of {','.join(METRICS)} (default: every metric that "
-                             "applies: images acc,corruption,rra,morf,channel_auc,heatmaps; points acc,flipping)")
+                             "applies: images acc,corruption,rra,morf,channel_auc,heatmaps; points acc,flipping; "
+                             "decoy datasets acc,decoy)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/eval)")
     parser.add_argument("--data-root", default=None, help="data root (default: config, $RELDROP_DATA_DIR, ./data)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from reldrop.metrics.suite import DEFAULT_METRICS, evaluate_run, load_run
+    from reldrop.metrics.suite import DECOY_PREFIX, DEFAULT_METRICS, evaluate_run, load_run
 
     if min(args.batch_size, args.rra_size, args.patch_size, args.channel_samples, args.heatmap_samples) < 1 \
             or args.limit < 0 or args.steps < 0:
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_run(args.checkpoint, checkpoint=args.which, device=args.device, data_root=args.data_root)
     if args.metrics is None:
         metrics = list(DEFAULT_METRICS.get(loaded.test.modality, ("acc",)))
+        if str(loaded.config.get("data", {}).get("name", "")).startswith(DECOY_PREFIX):
+            metrics = ["acc", "decoy"]
     else:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     compare = [load_run(c, checkpoint=args.which, device=args.device, data_root=args.data_root) for c in args.compare]
@@ -83,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
         summary.append(f"RRA {res['rra']['mean']:.2f}%")
     if "morf" in res:
         summary.append(f"MoRF AUC {res['morf']['morf']['accuracy_auc']:.2f}")
+    if "decoy" in res:
+        d = res["decoy"]
+        summary.append(f"decoy acc none/same/random {d['none']['accuracy']:.2f}/{d['same']['accuracy']:.2f}/"
+                       f"{d['random']['accuracy']:.2f}%, relevance on decoy {d['same']['relevance_share']:.2f}% "
+                       f"(chance {d['same']['chance']:.2f}%), RRA {d['same']['rra']:.2f}%")
     if "flipping" in res:
         summary.append(f"flipping AUC {res['flipping']['fixed']['accuracy_auc']:.2f}")
     for key, name in (("r", "ImageNet-R"), ("a", "ImageNet-A")):

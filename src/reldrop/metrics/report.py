@@ -27,6 +27,12 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("random acc AUC (%)", ("morf", "random", "accuracy_auc"), 2),
     ("point-flipping AUC (%)", ("flipping", "fixed", "accuracy_auc"), 2),
     ("random flipping AUC (%)", ("flipping", "random", "accuracy_auc"), 2),
+    ("clean (no decoy) acc (%)", ("decoy", "none", "accuracy"), 2),
+    ("decoy-random acc (%)", ("decoy", "random", "accuracy"), 2),
+    ("decoy-same acc (%)", ("decoy", "same", "accuracy"), 2),
+    ("relevance on decoy, same (%)", ("decoy", "same", "relevance_share"), 2),
+    ("RRA on decoy, same (%)", ("decoy", "same", "rra"), 2),
+    ("relevance on decoy, random (%)", ("decoy", "random", "relevance_share"), 2),
 )
 
 

@@ -21,6 +21,11 @@ flipping       point clouds: point flipping (:mod:`reldrop.metrics.flipping`, z+
 zeroshot       ImageNet models: accuracy on ImageNet-R / -A (200-class masks), AUROC / AUPR on
                ImageNet-O (:func:`reldrop.metrics.zeroshot.evaluate_zeroshot`); needs
                ``zeroshot_root``; not in the defaults
+decoy          decoy datasets (``decoy_*``): accuracy on the three test modes (none / same /
+               random) and, with the patch present, *relevance on the decoy* (share of positive
+               true-label relevance inside the patch, :mod:`reldrop.metrics.decoy`) and RRA
+               against the patch mask; ``decoy_heatmaps.png`` (input with decoy, relevance of
+               this run and of ``compare`` runs, patch outlined)
 =============  ==============================================================================
 """
 from __future__ import annotations
@@ -40,11 +45,13 @@ from ..runs import atomic_write_json
 
 __all__ = ["METRICS", "DEFAULT_METRICS", "LoadedRun", "load_run", "evaluate_run"]
 
-METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps", "flipping", "zeroshot")
+METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps", "flipping", "zeroshot", "decoy")
 #: what ``reldrop evaluate`` computes when ``--metrics`` is not given, per modality
 DEFAULT_METRICS = {"image": ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps"),
                    "points": ("acc", "flipping")}
-IMAGE_METRICS = ("corruption", "rra", "morf", "channel_auc", "heatmaps", "zeroshot")
+IMAGE_METRICS = ("corruption", "rra", "morf", "channel_auc", "heatmaps", "zeroshot", "decoy")
+#: the decoy metric applies to datasets whose name starts with this
+DECOY_PREFIX = "decoy_"
 
 
 @dataclass
@@ -182,6 +189,9 @@ def _not_applicable(metric: str, run: LoadedRun, *, patch_size: int, steps: int 
         if channels != 3 or (data_name != "cifar10" and tuple(info.class_names or ()) != CIFAR10_CLASSES):
             return (f"the placed-tile benchmark is built from CIFAR-10 images and classes; this run is "
                     f"{data_name!r} with {info.num_classes} classes and {channels}-channel images")
+    if metric == "decoy" and not str(run.config.get("data", {}).get("name", "")).startswith(DECOY_PREFIX):
+        return (f"needs a decoy dataset ({DECOY_PREFIX}*), this run used "
+                f"{run.config.get('data', {}).get('name')!r}")
     if metric == "morf" and steps is not None and len(shape) == 3:
         patches = -(-shape[1] // patch_size) * -(-shape[2] // patch_size)
         if steps > patches:
@@ -196,6 +206,62 @@ def _relevance_kwargs(method: str, info: Any) -> dict[str, Any]:
             return {"low": -3.0, "high": 3.0}
         return {"mean": info.mean, "std": info.std}
     return {}
+
+
+def _decoy_metrics(run: LoadedRun, compare: Sequence[LoadedRun], out: Path, dev: torch.device, *, batch_size: int,
+                   limit: int | None, method: str, heatmap_samples: int, get_attributor: Any) -> dict[str, Any]:
+    """Accuracy per decoy test mode; relevance share on the patch and RRA vs its mask (modes with a patch)."""
+    from ..data import build_dataset
+    from ..data import data_root as resolve_root
+    from . import evaluate_accuracy, relevance_rank_accuracy, summarize_rra
+    from .decoy import decoy_relevance_share, summarize_decoy_share
+
+    data_cfg = run.config.get("data", {})
+    if not str(data_cfg.get("name", "")).startswith(DECOY_PREFIX):
+        raise ValueError(f"metric 'decoy' needs a decoy dataset ({DECOY_PREFIX}*), this run used "
+                         f"{data_cfg.get('name')!r}")
+    root = resolve_root(data_cfg.get("root"))
+    kwargs = dict(data_cfg.get("kwargs") or {})
+    model = run.model
+    res: dict[str, Any] = {"method": method, "target": "label"}
+    for mode in ("none", "same", "random"):
+        info = build_dataset(data_cfg["name"], root, "test", train_transform=False, **{**kwargs, "decoy_test": mode})
+        acc = evaluate_accuracy(model, _test_batches(info, None, 512, dev), device=dev, num_classes=info.num_classes)
+        entry: dict[str, Any] = {"accuracy": 100 * acc["accuracy"], "n": acc["n"]}
+        if mode != "none":
+            masks_all = info.extra["decoy_mask"]
+            ds = info.dataset
+            total = len(ds) if limit is None else min(limit, len(ds))
+            order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:total]
+            shares, valids, rra, masks = [], [], [], []
+            for s in range(0, total, batch_size):
+                idx = order[s:s + batch_size]
+                x, y = ds.get_batch(idx, device=dev)
+                m = masks_all[idx].to(dev)
+                r = get_attributor()(x, y)
+                sh, va = decoy_relevance_share(r, m)
+                shares.append(sh)
+                valids.append(va)
+                rra.append(relevance_rank_accuracy(r, m))
+                masks.append(m)
+            share = summarize_decoy_share(torch.cat(shares), torch.cat(valids))
+            rr = summarize_rra(torch.cat(rra), torch.cat(masks))
+            entry.update({"relevance_share": 100 * share["mean"], "n_relevance": share["n_valid"],
+                          "n_skipped": share["n_skipped"], "rra": 100 * rr.mean,
+                          "chance": 100 * float(info.extra["chance"])})
+            if mode == "same":
+                from ..viz.heatmaps import heatmap_grid_for_models
+
+                idx = order[:heatmap_samples]
+                x, y = ds.get_batch(idx, device=dev)
+                models = {run.name: model}
+                models.update({c.name: c.model.to(dev).eval() for c in compare})
+                heatmap_grid_for_models(models, x, y, out / "decoy_heatmaps.png", class_names=info.class_names,
+                                        mean=info.mean, std=info.std, method=method,
+                                        masks=masks_all[idx].to(dev),
+                                        title=f"decoy as in training (outlined): {method} relevance, red +, blue -")
+        res[mode] = entry
+    return res
 
 
 def evaluate_run(
@@ -382,6 +448,12 @@ def evaluate_run(
                                        title=f"LRP relevance ({method}): red +, blue -")
         results["heatmaps"] = {"path": str(path), "seconds": time.perf_counter() - t}
     save()
+    if "decoy" in metrics:
+        t = timed("decoy")
+        results["decoy"] = _decoy_metrics(run, compare, out, dev, batch_size=batch_size, limit=limit, method=method,
+                                          heatmap_samples=heatmap_samples, get_attributor=get_attributor)
+        results["decoy"]["seconds"] = time.perf_counter() - t
+        save()
     if "flipping" in metrics:
         from .flipping import point_flipping_dataset
 

@@ -147,3 +147,8 @@ def test_decoy_presets_resolve() -> None:
         assert v["RelDrop topk"]["aug"]["kwargs"] == {"centre": "topk", "k": k}
     with pytest.raises(ValueError, match="test_sets"):
         load_config("decoy_digits", ["compare.test_sets=[1, 2]"])
+
+
+def test_decoy_builders_refuse_unknown_kwargs(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="patch_sise"):
+        build_dataset("decoy_digits", tmp_path, "test", patch_sise=3)

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .registry import DatasetInfo, register_dataset
+from .registry import DatasetInfo, register_dataset, reject_unknown_kwargs
 from .tensor_dataset import TensorImageDataset, class_balanced_subset
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, BatchCompose, Normalize, RandomCropFlip
 
@@ -141,10 +141,11 @@ def _build(images: torch.Tensor, labels: torch.Tensor, split: str, *, transform:
 @register_dataset("decoy_digits")
 def build_decoy_digits(root: Path, split: str, *, train_transform: bool, patch_size: int = 2, rho: float = 1.0,
                        decoy_test: str = "random", decoy_seed: int = 0, colour: str = "gray", shift: int = 0,
-                       subset: int | None = None, seed: int = 0, split_seed: int = 0, **_: Any) -> DatasetInfo:
+                       subset: int | None = None, seed: int = 0, split_seed: int = 0, **unknown: Any) -> DatasetInfo:
     """sklearn digits (8×8, 1 437 / 360) with 2×2 decoys; normalized with the clean train split's
     mean/std (so ``decoy_test="none"`` equals the plain ``digits`` test set). ``shift`` (default 0:
     the patch stays in its corner) is the random-shift augmentation of ``digits``."""
+    reject_unknown_kwargs("decoy_digits", unknown, build_decoy_digits)
     from .digits import load_digits_split
 
     x_train, y_train = load_digits_split("train", split_seed)
@@ -160,9 +161,10 @@ def build_decoy_digits(root: Path, split: str, *, train_transform: bool, patch_s
 def build_decoy_cifar10(root: Path, split: str, *, train_transform: bool, patch_size: int = 4, rho: float = 1.0,
                         decoy_test: str = "random", decoy_seed: int = 0, colour: str = "gray",
                         augment: bool = False, path: str | None = None, subset: int | None = None, seed: int = 0,
-                        cache: bool = True, **_: Any) -> DatasetInfo:
+                        cache: bool = True, **unknown: Any) -> DatasetInfo:
     """CIFAR-10 from the data root with 4×4 decoys. ``augment`` (default False, so the patch is never
     cropped away) turns on the usual RandomCrop 32 pad 4 + HFlip."""
+    reject_unknown_kwargs("decoy_cifar10", unknown, build_decoy_cifar10)
     from .cifar import load_cifar_split
 
     images, labels, names, layout, folder = load_cifar_split(root, split, 10, path, cache=cache)

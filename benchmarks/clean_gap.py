@@ -20,7 +20,9 @@ import torch
 import yaml
 
 from reldrop.data import build_dataset, data_root
-from reldrop.train.engine import _subset_index, build_model, evaluate, load_checkpoint
+from reldrop.runs import load_checkpoint
+from reldrop.train.evaluate import evaluate, subset_index
+from reldrop.train.factory import build_model
 
 
 def main() -> None:
@@ -44,7 +46,7 @@ def main() -> None:
             root = data_root(a.data_root or cfg["data"]["root"])
             tr = build_dataset(cfg["data"]["name"], root, "train", train_transform=False, **dkw)
             te = build_dataset(cfg["data"]["name"], root, "test", **dkw)
-            tidx = _subset_index(te.dataset, cfg["data"]["test_subset"]) if cfg["data"]["test_subset"] else None
+            tidx = subset_index(te.dataset, cfg["data"]["test_subset"]) if cfg["data"]["test_subset"] else None
             cache[key] = (tr, te, tidx)
         tr, te, tidx = cache[key]
         model = build_model(dict(cfg, model=dict(cfg["model"], init=None)), tr)

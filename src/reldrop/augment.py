@@ -12,7 +12,9 @@ Usage (timm ``Mixup``-style, one call per batch, after normalization)::
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import inspect
+import warnings
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -20,7 +22,9 @@ import torch.nn as nn
 from ._checks import check_batch_match, check_float_tensor, check_probability, check_tensor
 from .masks import relevance_erase, relevance_point_drop
 
-__all__ = ["RelDrop", "DEFAULT_METHOD"]
+__all__ = ["RelDrop", "DEFAULT_METHOD", "RandomErasing", "build_augmentation", "attribution_info"]
+
+Aug = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 DEFAULT_METHOD = {"image": "epsilon_flat", "points": "zplus_flat"}
 
@@ -229,3 +233,95 @@ class RelDrop:
         else:
             extra = f"alpha={self.alpha}, beta={self.beta}"
         return f"RelDrop({common}, {extra}, enabled={self.enabled})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the timm-style Random Erasing twin and the augmentation of a training config
+
+
+class RandomErasing:
+    """Random Erasing (Zhong et al.) on a normalized batch: :func:`reldrop.random_erase` with the RelDrop block law."""
+
+    def __init__(self, *, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.4),
+                 ratio: tuple[float, float] = (0.3, 1 / 0.3), value: Any = 0.0, border: str = "clip",
+                 generator: torch.Generator | None = None, count: int = 1, max_count: int | None = None) -> None:
+        self.p, self.scale, self.ratio, self.value, self.border = p, tuple(scale), tuple(ratio), value, border
+        self.count, self.max_count = count, max_count
+        self.generator = generator
+        self.enabled = True
+        self.last_stats: dict[str, Any] = {}
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from reldrop.masks import random_erase
+
+        if not self.enabled:
+            return x
+        out, _ = random_erase(x, p=self.p, scale=self.scale, ratio=self.ratio, value=self.value,
+                              border=self.border, generator=self.generator, count=self.count,
+                              max_count=self.max_count)
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomErasing(p={self.p}, scale={self.scale}, ratio={self.ratio}, value={self.value!r})"
+
+
+def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: str,
+                       generator: torch.Generator | None = None) -> Aug | None:
+    """The augmentation callable ``aug(x, y) -> x`` for ``aug_cfg`` (``None`` for ``name: none``).
+
+    * ``re``: Random Erasing, same block law as RelDrop, uniform random centre (images).
+    * ``reldrop``: ``reldrop.RelDrop(model, modality=..., method=, p=, scale=, ratio=, epsilon=, ...)``
+      (images: relevance-centred block; points: α/β point dropout).
+    * ``random``: images -> Random Erasing; points -> RelDrop with α = 1 (pure random point dropout).
+    """
+    name = aug_cfg["name"]
+    if name == "none":
+        return None
+    if name == "re" or (name == "random" and modality == "image"):
+        if modality != "image":
+            raise ValueError("aug.name 're' (Random Erasing) is for images; use 'random' for point clouds")
+        return RandomErasing(p=aug_cfg["p"], scale=tuple(aug_cfg["scale"]), ratio=tuple(aug_cfg["ratio"]),
+                             value=aug_cfg["value"], border=aug_cfg["border"], generator=generator,
+                             count=aug_cfg.get("count", 1), max_count=aug_cfg.get("max_count"))
+    from reldrop import RelDrop
+
+    kw: dict[str, Any] = dict(modality=modality, method=aug_cfg["method"], backend=aug_cfg["backend"],
+                              generator=generator)
+    if modality == "image":
+        kw.update(p=aug_cfg["p"], scale=tuple(aug_cfg["scale"]), ratio=tuple(aug_cfg["ratio"]),
+                  value=aug_cfg["value"], border=aug_cfg["border"], count=aug_cfg.get("count", 1),
+                  max_count=aug_cfg.get("max_count"))
+    else:
+        if aug_cfg.get("count", 1) != 1 or aug_cfg.get("max_count") is not None:
+            raise ValueError("aug.count / aug.max_count (blocks per image) apply to images, not point clouds")
+        kw.update(alpha=1.0 if name == "random" else aug_cfg["alpha"], beta=aug_cfg["beta"])
+        if name == "random":
+            kw.pop("method")
+    if kw.get("method") not in (None, "auto"):
+        from reldrop.attribution.presets import get_preset
+
+        if "epsilon" in get_preset(kw["method"]).kwargs:  # the presets that take an ε
+            kw["epsilon"] = aug_cfg["epsilon"]
+    kw.update(aug_cfg.get("kwargs") or {})
+    params = inspect.signature(RelDrop).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        dropped = [k for k in kw if k not in params]
+        if dropped:
+            warnings.warn(f"RelDrop does not accept {dropped}; ignored", stacklevel=2)
+        kw = {k: v for k, v in kw.items() if k in params}
+    try:
+        return RelDrop(model, **kw)
+    except TypeError as err:  # a typo in aug.kwargs: name the config key, no traceback
+        raise ValueError(f"config aug.kwargs {dict(aug_cfg.get('kwargs') or {})}: {err}") from err
+
+
+def attribution_info(aug: Any) -> dict[str, str] | None:
+    """``{"method", "backend"}`` of a RelDrop augmentation that computes relevance (None otherwise:
+    no augmentation, Random Erasing, pure random point dropout). Builds the attributor now."""
+    if getattr(aug, "alpha", None) == 1.0 and getattr(aug, "modality", None) == "points":
+        return None
+    att = getattr(aug, "attributor", None) if hasattr(type(aug), "attributor") else None
+    if att is None:
+        return None
+    return {"method": str(att.method), "backend": str(att.backend)}
+

@@ -18,7 +18,7 @@ from reldrop import runs
 from reldrop.metrics.suite import load_run
 from reldrop.models import build
 from reldrop.models.checkpoint import load_init
-from reldrop.train import engine
+from reldrop.train import loop
 from reldrop.train.engine import load_checkpoint, train
 
 
@@ -100,7 +100,7 @@ def test_kill_between_last_and_best_of_a_new_best_is_repaired(tmp_path: Path, ma
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = make_cfg(tmp_path, train__epochs=1)  # the resume trains nothing: only a repair can fix best.pt
     run = Path(cfg["out"])
-    real_save = engine.save_checkpoint
+    real_save = loop.save_checkpoint
     seen: list[tuple[str, int]] = []
 
     def save(state: Any, path: Path) -> None:
@@ -110,10 +110,10 @@ def test_kill_between_last_and_best_of_a_new_best_is_repaired(tmp_path: Path, ma
         real_save(state, path)
 
     # epoch 1 is always a new best; the kill lands after last.pt (order last -> best) or before it
-    monkeypatch.setattr(engine, "save_checkpoint", save)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
     with pytest.raises(SimulatedKill):
         train(cfg, quiet=True)
-    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     last = load_checkpoint(run / "last.pt")
     assert last["epoch"] == 1 and last["best_epoch"] == 1 and not (run / "best.pt").exists()
     # evaluate of the killed run uses the best model (last.pt holds it), not a missing/older best.pt
@@ -168,13 +168,13 @@ def test_kill_inside_the_epoch_append_keeps_history(tmp_path: Path, make_cfg: An
     train(cfg, quiet=True, stop_after=1)
     hits = kill_during_write(monkeypatch, "metrics.jsonl", times=2)  # the resume rewrite, then epoch 2's row
     hits["left"] = 0
-    real = engine._Logger.log
+    real = runs.MetricsLogger.log
 
     def log(self: Any, row: dict[str, Any]) -> None:
         hits["left"] = 1
         real(self, row)
 
-    monkeypatch.setattr(engine._Logger, "log", log)
+    monkeypatch.setattr(runs.MetricsLogger, "log", log)
     with pytest.raises(SimulatedKill):
         train(cfg, resume=True, quiet=True)
     assert hits["hits"] == 1

@@ -111,7 +111,7 @@ def _ignored_on_resume(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from reldrop.train.distributed import cleanup
-    from reldrop.train.engine import train
+    from reldrop.train.loop import train
 
     cfg = resolved_config_or_exit(args, "reldrop train")
     if isinstance(cfg, int):

@@ -81,7 +81,7 @@ def _best_of_killed_run(path: Path, ckpt: Any) -> tuple[Path, Any]:
     """``(path, ckpt)``, or ``last.pt`` when a run was killed between writing ``last.pt`` and ``best.pt``
     of a new best epoch: last.pt then records ``best_epoch == epoch`` and holds the best model, while
     best.pt still holds an older epoch (``reldrop train --resume`` repairs best.pt)."""
-    from ..train.engine import load_checkpoint
+    from ..runs import load_checkpoint
 
     last_path = path.with_name("last.pt")
     if path.name != "best.pt" or not last_path.is_file() or not isinstance(ckpt, dict):
@@ -106,7 +106,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
     """
     from ..data import build_dataset
     from ..data import data_root as resolve_root
-    from ..train.engine import build_model, load_checkpoint
+    from ..runs import load_checkpoint
+    from ..train.factory import build_model
 
     path = Path(run_dir)
     if path.suffix == ".pt":

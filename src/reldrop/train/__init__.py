@@ -1,5 +1,7 @@
-"""Training: config (YAML + overrides), the engine (loop, run directory, checkpoints, resume, DDP), compare."""
+"""Training: config (YAML + overrides), the loop (resume, DDP), evaluation, builders, compare."""
 from .config import DEFAULTS, apply_overrides, load_config
-from .engine import build_augmentation, evaluate, train
+from .evaluate import evaluate
+from .factory import build_augmentation
+from .loop import train
 
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "train", "evaluate", "build_augmentation"]

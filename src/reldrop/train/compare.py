@@ -107,7 +107,7 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
 
     Returns ``{"out", "rows" (summary per variant), "runs" (per run), "files"}``.
     """
-    from .engine import train
+    from .loop import train
     from .test_sets import evaluate_test_sets
 
     test_sets = dict(cfg["compare"].get("test_sets") or {})

@@ -40,7 +40,9 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
     """``{name: test accuracy %}`` of the run's ``last.pt`` on each test set (cached in ``test_sets.json``)."""
     from ..data import build_dataset
     from ..data import data_root as resolve_root
-    from .engine import _subset_index, build_model, evaluate, load_checkpoint
+    from ..runs import load_checkpoint
+    from .evaluate import evaluate, subset_index
+    from .factory import build_model
 
     run_dir = Path(run_dir)
     test_sets = check_test_sets(test_sets)
@@ -72,7 +74,7 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
                 model.eval()
             index = None
             if cfg["data"].get("test_subset"):
-                index = _subset_index(info.dataset, int(cfg["data"]["test_subset"]))
+                index = subset_index(info.dataset, int(cfg["data"]["test_subset"]))
             res = evaluate(model, info.dataset, info.num_classes, device=torch.device("cpu"),
                            batch_size=int(cfg["train"]["eval_batch_size"]), index=index)
             sets[name] = {"kwargs": json.loads(json.dumps(kw)), "acc": float(res["test_acc"]),

@@ -40,7 +40,7 @@ import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_open", "save_checkpoint",
            "load_checkpoint", "read_json", "clean_stale_temps", "temp_path", "config_hash", "config_diff",
-           "rng_state", "set_rng_state", "CheckpointError", "RunConfigMismatchError", "check_run_config",
+           "rng_state", "set_rng_state", "CheckpointError", "RunConfigMismatchError",
            "saved_config", "CONFIG_HASH_IGNORED", "resolve_run_dir", "environment", "seed_all", "repair_best",
            "read_env", "MetricsLogger"]
 
@@ -292,31 +292,6 @@ def saved_config(run_dir: PathLike) -> dict[str, Any] | None:
     return None
 
 
-def check_run_config(run_dir: PathLike, cfg: Mapping[str, Any]) -> None:
-    """Raise :class:`RunConfigMismatchError` naming ``run_dir`` and the differing keys when the run in
-    ``run_dir`` (one with a ``last.pt``) was trained with a config whose :func:`config_hash` differs
-    from ``cfg``'s. A directory without ``last.pt`` holds no reusable run and passes. Keys added to
-    the config after that run was trained (absent from its saved config) count as their current
-    defaults, which keep the old behaviour (e.g. ``aug.count: 1``)."""
-    from .train.config import DEFAULTS, deep_merge
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "last.pt").is_file():
-        return
-    old = saved_config(run_dir)
-    if old is None:
-        return
-    old = deep_merge(DEFAULTS, old)
-    if config_hash(old) == config_hash(cfg):
-        return
-    diff = config_diff(old, cfg)
-    shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in list(diff.items())[:12]))
-    more = f" (and {len(diff) - 12} more)" if len(diff) > 12 else ""
-    raise RunConfigMismatchError(
-        f"{run_dir} holds a run trained with another config ({len(diff)} key(s) differ: {shown}{more}); "
-        "reusing or resuming it would mix two configs. Use another --out, or move that directory away to retrain it.")
-
-
 # ---------------------------------------------------------------------------------------------
 # the run directory of a training run: its name, environment, best/last repair, metrics log
 
@@ -482,3 +457,12 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path} line {i + 1} is not valid JSON ({err})") from err
     return rows
 
+
+def __getattr__(name: str) -> Any:
+    """``reldrop.runs.check_run_config``: its old address (it needs the config defaults, so it lives in
+    :mod:`reldrop.train.config`, above this module)."""
+    if name == "check_run_config":
+        from .train.config import check_run_config
+
+        return check_run_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,8 +42,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..runs import atomic_open, atomic_write_json, atomic_write_text, check_run_config
-from .config import apply_overrides, deep_merge, validate
+from ..runs import atomic_open, atomic_write_json, atomic_write_text
+from .config import apply_overrides, check_run_config, deep_merge, validate
 
 __all__ = ["expand_variants", "run_compare", "summarize", "write_results", "plot_curves", "moving_average",
            "read_metrics", "statistics_markdown", "STAT_KEYS"]

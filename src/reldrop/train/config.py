@@ -31,10 +31,12 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from ..runs import RunConfigMismatchError, config_diff, config_hash, saved_config
 from .aug_schedule import validate_aug_schedule
 
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "set_key", "get_key", "deep_merge", "validate",
-           "dump_config", "preset_path", "preset_names", "flat_keys", "CONFIG_DIRS"]
+           "dump_config", "preset_path", "preset_names", "flat_keys", "CONFIG_DIRS",
+           "check_run_config"]
 
 DEFAULTS: dict[str, Any] = {
     "name": "digits",
@@ -323,3 +325,26 @@ def dump_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     from reldrop.runs import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False))
+
+
+def check_run_config(run_dir: str | os.PathLike[str], cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`RunConfigMismatchError` naming ``run_dir`` and the differing keys when the run in
+    ``run_dir`` (one with a ``last.pt``) was trained with a config whose :func:`config_hash` differs
+    from ``cfg``'s. A directory without ``last.pt`` holds no reusable run and passes. Keys added to
+    the config after that run was trained (absent from its saved config) count as their current
+    defaults, which keep the old behaviour (e.g. ``aug.count: 1``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "last.pt").is_file():
+        return
+    old = saved_config(run_dir)
+    if old is None:
+        return
+    old = deep_merge(DEFAULTS, old)
+    if config_hash(old) == config_hash(cfg):
+        return
+    diff = config_diff(old, cfg)
+    shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in list(diff.items())[:12]))
+    more = f" (and {len(diff) - 12} more)" if len(diff) > 12 else ""
+    raise RunConfigMismatchError(
+        f"{run_dir} holds a run trained with another config ({len(diff)} key(s) differ: {shown}{more}); "
+        "reusing or resuming it would mix two configs. Use another --out, or move that directory away to retrain it.")

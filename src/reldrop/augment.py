@@ -12,15 +12,13 @@ Usage (timm ``Mixup``-style, one call per batch, after normalization)::
 """
 from __future__ import annotations
 
-import inspect
-import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
 from ._checks import check_batch_match, check_float_tensor, check_probability, check_tensor
-from .masks import relevance_erase, relevance_point_drop
+from .masks import random_erase, relevance_erase, relevance_point_drop
 
 __all__ = ["RelDrop", "DEFAULT_METHOD", "RandomErasing", "build_augmentation", "attribution_info"]
 
@@ -252,8 +250,6 @@ class RandomErasing:
         self.last_stats: dict[str, Any] = {}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from reldrop.masks import random_erase
-
         if not self.enabled:
             return x
         out, _ = random_erase(x, p=self.p, scale=self.scale, ratio=self.ratio, value=self.value,
@@ -283,8 +279,6 @@ def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: s
         return RandomErasing(p=aug_cfg["p"], scale=tuple(aug_cfg["scale"]), ratio=tuple(aug_cfg["ratio"]),
                              value=aug_cfg["value"], border=aug_cfg["border"], generator=generator,
                              count=aug_cfg.get("count", 1), max_count=aug_cfg.get("max_count"))
-    from reldrop import RelDrop
-
     kw: dict[str, Any] = dict(modality=modality, method=aug_cfg["method"], backend=aug_cfg["backend"],
                               generator=generator)
     if modality == "image":
@@ -303,12 +297,6 @@ def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: s
         if "epsilon" in get_preset(kw["method"]).kwargs:  # the presets that take an ε
             kw["epsilon"] = aug_cfg["epsilon"]
     kw.update(aug_cfg.get("kwargs") or {})
-    params = inspect.signature(RelDrop).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        dropped = [k for k in kw if k not in params]
-        if dropped:
-            warnings.warn(f"RelDrop does not accept {dropped}; ignored", stacklevel=2)
-        kw = {k: v for k, v in kw.items() if k in params}
     try:
         return RelDrop(model, **kw)
     except TypeError as err:  # a typo in aug.kwargs: name the config key, no traceback

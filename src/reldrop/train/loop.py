@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -48,6 +49,7 @@ from .factory import build_model, build_optimizer, build_scheduler
 
 __all__ = ["train", "derive_seed", "METRIC_KEYS"]
 
+#: the deterministic metric columns (identical between an uninterrupted and a resumed CPU run)
 METRIC_KEYS = ("epoch", "lr", "train_loss", "train_acc", "train_top5", "train_macro", "test_loss", "test_acc",
                "test_top5", "test_macro", "gap")
 
@@ -75,23 +77,39 @@ def _stats_add(acc: dict[str, Any], stats: Any) -> None:
             acc[k] = acc.get(k, 0) + v
 
 
-def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = False, quiet: bool = False,
-          data_root: str | os.PathLike[str] | None = None, epochs: int | None = None,
-          stop_after: int | None = None) -> dict[str, Any]:
-    """Train per ``cfg``; returns ``{"run_dir", "final": last metrics row, "best_acc", "best_epoch", ...}``.
+@dataclass
+class _Run:
+    """What one training run holds between epochs (built by :func:`_setup`)."""
 
-    ``resume``: True -> continue from ``<out>/last.pt``; a path (run dir or ``.pt``) -> continue
-    from there (the run directory is the checkpoint's folder). A resumed run keeps the config
-    saved in its checkpoint; ``epochs`` may extend it (note: this changes a cosine schedule's length).
-    ``stop_after``: train at most this many epochs in this call (simulates a killed run in tests).
-    Works under torchrun (DDP).
-    """
-    from reldrop.data import build_dataset
-    from reldrop.data import data_root as _data_root
+    cfg: dict[str, Any]
+    info: DistInfo
+    run_dir: Path
+    train_info: Any
+    test_info: Any
+    clean_train: Any
+    model: nn.Module
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: Any
+    aug: Any
+    aug_gen: torch.Generator
+    quiet: bool
+    test_index: torch.Tensor | None = None
+    clean_index: torch.Tensor | None = None
+    start_epoch: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    logger: MetricsLogger | None = None
 
+
+def _resolve_config(cfg: Mapping[str, Any], resume: bool | str | os.PathLike[str], epochs: int | None
+                    ) -> tuple[dict[str, Any], dict[str, Any] | None, Path | None]:
+    """``(config, checkpoint or None, checkpoint path or None)``: a resumed run keeps its saved config."""
     validate(cfg)
     cfg = json.loads(json.dumps(cfg))  # private copy, plain types
     ckpt: dict[str, Any] | None = None
+    ckpt_path: Path | None = None
     if resume:
         if resume is True:
             if not cfg.get("out"):
@@ -107,23 +125,27 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
         cfg = saved  # a resumed run keeps its config
     if epochs is not None:
         cfg["train"]["epochs"] = int(epochs)
+    return cfg, ckpt, ckpt_path
 
-    info = init_distributed(cfg["device"])
-    device = info.device
-    threads = cfg["train"].get("threads")
-    if threads and device.type == "cpu":
-        torch.set_num_threads(int(threads))
+
+def _prepare_run_dir(cfg: dict[str, Any], info: DistInfo, resuming: bool) -> Path:
+    """Resolve ``cfg["out"]``, refuse to overwrite a run, create the folder and drop stale temp files."""
     run_dir = resolve_run_dir(cfg)
     cfg["out"] = str(run_dir)
-    if ckpt is None and (run_dir / "last.pt").exists():  # checked on every rank, so none waits for a dead rank 0
+    if not resuming and (run_dir / "last.pt").exists():  # checked on every rank, so none waits for a dead rank 0
         raise FileExistsError(f"run directory {run_dir} already holds a run (last.pt); "
                               "use --resume to continue it or choose another --out")
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.clean_stale_temps(run_dir)  # .last.pt.tmp<pid> etc. of a killed earlier process
+    return run_dir
 
-    seed = int(cfg["seed"])
-    seed_all(seed)  # same model init on every rank
+
+def _build_data(cfg: Mapping[str, Any], data_root: str | os.PathLike[str] | None) -> tuple[Any, Any, Any]:
+    """``(train, test, clean train or None)`` dataset infos of the config."""
+    from reldrop.data import build_dataset
+    from reldrop.data import data_root as _data_root
+
     root = _data_root(data_root or cfg["data"].get("root"))
     dkw = dict(cfg["data"].get("kwargs") or {})
     if cfg["data"].get("subset") is not None:
@@ -135,10 +157,23 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
                          f"{cfg['data']['name']!r}: {err}") from err
     test_info = build_dataset(cfg["data"]["name"], root, "test", **dkw)
     clean_train = None
-    n_clean = int(cfg["train"].get("eval_train_samples") or 0)
-    if n_clean:
+    if int(cfg["train"].get("eval_train_samples") or 0):
         clean_train = build_dataset(cfg["data"]["name"], root, "train", train_transform=False, **dkw)
+    return train_info, test_info, clean_train
 
+
+def _setup(cfg: dict[str, Any], ckpt: dict[str, Any] | None, data_root: str | os.PathLike[str] | None,
+           quiet: bool) -> _Run:
+    """Device, run directory, data, model, optimizer, schedule, AMP scaler and augmentation."""
+    info = init_distributed(cfg["device"])
+    device = info.device
+    threads = cfg["train"].get("threads")
+    if threads and device.type == "cpu":
+        torch.set_num_threads(int(threads))
+    run_dir = _prepare_run_dir(cfg, info, ckpt is not None)
+    seed = int(cfg["seed"])
+    seed_all(seed)  # same model init on every rank
+    train_info, test_info, clean_train = _build_data(cfg, data_root)
     # a resumed run takes its weights from last.pt, not from model.init (which may be gone by now)
     model = build_model(cfg if ckpt is None else {**cfg, "model": {**cfg["model"], "init": None}},
                         train_info).to(device)
@@ -148,167 +183,212 @@ def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = Fal
     amp = cfg["train"]["amp"]
     use_scaler = device.type == "cuda" and (amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()))
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    gen_device = device if device.type == "cuda" else torch.device("cpu")
-    aug_gen = torch.Generator(device=gen_device)
+    aug_gen = torch.Generator(device=device if device.type == "cuda" else torch.device("cpu"))
     aug = build_augmentation(cfg["aug"], net, train_info.modality, generator=aug_gen)
-
-    start_epoch, best_acc, best_epoch = 0, -1.0, 0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, best_acc, best_epoch = int(ckpt["epoch"]), float(ckpt["best_acc"]), int(ckpt["best_epoch"])
-        runs.set_rng_state(ckpt["rng"][min(info.rank, len(ckpt["rng"]) - 1)])
-        if info.is_main and cfg["train"]["save_best"]:
-            repair_best(run_dir, ckpt_path, ckpt, quiet)
-    else:
-        seed_all(seed + 7_777 * info.rank)  # per-rank stream for dropout etc. after the shared init
-
-    logger = None
-    if info.is_main:
-        dump_config(cfg, run_dir / "config.yaml")
-        env = environment(device, info.world_size)
-        env["config_hash"] = runs.config_hash(cfg)
-        if ckpt is not None:
-            old = read_env(run_dir / "env.json")
-            env = {**old, "resumed": old.get("resumed", []) + [{"epoch": start_epoch, **env}]}
-        attribution = attribution_info(aug)
-        if attribution is not None:
-            env["attribution"] = attribution
-            if not quiet:
-                print(f"[{run_dir.name}] RelDrop relevance: {attribution['method']} via the "
-                      f"{attribution['backend']} backend", file=sys.stderr, flush=True)
-        runs.atomic_write_json(run_dir / "env.json", env, indent=2, default=str)
-        logger = MetricsLogger(run_dir, bool(cfg["train"]["tensorboard"]), start_epoch)
-
-    ds, num_classes = train_info.dataset, train_info.num_classes
-    bs, epochs = int(cfg["train"]["batch_size"]), int(cfg["train"]["epochs"])
-    show = _progress(cfg["train"]["progress"], quiet, info.is_main)
-    sync_time = device.type == "cuda" and bool(cfg["train"]["time_aug_sync"])
-    grad_clip = cfg["train"].get("grad_clip")
-    last_row: dict[str, Any] = {}
-    test_index = None
+    run = _Run(cfg=cfg, info=info, run_dir=run_dir, train_info=train_info, test_info=test_info,
+               clean_train=clean_train, model=model, net=net, opt=opt, sched=sched, scaler=scaler, aug=aug,
+               aug_gen=aug_gen, quiet=quiet)
     if cfg["data"].get("test_subset"):
-        test_index = subset_index(test_info.dataset, int(cfg["data"]["test_subset"]))
-    clean_index = None
+        run.test_index = subset_index(test_info.dataset, int(cfg["data"]["test_subset"]))
     if clean_train is not None:
         g = torch.Generator().manual_seed(derive_seed(seed, 0, 3))
-        clean_index = torch.randperm(len(clean_train.dataset), generator=g)[:n_clean].sort().values
+        n_clean = int(cfg["train"]["eval_train_samples"])
+        run.clean_index = torch.randperm(len(clean_train.dataset), generator=g)[:n_clean].sort().values
+    return run
 
+
+def _resume(run: _Run, ckpt: dict[str, Any] | None, ckpt_path: Path | None) -> None:
+    """Restore model, optimizer, schedule, scaler, epoch, best score and RNG states; or seed a fresh run's ranks."""
+    if ckpt is None:
+        seed_all(int(run.cfg["seed"]) + 7_777 * run.info.rank)  # per-rank stream for dropout etc. after the shared init
+        return
+    run.model.load_state_dict(ckpt["model"])
+    run.opt.load_state_dict(ckpt["optimizer"])
+    run.sched.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    run.start_epoch, run.best_acc, run.best_epoch = int(ckpt["epoch"]), float(ckpt["best_acc"]), int(ckpt["best_epoch"])
+    runs.set_rng_state(ckpt["rng"][min(run.info.rank, len(ckpt["rng"]) - 1)])
+    if run.info.is_main and run.cfg["train"]["save_best"]:
+        assert ckpt_path is not None
+        repair_best(run.run_dir, ckpt_path, ckpt, run.quiet)
+
+
+def _start_log(run: _Run, resumed: bool) -> None:
+    """Rank 0: ``config.yaml``, ``env.json`` (a resume appends to its ``resumed`` list) and the metrics log."""
+    if not run.info.is_main:
+        return
+    cfg, run_dir = run.cfg, run.run_dir
+    dump_config(cfg, run_dir / "config.yaml")
+    env = environment(run.info.device, run.info.world_size)
+    env["config_hash"] = runs.config_hash(cfg)
+    if resumed:
+        old = read_env(run_dir / "env.json")
+        env = {**old, "resumed": old.get("resumed", []) + [{"epoch": run.start_epoch, **env}]}
+    attribution = attribution_info(run.aug)
+    if attribution is not None:
+        env["attribution"] = attribution
+        if not run.quiet:
+            print(f"[{run_dir.name}] RelDrop relevance: {attribution['method']} via the "
+                  f"{attribution['backend']} backend", file=sys.stderr, flush=True)
+    runs.atomic_write_json(run_dir / "env.json", env, indent=2, default=str)
+    run.logger = MetricsLogger(run_dir, bool(cfg["train"]["tensorboard"]), run.start_epoch)
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    """One pass over the training data; the epoch's row so far (lr, train metrics, times, augmentation stats)."""
+    cfg, info, device, aug = run.cfg, run.info, run.info.device, run.aug
+    seed, bs, epochs = int(cfg["seed"]), int(cfg["train"]["batch_size"]), int(cfg["train"]["epochs"])
+    sync_time = device.type == "cuda" and bool(cfg["train"]["time_aug_sync"])
+    grad_clip = cfg["train"].get("grad_clip")
+    ds = run.train_info.dataset
+    run.net.train()
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(derive_seed(seed, epoch, 0)))
+    index = shard_indices(order, info.rank, info.world_size)
+    data_gen = torch.Generator().manual_seed(derive_seed(seed, epoch, 1 + 100 * info.rank))
+    run.aug_gen.manual_seed(derive_seed(seed, epoch, 2 + 100 * info.rank))
+    aug_on, aug_p = aug_state(cfg["aug"], epoch)  # a function of the epoch: resumes exactly
+    aug_on = aug is not None and aug_on
+    if aug is not None and aug_p is not None:
+        aug.p = aug_p
+    meter = Meter(run.train_info.num_classes, device)
+    aug_time, stats = 0.0, {}
+    lr = run.opt.param_groups[0]["lr"]
+    bar = None
+    if _progress(cfg["train"]["progress"], run.quiet, info.is_main):
+        from tqdm import tqdm
+
+        bar = tqdm(total=math.ceil(index.numel() / bs), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                   dynamic_ncols=True)
+    t_train = time.perf_counter()
+    for x, y in iter_batches(ds, index, bs, device=device, generator=data_gen,
+                             num_workers=int(cfg["data"]["num_workers"]), drop_last=bool(cfg["train"]["drop_last"])):
+        if aug_on:
+            if sync_time:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            x = aug(x, y)
+            if sync_time:
+                torch.cuda.synchronize(device)
+            aug_time += time.perf_counter() - t0
+            _stats_add(stats, getattr(aug, "last_stats", None))
+        with autocast(device, cfg["train"]["amp"]):
+            logits = run.net(x)
+            loss = F.cross_entropy(logits.float(), y)
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if grad_clip:
+            run.scaler.unscale_(run.opt)
+            nn.utils.clip_grad_norm_(run.model.parameters(), float(grad_clip))
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        meter.update(logits, y, loss.detach() * y.numel())
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    train_time = time.perf_counter() - t_train
+    run.sched.step()
+    tr = meter.result(info, "train_")
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+    row.update({k: v for k, v in tr.items() if k != "train_n"})
+    row.update({"train_n": tr["train_n"], "train_time": train_time, "aug_time": aug_time, "aug_on": aug_on,
+                "aug_stats": stats})
+    return row
+
+
+def _evaluate_epoch(run: _Run, row: dict[str, Any], t_epoch: float) -> dict[str, Any]:
+    """The epoch's full metrics row: test (and clean train) metrics, gaps, times, throughput, augmentation."""
+    cfg, info, device, aug = run.cfg, run.info, run.info.device, run.aug
+    n_seen, train_time, aug_time = row.pop("train_n"), row.pop("train_time"), row.pop("aug_time")
+    aug_on, stats = row.pop("aug_on"), row.pop("aug_stats")
+    num_classes, amp = run.train_info.num_classes, cfg["train"]["amp"]
+    t_eval = time.perf_counter()
+    te = evaluate(run.net, run.test_info.dataset, num_classes, device=device,
+                  batch_size=int(cfg["train"]["eval_batch_size"]), info=info, amp=amp,
+                  num_workers=int(cfg["data"]["num_workers"]), index=run.test_index)
+    row.update({k: v for k, v in te.items() if k != "test_n"})
+    row["gap"] = row["train_acc"] - row["test_acc"]
+    if run.clean_train is not None:
+        cl = evaluate(run.net, run.clean_train.dataset, num_classes, device=device,
+                      batch_size=int(cfg["train"]["eval_batch_size"]), info=info, amp=amp,
+                      index=run.clean_index, prefix="train_clean_")
+        row["train_clean_acc"] = cl["train_clean_acc"]
+        row["train_clean_loss"] = cl["train_clean_loss"]
+        row["gap_clean"] = row["train_clean_acc"] - row["test_acc"]
+    eval_time = time.perf_counter() - t_eval
+    row.update({"train_time": train_time, "eval_time": eval_time, "aug_time": aug_time,
+                "epoch_time": time.perf_counter() - t_epoch,
+                "throughput": n_seen / max(train_time, 1e-9), "world_size": info.world_size})
+    if aug is not None:
+        row["aug_enabled"], row["aug_p"] = aug_on, float(getattr(aug, "p", float("nan")))
+    for k, v in stats.items():
+        row[f"aug_{k}"] = float(v)
+    if stats.get("candidates"):  # RelDrop-3D: fraction of points dropped this epoch
+        row["aug_dropped_fraction"] = float(stats["dropped"]) / float(stats["candidates"])
+    return row
+
+
+def _log_and_checkpoint(run: _Run, row: dict[str, Any], epoch: int) -> None:
+    """Rank 0: log the row, update the best score, write ``last.pt`` then (a new best) ``best.pt``, print."""
+    if not run.info.is_main:
+        _gather_rng(run.info)
+        if row["test_acc"] > run.best_acc:
+            run.best_acc, run.best_epoch = row["test_acc"], epoch + 1
+        return
+    assert run.logger is not None
+    run.logger.log(row)
+    improved = row["test_acc"] > run.best_acc
+    if improved:
+        run.best_acc, run.best_epoch = row["test_acc"], epoch + 1
+    state = {"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),
+             "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch + 1,
+             "best_acc": run.best_acc, "best_epoch": run.best_epoch, "rng": _gather_rng(run.info),
+             "config": run.cfg, "metrics": row}
+    # last.pt first: it records best_epoch, and when that is this epoch it holds the best
+    # model itself, so a kill before best.pt is written is repaired on resume (repair_best)
+    save_checkpoint(state, run.run_dir / "last.pt")
+    if improved and run.cfg["train"]["save_best"]:
+        save_checkpoint(state, run.run_dir / "best.pt")
+    if not run.quiet:
+        epochs = int(run.cfg["train"]["epochs"])
+        print(f"[{run.run_dir.name}] epoch {epoch + 1}/{epochs} lr {row['lr']:.4g} "
+              f"train {row['train_acc']:.2f}% loss {row['train_loss']:.4f} | "
+              f"test {row['test_acc']:.2f}% (top5 {row['test_top5']:.2f}, macro {row['test_macro']:.2f}) "
+              f"| {row['epoch_time']:.1f}s, aug {row['aug_time']:.1f}s, {row['throughput']:.0f} img/s",
+              file=sys.stderr, flush=True)
+
+
+def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = False, quiet: bool = False,
+          data_root: str | os.PathLike[str] | None = None, epochs: int | None = None,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Train per ``cfg``; returns ``{"run_dir", "final": last metrics row, "best_acc", "best_epoch", ...}``.
+
+    ``resume``: True -> continue from ``<out>/last.pt``; a path (run dir or ``.pt``) -> continue
+    from there (the run directory is the checkpoint's folder). A resumed run keeps the config
+    saved in its checkpoint; ``epochs`` may extend it (note: this changes a cosine schedule's length).
+    ``stop_after``: train at most this many epochs in this call (simulates a killed run in tests).
+    Works under torchrun (DDP).
+    """
+    cfg, ckpt, ckpt_path = _resolve_config(cfg, resume, epochs)
+    run = _setup(cfg, ckpt, data_root, quiet)
+    _resume(run, ckpt, ckpt_path)
+    _start_log(run, ckpt is not None)
+    n_epochs = int(run.cfg["train"]["epochs"])
+    last_row: dict[str, Any] = {}
     try:
-        end = epochs if stop_after is None else min(epochs, start_epoch + int(stop_after))
-        for epoch in range(start_epoch, end):
+        end = n_epochs if stop_after is None else min(n_epochs, run.start_epoch + int(stop_after))
+        for epoch in range(run.start_epoch, end):
             t_epoch = time.perf_counter()
-            net.train()
-            order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(derive_seed(seed, epoch, 0)))
-            index = shard_indices(order, info.rank, info.world_size)
-            data_gen = torch.Generator().manual_seed(derive_seed(seed, epoch, 1 + 100 * info.rank))
-            aug_gen.manual_seed(derive_seed(seed, epoch, 2 + 100 * info.rank))
-            aug_on, aug_p = aug_state(cfg["aug"], epoch)  # a function of the epoch: resumes exactly
-            aug_on = aug is not None and aug_on
-            if aug is not None and aug_p is not None:
-                aug.p = aug_p  # type: ignore[attr-defined]
-            meter = Meter(num_classes, device)
-            aug_time, stats = 0.0, {}
-            lr = opt.param_groups[0]["lr"]
-            n_batches = math.ceil(index.numel() / bs)
-            bar = None
-            if show:
-                from tqdm import tqdm
-
-                bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
-            t_train = time.perf_counter()
-            for x, y in iter_batches(ds, index, bs, device=device, generator=data_gen,
-                                      num_workers=int(cfg["data"]["num_workers"]),
-                                      drop_last=bool(cfg["train"]["drop_last"])):
-                if aug_on:
-                    if sync_time:
-                        torch.cuda.synchronize(device)
-                    t0 = time.perf_counter()
-                    x = aug(x, y)  # type: ignore[misc]
-                    if sync_time:
-                        torch.cuda.synchronize(device)
-                    aug_time += time.perf_counter() - t0
-                    _stats_add(stats, getattr(aug, "last_stats", None))
-                with autocast(device, amp):
-                    logits = net(x)
-                    loss = F.cross_entropy(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if grad_clip:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), float(grad_clip))
-                scaler.step(opt)
-                scaler.update()
-                meter.update(logits, y, loss.detach() * y.numel())
-                if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
-            train_time = time.perf_counter() - t_train
-            sched.step()
-            tr = meter.result(info, "train_")
-            t_eval = time.perf_counter()
-            te = evaluate(net, test_info.dataset, num_classes, device=device,
-                          batch_size=int(cfg["train"]["eval_batch_size"]), info=info, amp=amp,
-                          num_workers=int(cfg["data"]["num_workers"]), index=test_index)
-            row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-            row.update({k: v for k, v in tr.items() if k != "train_n"})
-            row.update({k: v for k, v in te.items() if k != "test_n"})
-            row["gap"] = row["train_acc"] - row["test_acc"]
-            if clean_train is not None:
-                cl = evaluate(net, clean_train.dataset, num_classes, device=device,
-                              batch_size=int(cfg["train"]["eval_batch_size"]), info=info, amp=amp,
-                              index=clean_index, prefix="train_clean_")
-                row["train_clean_acc"] = cl["train_clean_acc"]
-                row["train_clean_loss"] = cl["train_clean_loss"]
-                row["gap_clean"] = row["train_clean_acc"] - row["test_acc"]
-            eval_time = time.perf_counter() - t_eval
-            n_seen = tr["train_n"]
-            row.update({"train_time": train_time, "eval_time": eval_time, "aug_time": aug_time,
-                        "epoch_time": time.perf_counter() - t_epoch,
-                        "throughput": n_seen / max(train_time, 1e-9), "world_size": info.world_size})
-            if aug is not None:
-                row["aug_enabled"], row["aug_p"] = aug_on, float(getattr(aug, "p", float("nan")))
-            for k, v in stats.items():
-                row[f"aug_{k}"] = float(v)
-            if stats.get("candidates"):  # RelDrop-3D: fraction of points dropped this epoch
-                row["aug_dropped_fraction"] = float(stats["dropped"]) / float(stats["candidates"])
+            row = _evaluate_epoch(run, _train_epoch(run, epoch), t_epoch)
             last_row = row
-            if info.is_main:
-                assert logger is not None
-                logger.log(row)
-                improved = row["test_acc"] > best_acc
-                if improved:
-                    best_acc, best_epoch = row["test_acc"], epoch + 1
-                state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                         "best_acc": best_acc, "best_epoch": best_epoch, "rng": _gather_rng(info),
-                         "config": cfg, "metrics": row}
-                # last.pt first: it records best_epoch, and when that is this epoch it holds the best
-                # model itself, so a kill before best.pt is written is repaired on resume (repair_best)
-                save_checkpoint(state, run_dir / "last.pt")
-                if improved and cfg["train"]["save_best"]:
-                    save_checkpoint(state, run_dir / "best.pt")
-                if not quiet:
-                    print(f"[{run_dir.name}] epoch {epoch + 1}/{epochs} lr {lr:.4g} "
-                          f"train {row['train_acc']:.2f}% loss {row['train_loss']:.4f} | "
-                          f"test {row['test_acc']:.2f}% (top5 {row['test_top5']:.2f}, macro {row['test_macro']:.2f}) "
-                          f"| {row['epoch_time']:.1f}s, aug {aug_time:.1f}s, {row['throughput']:.0f} img/s",
-                          file=sys.stderr, flush=True)
-            else:
-                _gather_rng(info)
-                if row["test_acc"] > best_acc:
-                    best_acc, best_epoch = row["test_acc"], epoch + 1
+            _log_and_checkpoint(run, row, epoch)
     finally:
-        if logger is not None:
-            logger.close()
-    if not last_row and logger is not None and logger.rows:
-        last_row = logger.rows[-1]
-    result = {"run_dir": str(run_dir), "final": last_row, "best_acc": best_acc, "best_epoch": best_epoch,
-              "rank": info.rank, "world_size": info.world_size}
-    return result
+        if run.logger is not None:
+            run.logger.close()
+    if not last_row and run.logger is not None and run.logger.rows:
+        last_row = run.logger.rows[-1]
+    return {"run_dir": str(run.run_dir), "final": last_row, "best_acc": run.best_acc, "best_epoch": run.best_epoch,
+            "rank": run.info.rank, "world_size": run.info.world_size}
 
 
 def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:

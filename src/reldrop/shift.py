@@ -161,7 +161,7 @@ def corruption_accuracy(
     ``{"clean": acc, "per_corruption": {name: {severity: acc}}, "per_name": {name: mean acc},
     "mean": mean over names and severities}`` with accuracies in [0, 1].
     """
-    from .metrics._model import eval_mode
+    from .models.modes import eval_mode
 
     for n in names:
         if n not in _OPS:

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .._checks import check_batch_match, check_tensor
-from ._model import eval_mode
+from ..models.modes import eval_mode
 
 __all__ = ["accuracy_counts", "evaluate_accuracy"]
 

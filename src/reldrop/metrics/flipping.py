@@ -31,7 +31,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._checks import check_batch_match, check_float_tensor, check_tensor
-from ._model import eval_mode
+from ..models.modes import eval_mode
 from .perturbation import curve_auc
 
 __all__ = ["FLIP_MODES", "PointFlippingResult", "point_flipping", "point_flipping_dataset", "flipping_report",

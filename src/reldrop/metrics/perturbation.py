@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._checks import check_batch_match, check_float_tensor, check_tensor
-from ._model import eval_mode
+from ..models.modes import eval_mode
 
 __all__ = ["region_perturbation", "RegionPerturbationResult", "curve_auc", "ORDERS"]
 

@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from ._model import eval_mode
+from ..models.modes import eval_mode
 
 __all__ = ["subset_indices", "list_wnids", "subset_accuracy", "max_softmax", "ood_detection", "ZEROSHOT_SETS",
            "find_zeroshot_folders", "evaluate_zeroshot"]

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from reldrop import models
     from reldrop.attribution import attribute
     from reldrop.data import build_dataset, data_root
+    from reldrop.metrics import evaluate_accuracy
     from reldrop.viz.demo_figure import plot_demo_grid
 
     if args.epochs < 0 or args.samples < 1:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        acc = _accuracy(model, test.dataset, device)
+        acc = evaluate_accuracy(model, DataLoader(test.dataset, batch_size=256), device=device)["accuracy"]
         print(f"epoch {epoch + 1}/{args.epochs}  loss {loss.item():.3f}  test accuracy {acc:.2%}", flush=True)
 
     model.eval()
@@ -74,16 +75,3 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {path}  ({time.perf_counter() - t0:.1f} s)")
     return 0
-
-
-def _accuracy(model, dataset, device) -> float:  # type: ignore[no-untyped-def]
-    import torch
-    from torch.utils.data import DataLoader
-
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in DataLoader(dataset, batch_size=256):
-            correct += int((model(x.to(device)).argmax(1) == y.to(device)).sum())
-            total += len(y)
-    return correct / max(total, 1)

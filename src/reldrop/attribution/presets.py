@@ -184,7 +184,8 @@ class Preset:
     ``build=None``: the method has no zennit composite and is computed only by backends that
     support it (registered with :func:`reldrop.attribution.backends.register_backend`);
     ``multiply_input``: the result is ``x ⊙ gradient``; ``lrp``: canonizers apply and the output
-    seed is ``one_hot · logit`` (see :func:`reldrop.attribution.attribute`).
+    relevance is seeded with ``one_hot(target)`` (default) or ``one_hot · logit`` with ``seed="logit"``
+    (see :class:`reldrop.attribution.Attributor`).
     """
 
     name: str

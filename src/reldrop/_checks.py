@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 
 __all__ = [
+    "check_int",
     "check_tensor",
     "check_float_tensor",
     "check_finite",
@@ -160,3 +161,12 @@ def check_device(spec: object, *, flag: str = "--device") -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"{flag} {spec!s}: only {torch.cuda.device_count()} CUDA device(s) present")
     return dev
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` when it is an int (not a bool) >= ``minimum``; TypeError / ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value

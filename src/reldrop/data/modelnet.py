@@ -39,7 +39,7 @@ from .root import cache_dir
 from .tensor_dataset import class_balanced_subset
 
 __all__ = ["PointPrep", "PointArrayDataset", "PointFileDataset", "read_point_file", "point_info",
-           "prepare_arrays", "make_augment", "resolve_root"]
+           "prepare_arrays", "make_augment", "resolve_root", "build_point_dataset", "point_options", "read_lines"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,10 +236,12 @@ def resolve_root(root: Path, names: Sequence[str], marker: Callable[[Path], bool
     raise FileNotFoundError(f"no dataset found at {root} (looked for {', '.join(names)} there); expected {layout}")
 
 
-def _build(name: str, split: str, items: list[tuple[Path, int]], class_names: list[str],
-           reader: Callable[[Path], np.ndarray], root: Path, *, train_transform: bool, npoints: int,
-           sampling: str, use_normals: bool, normalize: bool, augment: Any, cache: bool, seed: int,
-           subset: int | None = None) -> DatasetInfo:
+def build_point_dataset(name: str, split: str, items: list[tuple[Path, int]], class_names: list[str],
+                        reader: Callable[[Path], np.ndarray], root: Path, *, train_transform: bool, npoints: int,
+                        sampling: str, use_normals: bool, normalize: bool, augment: Any, cache: bool, seed: int,
+                        subset: int | None = None) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a point-cloud dataset from ``(file, class)`` items read by ``reader``
+    (files loaded lazily or cached; ``subset``: class-balanced subset of the train split)."""
     if not items:
         raise FileNotFoundError(f"{name}: no {split} point clouds found under {root}")
     if subset is not None and split == "train":
@@ -268,7 +270,8 @@ _COMMON = dict(npoints=1024, sampling="fps", use_normals=False, normalize=True, 
                subset=None)
 
 
-def _opts(kwargs: dict[str, Any], name: str) -> dict[str, Any]:
+def point_options(kwargs: dict[str, Any], name: str) -> dict[str, Any]:
+    """The common point-dataset options (npoints, sampling, ...) with defaults; TypeError on unknown keys."""
     unknown = set(kwargs) - set(_COMMON)
     if unknown:
         raise TypeError(f"{name}: unknown keyword argument(s) {sorted(unknown)}; known: {sorted(_COMMON)}")
@@ -287,14 +290,14 @@ def _is_folder_layout(p: Path) -> bool:
 
 def _build_folder(name: str, root: Path, split: str, names: Sequence[str], train_transform: bool,
                   **kwargs: Any) -> DatasetInfo:
-    opts = _opts(kwargs, name)
+    opts = point_options(kwargs, name)
     layout = "<root>/<class>/{train,test}/*.npy (each an (N, >=3) array) or *.txt"
     folder = resolve_root(root, names, _is_folder_layout, layout)
     classes = sorted(c.name for c in folder.iterdir()
                      if c.is_dir() and ((c / "train").is_dir() or (c / "test").is_dir()))
     items = [(f, ci) for ci, c in enumerate(classes)
              for f in sorted((folder / c / split).glob("*")) if f.suffix in _POINT_SUFFIXES]
-    return _build(name, split, items, classes, read_point_file, folder, train_transform=train_transform, **opts)
+    return build_point_dataset(name, split, items, classes, read_point_file, folder, train_transform=train_transform, **opts)
 
 
 @register_dataset("modelnet10")
@@ -312,7 +315,8 @@ def build_point_folder(root: Path, split: str, *, train_transform: bool, **kwarg
 # --------------------------------------------------------------------------------------------------
 # modelnet40_normal_resampled
 # --------------------------------------------------------------------------------------------------
-def _read_lines(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
+    """The non-empty, stripped lines of a list file; FileNotFoundError naming it when missing."""
     if not path.is_file():
         raise FileNotFoundError(f"required list file not found: {path}")
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
@@ -324,20 +328,20 @@ def build_modelnet40(root: Path, split: str, *, train_transform: bool, num_categ
     """``modelnet40_normal_resampled``: shape ids from ``modelnet{40,10}_{split}.txt``, files ``<class>/<id>.txt``."""
     if num_category not in (10, 40):
         raise ValueError(f"num_category must be 10 or 40, got {num_category!r}")
-    opts = _opts(kwargs, "modelnet40")
+    opts = point_options(kwargs, "modelnet40")
     names_file = f"modelnet{num_category}_shape_names.txt"
     folder = resolve_root(root, ("modelnet40_normal_resampled",), lambda p: (p / names_file).is_file(),
                           f"modelnet40_normal_resampled/ with {names_file}, modelnet{num_category}_train.txt, "
                           f"modelnet{num_category}_test.txt and <class>/<class>_NNNN.txt")
-    classes = _read_lines(folder / names_file)
+    classes = read_lines(folder / names_file)
     index = {c: i for i, c in enumerate(classes)}
     items = []
-    for shape_id in _read_lines(folder / f"modelnet{num_category}_{split}.txt"):
+    for shape_id in read_lines(folder / f"modelnet{num_category}_{split}.txt"):
         cls = "_".join(shape_id.split("_")[:-1])
         if cls not in index:
             raise ValueError(f"shape id {shape_id!r} in modelnet{num_category}_{split}.txt names unknown class {cls!r}")
         items.append((folder / cls / f"{shape_id}.txt", index[cls]))
-    return _build("modelnet40", split, items, classes, read_point_file, folder,
+    return build_point_dataset("modelnet40", split, items, classes, read_point_file, folder,
                   train_transform=train_transform, **opts)
 
 
@@ -353,10 +357,10 @@ def build_modelnet40_h5(root: Path, split: str, *, train_transform: bool, **kwar
     """``modelnet40_ply_hdf5_2048``: ``ply_data_{split}*.h5`` (``data`` (B, 2048, 3), ``label`` (B, 1))."""
     import h5py
 
-    opts = _opts(kwargs, "modelnet40_h5")
+    opts = point_options(kwargs, "modelnet40_h5")
     folder = resolve_root(root, ("modelnet40_ply_hdf5_2048",), lambda p: any(p.glob("ply_data_*.h5")),
                           "modelnet40_ply_hdf5_2048/ with ply_data_{train,test}*.h5 and shape_names.txt")
-    classes = _read_lines(folder / "shape_names.txt")
+    classes = read_lines(folder / "shape_names.txt")
     files = sorted(folder.glob(f"ply_data_{split}*.h5"), key=_natural_key)
     if not files:
         raise FileNotFoundError(f"modelnet40_h5: no ply_data_{split}*.h5 files in {folder}")

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .modelnet import _build, _opts, _read_lines, read_point_file, resolve_root
+from .modelnet import build_point_dataset, point_options, read_lines, read_point_file, resolve_root
 from .registry import DatasetInfo, register_dataset
 
 __all__ = ["build_shapenet"]
@@ -39,13 +39,13 @@ def _read_split(path: Path) -> list[str]:
 def build_shapenet(root: Path, split: str, *, train_transform: bool, include_val: bool = True,
                    **kwargs: Any) -> DatasetInfo:
     """ShapeNetPart, labels = the 16 categories of ``synsetoffset2category.txt`` in file order."""
-    opts = _opts(kwargs, "shapenet")
+    opts = point_options(kwargs, "shapenet")
     folder = resolve_root(root, (_DIRNAME, "shapenet", "shapenetpart"),
                           lambda p: (p / "synsetoffset2category.txt").is_file(),
                           f"{_DIRNAME}/ with synsetoffset2category.txt, train_test_split/"
                           "shuffled_{train,val,test}_file_list.json and <synset>/<id>.txt")
     classes, synset_to_label = [], {}
-    for line in _read_lines(folder / "synsetoffset2category.txt"):
+    for line in read_lines(folder / "synsetoffset2category.txt"):
         parts = line.split()
         if len(parts) != 2:
             raise ValueError(f"shapenet: malformed line {line!r} in {folder / 'synsetoffset2category.txt'}")
@@ -60,4 +60,4 @@ def build_shapenet(root: Path, split: str, *, train_transform: bool, include_val
             if len(parts) < 2 or parts[-2] not in synset_to_label:
                 raise ValueError(f"shapenet: entry {entry!r} in {split_file} names no known synset")
             items.append((folder / parts[-2] / f"{parts[-1]}.txt", synset_to_label[parts[-2]]))
-    return _build("shapenet", split, items, classes, read_point_file, folder, train_transform=train_transform, **opts)
+    return build_point_dataset("shapenet", split, items, classes, read_point_file, folder, train_transform=train_transform, **opts)

@@ -129,7 +129,7 @@ def _randint(high: int, shape: tuple[int, ...], generator: Optional[torch.Genera
 
 
 @functools.lru_cache(maxsize=64)
-def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+def cached_constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
     """A small constant tensor on ``device``, cached so a CUDA fill value is copied to the GPU once."""
     return torch.tensor(values, dtype=dtype, device=device)
 
@@ -417,9 +417,9 @@ def fill_masked(
     if kind == "scalar":
         if inplace:
             return x.masked_fill_(mask[:, None], v)
-        fill = _constant((v,), x.dtype, x.device).view(())
+        fill = cached_constant((v,), x.dtype, x.device).view(())
     elif kind == "channel":
-        fill = _constant(tuple(v), x.dtype, x.device).view(1, -1, 1, 1)
+        fill = cached_constant(tuple(v), x.dtype, x.device).view(1, -1, 1, 1)
     elif kind == "rand":
         colours = _randn((x.shape[0], 1, x.shape[1]), generator, x.device)
         fill = colours[:, 0, :, None, None].to(x.dtype)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batch_match, check_finite, check_float_tensor, check_probability, parse_fill_value
-from .image import _constant
+from .image import cached_constant
 
 __all__ = ["relevance_point_drop", "normalize_relevance_points", "point_drop_mask"]
 
@@ -137,7 +137,7 @@ def relevance_point_drop(
     if kind == "scalar":
         out = points.masked_fill_(m, fill) if inplace else points.masked_fill(m, fill)
     else:
-        f = _constant(tuple(fill), points.dtype, points.device)
+        f = cached_constant(tuple(fill), points.dtype, points.device)
         out = points.copy_(torch.where(m, f, points)) if inplace else torch.where(m, f, points)
     if stats is not None:
         stats.clear()

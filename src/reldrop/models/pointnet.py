@@ -23,10 +23,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .._checks import check_point_cloud
+from .._checks import check_int, check_point_cloud
 from .pointnet2 import narrow_input_linear
 from .registry import register
-from .resnet_cifar import _check_int
 
 __all__ = ["PointNetClassifier", "TNet", "transform_regularizer"]
 
@@ -80,8 +79,8 @@ class PointNetClassifier(nn.Module):
         dropout: float = 0.4,
     ) -> None:
         super().__init__()
-        _check_int("num_classes", num_classes)
-        _check_int("in_channels", in_channels, minimum=3)
+        check_int("num_classes", num_classes)
+        check_int("in_channels", in_channels, minimum=3)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.in_channels = in_channels

@@ -37,7 +37,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .._checks import check_point_cloud
+from .._checks import check_int, check_point_cloud
 from .registry import register
 
 __all__ = [
@@ -374,17 +374,15 @@ class PointNet2Classifier(nn.Module):
         random_start: bool = True,
     ) -> None:
         super().__init__()
-        from .resnet_cifar import _check_int
-
-        _check_int("num_classes", num_classes)
-        _check_int("in_channels", in_channels, minimum=3)
+        check_int("num_classes", num_classes)
+        check_int("in_channels", in_channels, minimum=3)
         if variant not in ("ssg", "msg"):
             raise ValueError(f"variant must be 'ssg' or 'msg', got {variant!r}")
         if layout not in _LAYOUTS:
             raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
         if len(tuple(npoint)) != 2:
             raise ValueError(f"npoint must be a pair (level-1 centres, level-2 centres), got {npoint!r}")
-        n1, n2 = (_check_int("npoint", int(v)) for v in npoint)
+        n1, n2 = (check_int("npoint", int(v)) for v in npoint)
         self.in_channels = in_channels
         self.variant = variant
         self.layout = layout

@@ -15,16 +15,16 @@ from typing import Any, Callable
 import torch.nn as nn
 from torchvision.models import resnet as tv_resnet
 
+from .._checks import check_int
 from .registry import register
-from .resnet_cifar import _check_int
 
 __all__ = ["torchvision_resnet", "timm_model"]
 
 
 def torchvision_resnet(arch: str, *, num_classes: int = 1000, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """``torchvision.models.<arch>(weights=None)``; ``conv1`` rebuilt (7×7/2) when ``in_channels != 3``."""
-    _check_int("num_classes", num_classes)
-    _check_int("in_channels", in_channels)
+    check_int("num_classes", num_classes)
+    check_int("in_channels", in_channels)
     model = getattr(tv_resnet, arch)(weights=None, num_classes=num_classes, **kwargs)
     if in_channels != 3:
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -34,8 +34,8 @@ def torchvision_resnet(arch: str, *, num_classes: int = 1000, in_channels: int =
 
 def timm_model(arch: str, *, num_classes: int = 1000, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """``timm.create_model(arch, pretrained=False, ...)``; raises ImportError naming timm if missing."""
-    _check_int("num_classes", num_classes)
-    _check_int("in_channels", in_channels)
+    check_int("num_classes", num_classes)
+    check_int("in_channels", in_channels)
     try:
         import timm
     except ImportError as err:  # optional dependency

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .._checks import check_int
 from .registry import register
-from .resnet_cifar import _check_int
 
 __all__ = ["SmallCNN"]
 
@@ -25,9 +25,9 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 32) -> None:
         super().__init__()
-        _check_int("num_classes", num_classes)
-        _check_int("in_channels", in_channels)
-        _check_int("width", width)
+        check_int("num_classes", num_classes)
+        check_int("in_channels", in_channels)
+        check_int("width", width)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),

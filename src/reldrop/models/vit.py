@@ -13,8 +13,8 @@ from typing import Any
 
 import torch.nn as nn
 
+from .._checks import check_int
 from .registry import register
-from .resnet_cifar import _check_int
 
 __all__ = ["vit_tiny_cifar"]
 
@@ -24,10 +24,10 @@ def vit_tiny_cifar(num_classes: int = 10, *, in_channels: int = 3, img_size: int
                    global_pool: str = "token", **kwargs: Any) -> nn.Module:
     """timm ViT-Tiny for small images: ``img_size`` 32, ``patch_size`` 4, ``global_pool`` ``"token"``
     (or ``"avg"``); other keyword arguments go to ``timm.create_model`` (e.g. ``drop_path_rate``)."""
-    _check_int("num_classes", num_classes)
-    _check_int("in_channels", in_channels)
-    _check_int("img_size", img_size)
-    _check_int("patch_size", patch_size)
+    check_int("num_classes", num_classes)
+    check_int("in_channels", in_channels)
+    check_int("img_size", img_size)
+    check_int("patch_size", patch_size)
     if img_size % patch_size:
         raise ValueError(f"img_size ({img_size}) must be a multiple of patch_size ({patch_size})")
     try:

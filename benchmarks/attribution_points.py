@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         fast = Attributor(model, "zplus_flat", backend="fast")
         r_z, r_f = zen(x, y), fast(x, y)
         diff = float(((r_f - r_z).abs().flatten(1).amax(1) / r_z.abs().flatten(1).amax(1)).max())
-        row = {"zennit_s": timeit(lambda: zen(x, y), args.steps), "fast_s": timeit(lambda: fast(x, y), args.steps),
+        row = {"zennit_s": timeit(lambda zen=zen, x=x, y=y: zen(x, y), args.steps),
+               "fast_s": timeit(lambda fast=fast, x=x, y=y: fast(x, y), args.steps),
                "max_rel_diff": diff, "fast_phases_s": phases(fast, x, y, args.steps)}
         row["speedup"] = row["zennit_s"] / row["fast_s"]
         result[name] = row

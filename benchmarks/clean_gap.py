@@ -74,7 +74,7 @@ def main() -> None:
     for v in order:
         rs = [r for r in rows if r["variant"] == v]
 
-        def pm(k: str) -> str:
+        def pm(k: str, rs: list = rs) -> str:
             x = np.array([r[k] for r in rs])
             return f"{x.mean():.2f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.2f}"
 

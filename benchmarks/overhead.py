@@ -42,7 +42,6 @@ import time
 from typing import Any, Callable
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 import reldrop
@@ -145,7 +144,7 @@ def make_steps(cfg: dict[str, Any], amp: bool, device: torch.device, p: float = 
         try:
             fn = reldrop.RelDrop(model, modality=modality, method=None, backend=backend,
                                  p=p, generator=gen)
-            fn.attributor  # build now (fails early if the backend cannot handle the model)
+            _ = fn.attributor  # build now (fails early if the backend cannot handle the model)
         except ValueError:
             fn = reldrop.RelDrop(model, modality=modality, method=None, backend="auto", p=p, generator=gen)
         fns[kind] = fn

@@ -135,7 +135,7 @@ def main() -> None:
                 cpu[k].append(c1.user - c0.user + c1.system - c0.system)
     evals: dict[str, list[float]] = {k: [] for k in models}
     with torch.no_grad():
-        for i in range(3):
+        for _ in range(3):
             for k, m in models.items():
                 m.eval()
                 with ctx[k]():

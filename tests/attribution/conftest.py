@@ -4,12 +4,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
-
-import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)

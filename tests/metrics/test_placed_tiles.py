@@ -8,7 +8,6 @@ from reldrop.data.placed_tiles import load_placed_tiles, make_placed_tiles
 
 
 def _pool(n=40, k=4, size=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % k
     # every pool image is a constant colour that encodes its index -> tiles are identifiable
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, size, size).clone()

@@ -86,7 +86,7 @@ def test_bad_input_errors():
 def test_matches_quantus_relevance_rank_accuracy():
     quantus = pytest.importorskip("quantus", reason="quantus (test extra) not installed")
     g = torch.Generator().manual_seed(3)
-    for trial in range(3):
+    for _ in range(3):
         b, h, w = 16, 12, 10
         r = torch.randn(b, 3, h, w, generator=g, dtype=torch.float64)
         m = torch.rand(b, h, w, generator=g) < torch.rand(b, 1, 1, generator=g)

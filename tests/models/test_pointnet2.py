@@ -164,7 +164,7 @@ def test_rows_layout_equals_straightforward_conv2d(variant: str, d: int) -> None
     for (na, pa), (nb, pb) in zip(ours.named_parameters(), ref.named_parameters()):
         assert na == nb
         assert_close_scaled(pa.grad, pb.grad.view_as(pa.grad), rel=1e-9, floor=1e-9 * grad_scale, msg=na)
-    for (na, ba), (nb, bb) in zip(ours.named_buffers(), ref.named_buffers()):
+    for (_, ba), (_, bb) in zip(ours.named_buffers(), ref.named_buffers()):
         assert_close_scaled(ba, bb, rel=1e-12)
 
 

@@ -193,7 +193,7 @@ def _add_statistics(rows: list[dict[str, Any]], runs: Sequence[Mapping[str, Any]
         row.update({k: _nan_to_none(final[row["variant"]][k]) for k in STAT_KEYS})
     extra = [k for r in runs for k in (r.get("test_sets") or {})]
     for ts in dict.fromkeys(extra):
-        st = compare_groups(groups(lambda r: (r.get("test_sets") or {}).get(ts)), baseline=base, reference=ref,
+        st = compare_groups(groups(lambda r, ts=ts: (r.get("test_sets") or {}).get(ts)), baseline=base, reference=ref,
                             vs_reference=rel)
         for row in rows:
             s = st[row["variant"]]

@@ -104,7 +104,7 @@ def plot_flipping_curves(results: Mapping[str, object], path: Union[str, Path], 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors = {}
-    for i, (label, res) in enumerate(results.items()):
+    for label, res in results.items():
         line, = ax.plot((100 * res.fractions).tolist(), (100 * res.accuracy_curve).tolist(),  # type: ignore[attr-defined]
                         marker="o", ms=3, label=f"{label} (AUC {res.auc:.3f})")  # type: ignore[attr-defined]
         colors[label] = line.get_color()

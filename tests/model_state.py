@@ -3,7 +3,7 @@
 ``before = snapshot(model)`` ... ``assert_unchanged(before, model)``: parameters and buffers (same
 objects, storage, bits), ``.grad`` (object and bits), ``requires_grad``, train/eval flags, every
 kind of hook, the module tree and plain attributes (``eps``, ``detach_centre``, ``None`` slots).
-A uniquely named module (``from model_state import ...``), like tests/points/point_models.py.
+A uniquely named module (``from model_state import ...``), like tests/point_models.py.
 """
 from __future__ import annotations
 

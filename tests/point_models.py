@@ -1,7 +1,7 @@
 """Small PointNet++-style models built from the real set-abstraction modules (fast enough for CI).
 
 A uniquely named module: ``from conftest import ...`` picked up whichever conftest.py was imported
-first (tests/train/conftest.py when tests/train ran before tests/points)."""
+first (tests/train/conftest.py when tests/train ran before the point tests)."""
 from __future__ import annotations
 
 import torch

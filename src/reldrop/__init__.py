@@ -8,21 +8,9 @@ Three separate pieces, one job each:
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-
-_LAZY = {
-    "relevance_erase": ("reldrop.masks", "relevance_erase"),
-    "random_erase": ("reldrop.masks", "random_erase"),
-    "relevance_point_drop": ("reldrop.masks", "relevance_point_drop"),
-    "RelDrop": ("reldrop.augment", "RelDrop"),
-    "attribution": ("reldrop.attribution", None),
-    "models": ("reldrop.models", None),
-    "metrics": ("reldrop.metrics", None),
-    "shift": ("reldrop.shift", None),
-}
+from ._version import __version__
 
 __all__ = [
     "RelDrop",
@@ -37,11 +25,35 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: keep `import reldrop` light (no zennit/matplotlib)
-    if name in _LAZY:
-        module_name, attr = _LAZY[name]
-        module = importlib.import_module(module_name)
-        value = module if attr is None else getattr(module, attr)
-        globals()[name] = value
-        return value
+def _load(name: str) -> Any:
+    if name in ("relevance_erase", "random_erase", "relevance_point_drop"):
+        from . import masks
+
+        return getattr(masks, name)
+    if name == "RelDrop":
+        from .augment import RelDrop
+
+        return RelDrop
+    if name == "attribution":
+        import reldrop.attribution as attribution  # not 'from . import': that would ask this __getattr__ again
+
+        return attribution
+    if name == "models":
+        import reldrop.models as models  # not 'from . import': that would ask this __getattr__ again
+
+        return models
+    if name == "metrics":
+        import reldrop.metrics as metrics  # not 'from . import': that would ask this __getattr__ again
+
+        return metrics
+    if name == "shift":
+        import reldrop.shift as shift  # not 'from . import': that would ask this __getattr__ again
+
+        return shift
     raise AttributeError(f"module 'reldrop' has no attribute {name!r}")
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: keep `import reldrop` light (no zennit/matplotlib)
+    value = _load(name)
+    globals()[name] = value
+    return value

@@ -38,6 +38,8 @@ from typing import IO, Any, Iterator, Mapping
 import numpy as np
 import torch
 
+from ._version import __version__
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_open", "save_checkpoint",
            "load_checkpoint", "read_json", "clean_stale_temps", "temp_path", "config_hash", "config_diff",
            "rng_state", "set_rng_state", "CheckpointError", "RunConfigMismatchError",
@@ -328,11 +330,9 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
             zennit_version = version("zennit")
     except Exception:
         zennit_version = None
-    import reldrop
-
     env = {
         **_git_commit(),
-        "reldrop": reldrop.__version__,
+        "reldrop": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "zennit": zennit_version,

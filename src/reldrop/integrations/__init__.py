@@ -8,13 +8,14 @@
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 __all__ = ["lightning"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return importlib.import_module(f"{__name__}.{name}")
+    if name == "lightning":
+        import reldrop.integrations.lightning as lightning  # not 'from . import': it asks __getattr__ again
+
+        return lightning
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,6 @@ Submodules are imported on use so that ``import reldrop.viz`` stays light.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 _LAZY = {
@@ -19,6 +18,12 @@ __all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"reldrop.viz.{_LAZY[name]}"), name)
+    if _LAZY.get(name) == "heatmaps":
+        from . import heatmaps
+
+        return getattr(heatmaps, name)
+    if _LAZY.get(name) == "curves":
+        from . import curves
+
+        return getattr(curves, name)
     raise AttributeError(f"module 'reldrop.viz' has no attribute {name!r}")

@@ -1,0 +1,320 @@
+"""One function per metric of ``reldrop evaluate``: ``fn(ctx) -> dict`` (the metric's entry of
+``metrics.json``, accuracies in %, with its ``seconds``); :mod:`reldrop.commands.evaluation` runs them.
+
+The numbers come from the pure functions of :mod:`reldrop.metrics` (and :mod:`reldrop.shift`);
+what is here is choosing the data, the relevance method and the figures for a loaded run.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..metrics import evaluate_accuracy, relevance_rank_accuracy, summarize_rra
+from ..train.load import LoadedRun
+
+__all__ = ["EvalContext", "test_batches", "relevance_kwargs", "METRIC_FUNCTIONS", "DECOY_PREFIX"]
+
+#: the decoy metric applies to datasets whose name starts with this
+DECOY_PREFIX = "decoy_"
+
+
+def test_batches(info: Any, n: int | None, batch_size: int, device: torch.device, seed: int = 0
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of the first ``n`` test samples of a fixed seeded permutation (all when ``n`` is None).
+
+    Test sets are often stored sorted by class, so a prefix would hold one class only; the
+    permutation makes every ``n`` a class-mixed sample, the same for every run.
+    """
+    ds = info.dataset
+    total = len(ds) if n is None else min(n, len(ds))
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:total]
+    if n is None:
+        order = order.sort().values
+    if hasattr(ds, "get_batch"):
+        for s in range(0, total, batch_size):
+            yield ds.get_batch(order[s:s + batch_size], device=device)
+        return
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, order.tolist()), batch_size=batch_size)
+    for x, y in loader:
+        yield x.to(device).float(), torch.as_tensor(y).to(device).long()
+
+
+def relevance_kwargs(method: str, info: Any) -> dict[str, Any]:
+    """Extra attribution kwargs of ``method`` for the run's data (the input bounds of the box rule)."""
+    if method == "epsilon_gamma_box":
+        if info.mean is None or info.std is None:
+            return {"low": -3.0, "high": 3.0}
+        return {"mean": info.mean, "std": info.std}
+    return {}
+
+
+@dataclass
+class EvalContext:
+    """One evaluation: the run, its model on the device, the output folder and the options."""
+
+    run: LoadedRun
+    model: nn.Module
+    dev: torch.device
+    out: Path
+    compare: Sequence[LoadedRun] = ()
+    batch_size: int = 128
+    limit: int | None = 1000
+    rra_size: int = 1000
+    patch_size: int = 4
+    steps: int | None = None
+    method: str = "epsilon_gamma_box"
+    heatmap_samples: int = 6
+    channel_samples: int = 128
+    seed: int = 0
+    zeroshot_root: str | Path | None = None
+    zeroshot_sets: Sequence[str] = ("r", "a", "o")
+    log: Callable[[str], Any] = print
+    _attributor: Any = field(default=None, repr=False)
+
+    @property
+    def info(self) -> Any:
+        return self.run.test
+
+    def attributor(self) -> Any:
+        """The run's :class:`reldrop.attribution.Attributor` for ``method`` (built on first use)."""
+        if self._attributor is None:
+            from ..attribution import Attributor
+
+            self._attributor = Attributor(self.model, self.method, **relevance_kwargs(self.method, self.info))
+        return self._attributor
+
+    def timed(self, name: str) -> float:
+        self.log(f"[{self.run.name}] {name} ...")
+        return time.perf_counter()
+
+    def models(self) -> dict[str, nn.Module]:
+        """This run's model and the ``compare`` runs' models, on the device, in eval mode."""
+        models = {self.run.name: self.model}
+        models.update({c.name: c.model.to(self.dev).eval() for c in self.compare})
+        return models
+
+
+def accuracy_metric(ctx: EvalContext) -> dict[str, Any]:
+    t = ctx.timed("acc")
+    info = ctx.info
+    acc = evaluate_accuracy(ctx.model, test_batches(info, None, 512, ctx.dev), device=ctx.dev,
+                            num_classes=info.num_classes)
+    return {"accuracy": 100 * acc["accuracy"], "class_accuracy": 100 * acc["class_accuracy"],
+            "n": acc["n"], "seconds": time.perf_counter() - t}
+
+
+def corruption_metric(ctx: EvalContext) -> dict[str, Any]:
+    from ..shift import corruption_accuracy
+
+    info = ctx.info
+    if info.mean is None or info.std is None:
+        raise ValueError("corruption needs an image dataset with known mean/std normalization")
+    t = ctx.timed("corruption")
+    c = corruption_accuracy(ctx.model, test_batches(info, ctx.limit, ctx.batch_size, ctx.dev), mean=info.mean,
+                            std=info.std, device=ctx.dev, seed=ctx.seed)
+    return {"clean": 100 * c["clean"], "mean": 100 * c["mean"],
+            "per_name": {k: 100 * v for k, v in c["per_name"].items()},
+            "per_corruption": {k: {str(s): 100 * a for s, a in v.items()} for k, v in c["per_corruption"].items()},
+            "n": c["n"], "seconds": time.perf_counter() - t}
+
+
+def rra_metric(ctx: EvalContext) -> dict[str, Any]:
+    from ..data.placed_tiles import load_placed_tiles
+    from ..data.root import data_root
+
+    t = ctx.timed("rra")
+    info, model, n_show = ctx.info, ctx.model, ctx.heatmap_samples
+    bench = load_placed_tiles(data_root(ctx.run.config.get("data", {}).get("root")), "test", size=ctx.rra_size)
+    scores, masks, hits, shown = [], [], 0, None
+    for x, y, m in bench.batches(ctx.batch_size, mean=info.mean, std=info.std, device=ctx.dev):
+        r = ctx.attributor()(x, y)
+        scores.append(relevance_rank_accuracy(r, m))
+        masks.append(m)
+        with torch.no_grad():
+            hits += int((model(x).argmax(1) == y).sum())
+        if shown is None:
+            shown = (x[:n_show], y[:n_show], m[:n_show], r[:n_show])
+    s = summarize_rra(torch.cat(scores), torch.cat(masks))
+    res = {"mean": 100 * s.mean, "n_valid": s.n_valid, "n_skipped": s.n_skipped,
+           "chance": 100 * float(bench.masks.float().mean()),
+           "placed_accuracy": 100 * hits / len(bench), "benchmark": "cifar10 placed tiles 64x64, seed 1",
+           "seconds": time.perf_counter() - t}
+    if shown is not None:
+        from ..viz.heatmaps import plot_heatmap_grid
+
+        xs, ys, ms, rs = shown
+        plot_heatmap_grid(xs, {ctx.run.name: rs}, ctx.out / "rra_heatmaps.png",
+                          row_labels=[bench.class_names[int(c)] for c in ys], mean=info.mean, std=info.std,
+                          masks=ms, title="placed-tile benchmark: relevance, GT tile outlined")
+    return res
+
+
+def morf_metric(ctx: EvalContext) -> dict[str, Any]:
+    from ..metrics.perturbation import RegionPerturbationResult, region_perturbation
+    from ..viz.curves import plot_perturbation_curves
+
+    t = ctx.timed("morf")
+    parts: dict[str, list[RegionPerturbationResult]] = {"morf": [], "lerf": [], "random": []}
+    g = torch.Generator(device=ctx.dev).manual_seed(ctx.seed)
+    for x, y in test_batches(ctx.info, ctx.limit, ctx.batch_size, ctx.dev):
+        r = ctx.attributor()(x, y)
+        for order in parts:
+            parts[order].append(region_perturbation(ctx.model, x, y, r, order=order, patch_size=ctx.patch_size,
+                                                    steps=ctx.steps, generator=g))
+    morf: dict[str, Any] = {"patch_size": ctx.patch_size, "seconds": 0.0}
+    for order, ps in parts.items():
+        res = RegionPerturbationResult.concat(ps)
+        morf[order] = {"accuracy_auc": 100 * res.accuracy_auc(), "drop_auc": res.drop_auc(),
+                       "fractions": res.fractions.tolist(), "accuracy": (100 * res.accuracy_curve).tolist(),
+                       "drop": res.drop_curve.tolist()}
+    morf["n"] = int(sum(p.scores.shape[0] for p in parts["morf"]))
+    morf["seconds"] = time.perf_counter() - t
+    plot_perturbation_curves({f"{ctx.run.name} {o.upper()}": (morf[o]["fractions"], morf[o]["accuracy"])
+                              for o in ("morf", "lerf", "random")}, ctx.out / "perturbation.png",
+                             ylabel="test accuracy (%)",
+                             title=f"region perturbation, {ctx.patch_size}x{ctx.patch_size} patches, {ctx.method}")
+    return morf
+
+
+def channel_auc_metric(ctx: EvalContext) -> dict[str, Any]:
+    from ..metrics.channel_auc import layer_channel_auc
+
+    t = ctx.timed("channel_auc")
+    ch = layer_channel_auc(ctx.model, test_batches(ctx.info, ctx.channel_samples, 64, ctx.dev), device=ctx.dev,
+                           **relevance_kwargs("epsilon_gamma_box", ctx.info))
+    return {"layers": ch, "seconds": time.perf_counter() - t}
+
+
+def heatmaps_metric(ctx: EvalContext) -> dict[str, Any]:
+    from ..viz.heatmaps import heatmap_grid_for_models
+
+    t = ctx.timed("heatmaps")
+    info = ctx.info
+    x, y = next(test_batches(info, ctx.heatmap_samples, ctx.heatmap_samples, ctx.dev))
+    path = heatmap_grid_for_models(ctx.models(), x, y, ctx.out / "heatmaps.png", class_names=info.class_names,
+                                   mean=info.mean, std=info.std, method=ctx.method,
+                                   title=f"LRP relevance ({ctx.method}): red +, blue -")
+    return {"path": str(path), "seconds": time.perf_counter() - t}
+
+
+def _decoy_mode(ctx: EvalContext, info: Any) -> dict[str, Any]:
+    """Relevance share on the patch and RRA vs its mask for one decoy test mode with a patch."""
+    from ..metrics.decoy import decoy_relevance_share, summarize_decoy_share
+
+    masks_all, ds = info.extra["decoy_mask"], info.dataset
+    total = len(ds) if ctx.limit is None else min(ctx.limit, len(ds))
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[:total]
+    shares, valids, rra, masks = [], [], [], []
+    for s in range(0, total, ctx.batch_size):
+        idx = order[s:s + ctx.batch_size]
+        x, y = ds.get_batch(idx, device=ctx.dev)
+        m = masks_all[idx].to(ctx.dev)
+        r = ctx.attributor()(x, y)
+        sh, va = decoy_relevance_share(r, m)
+        shares.append(sh)
+        valids.append(va)
+        rra.append(relevance_rank_accuracy(r, m))
+        masks.append(m)
+    share = summarize_decoy_share(torch.cat(shares), torch.cat(valids))
+    rr = summarize_rra(torch.cat(rra), torch.cat(masks))
+    return {"relevance_share": 100 * share["mean"], "n_relevance": share["n_valid"],
+            "n_skipped": share["n_skipped"], "rra": 100 * rr.mean, "chance": 100 * float(info.extra["chance"]),
+            "_order": order}
+
+
+def decoy_metric(ctx: EvalContext) -> dict[str, Any]:
+    """Accuracy per decoy test mode; relevance share on the patch and RRA vs its mask (modes with a patch)."""
+    from ..data import build_dataset
+    from ..data import data_root as resolve_root
+
+    t = ctx.timed("decoy")
+    data_cfg = ctx.run.config.get("data", {})
+    if not str(data_cfg.get("name", "")).startswith(DECOY_PREFIX):
+        raise ValueError(f"metric 'decoy' needs a decoy dataset ({DECOY_PREFIX}*), this run used "
+                         f"{data_cfg.get('name')!r}")
+    root = resolve_root(data_cfg.get("root"))
+    kwargs = dict(data_cfg.get("kwargs") or {})
+    res: dict[str, Any] = {"method": ctx.method, "target": "label"}
+    for mode in ("none", "same", "random"):
+        info = build_dataset(data_cfg["name"], root, "test", train_transform=False, **{**kwargs, "decoy_test": mode})
+        acc = evaluate_accuracy(ctx.model, test_batches(info, None, 512, ctx.dev), device=ctx.dev,
+                                num_classes=info.num_classes)
+        entry: dict[str, Any] = {"accuracy": 100 * acc["accuracy"], "n": acc["n"]}
+        if mode != "none":
+            entry.update(_decoy_mode(ctx, info))
+            order = entry.pop("_order")
+            if mode == "same":
+                from ..viz.heatmaps import heatmap_grid_for_models
+
+                idx = order[:ctx.heatmap_samples]
+                x, y = info.dataset.get_batch(idx, device=ctx.dev)
+                heatmap_grid_for_models(ctx.models(), x, y, ctx.out / "decoy_heatmaps.png",
+                                        class_names=info.class_names, mean=info.mean, std=info.std,
+                                        method=ctx.method, masks=info.extra["decoy_mask"][idx].to(ctx.dev),
+                                        title=f"decoy as in training (outlined): {ctx.method} relevance, red +, blue -")
+        res[mode] = entry
+    res["seconds"] = time.perf_counter() - t
+    return res
+
+
+def flipping_metric(ctx: EvalContext) -> dict[str, Any]:
+    from ..metrics.flipping import point_flipping_dataset
+    from ..viz.curves import plot_perturbation_curves
+
+    t = ctx.timed("flipping")
+    flips = {}
+    for mode in ("fixed", "random"):
+        res = point_flipping_dataset(ctx.model, test_batches(ctx.info, ctx.limit, ctx.batch_size, ctx.dev), mode=mode,
+                                     relevance="zplus_flat", step_size=32, device=ctx.dev, seed=ctx.seed)
+        d = res.to_dict()
+        d["accuracy_auc"] = 100 * d["auc"]
+        d["accuracy"] = [100 * a for a in d["accuracy"]]
+        flips[mode] = d
+    out = {**flips, "seconds": time.perf_counter() - t}
+    plot_perturbation_curves({f"{ctx.run.name} {m}": (flips[m]["fractions"], flips[m]["accuracy"]) for m in flips},
+                             ctx.out / "flipping.png", ylabel="test accuracy (%)", xlabel="fraction of points removed",
+                             title="point flipping (z+ relevance, 32 points per step)")
+    return out
+
+
+def zeroshot_metric(ctx: EvalContext) -> dict[str, Any]:
+    """ImageNet-R/-A/-O with the model's eval transform on the zero-shot folders."""
+    from ..data.imagefolder import ImageFolderDataset
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_eval_transform
+    from ..metrics.zeroshot import evaluate_zeroshot
+
+    root = ctx.zeroshot_root
+    if root is None:
+        raise ValueError("the zeroshot metric needs --zeroshot-root DIR (the folder holding imagenet-r, "
+                         "imagenet-a, imagenet-o)")
+    info = ctx.info
+    base = getattr(info.dataset, "dataset", info.dataset)  # a Subset's dataset
+    if isinstance(base, ImageFolderDataset) and base.transform is not None:
+        tf = base.transform
+    else:
+        tf = imagenet_eval_transform(int(info.input_shape[-1]), info.mean or IMAGENET_MEAN, info.std or IMAGENET_STD)
+    t = ctx.timed("zeroshot")
+    batches = test_batches(info, ctx.limit, ctx.batch_size, ctx.dev)
+    res: dict[str, Any] = dict(evaluate_zeroshot(ctx.model, root, info.class_names, batches, transform=tf,
+                                                 sets=ctx.zeroshot_sets, batch_size=ctx.batch_size, device=ctx.dev))
+    res.update(root=str(root), seconds=time.perf_counter() - t)
+    return res
+
+
+#: the metrics in the order ``reldrop evaluate`` computes them
+METRIC_FUNCTIONS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
+    "acc": accuracy_metric,
+    "corruption": corruption_metric,
+    "rra": rra_metric,
+    "morf": morf_metric,
+    "channel_auc": channel_auc_metric,
+    "heatmaps": heatmaps_metric,
+    "decoy": decoy_metric,
+    "flipping": flipping_metric,
+    "zeroshot": zeroshot_metric,
+}

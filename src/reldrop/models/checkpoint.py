@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-__all__ = ["load_init", "read_state_dict", "classifier_prefix", "InitReport", "CheckpointMismatchError"]
+__all__ = ["load_init", "read_state_dict", "strip_wrapper_prefixes", "classifier_prefix", "InitReport", "CheckpointMismatchError"]
 
 _CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -37,6 +37,12 @@ class InitReport:
     unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # key, file, model
     dropped_head: list[str] = field(default_factory=list)  # classifier keys dropped by reinit_head
+
+
+def strip_wrapper_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` with DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes removed from every key
+    (repeatedly, so ``module._orig_mod.fc.weight`` becomes ``fc.weight``)."""
+    return {_strip(str(k)): v for k, v in state.items()}
 
 
 def _strip(key: str) -> str:
@@ -75,10 +81,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"under one of the keys {list(_CONTAINER_KEYS)}); got {type(obj).__name__}"
             + (f" with keys {list(obj)[:10]}" if isinstance(obj, Mapping) else "")
         )
-    out: dict[str, torch.Tensor] = {}
-    for key, value in obj.items():
-        out[_strip(str(key))] = value
-    return out
+    return strip_wrapper_prefixes(obj)
 
 
 def _is_state_dict(obj: Mapping[Any, Any]) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..models.checkpoint import strip_wrapper_prefixes
 from ..runs import load_checkpoint
 from .factory import build_model
 
@@ -33,16 +34,6 @@ class LoadedRun:
     test: Any  # reldrop.data.DatasetInfo of the test split (eval transform)
     checkpoint: Path
     epoch: int | None
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
 
 
 def _best_of_killed_run(path: Path, ckpt: Any) -> tuple[Path, Any]:
@@ -105,7 +96,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
     cfg.setdefault("model", {})["init"] = None  # weights come from the checkpoint, not the init file
     model = build_model(cfg, test)
     state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
-    model.load_state_dict(_strip_prefixes(state))
+    model.load_state_dict(strip_wrapper_prefixes(state))
     model.to(device).eval()
     name = run.name if run.name not in ("", ".") else str(run)
     if name.startswith("seed") and run.parent.name:

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reldrop.metrics.report import (collect, markdown_table, statistics_rows, statistics_table, write_figures,
+    from reldrop.commands.reporting import (collect, markdown_table, statistics_rows, statistics_table, write_figures,
                                         write_statistics_csv)
 
     try:

@@ -24,7 +24,7 @@ from .imagefolder import load_imagefolder_tensor
 from .registry import DatasetInfo, register_dataset, reject_unknown_kwargs
 from .tensor_dataset import TensorImageDataset, class_balanced_subset
 from .transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, BatchCompose, Normalize,
-                         RandomCropFlip)
+                         RandomCropFlip, Resize)
 
 __all__ = ["load_cifar_pickle", "find_cifar", "load_cifar_split", "build_cifar"]
 
@@ -134,18 +134,23 @@ def load_cifar_split(root: Path, split: str, num_classes: int = 10, path: str | 
 
 def build_cifar(root: Path, split: str, *, train_transform: bool, num_classes: int = 10, path: str | None = None,
                 subset: int | None = None, seed: int = 0, augment: bool = True, cache: bool = True,
-                **unknown: Any) -> DatasetInfo:
-    """CIFAR-10/100 as an in-memory :class:`TensorImageDataset` (``subset``: class-balanced N train images)."""
+                size: int | None = None, **unknown: Any) -> DatasetInfo:
+    """CIFAR-10/100 as an in-memory :class:`TensorImageDataset` (``subset``: class-balanced N train images).
+
+    ``size``: upsample every batch bilinearly to ``size × size`` after the crop/flip (e.g. 64 for
+    a finetuned ImageNet network); images stay stored at 32×32."""
     reject_unknown_kwargs(f"cifar{num_classes}", unknown, build_cifar)
     images, labels, names, layout, folder = load_cifar_split(root, split, num_classes, path, cache=cache)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if num_classes == 10 else (CIFAR100_MEAN, CIFAR100_STD)
     steps: list = [RandomCropFlip(pad=4, flip=True)] if (train_transform and augment) else []
+    if size is not None:
+        steps.append(Resize(int(size)))
     tf = BatchCompose(steps + [Normalize(mean, std)])
     ds = TensorImageDataset(images, labels, tf)
     if subset is not None and split == "train":
         ds = ds.subset(class_balanced_subset(labels, int(subset), seed))
     return DatasetInfo(dataset=ds, num_classes=num_classes, class_names=names, modality="image",
-                       input_shape=(3, 32, 32), mean=mean, std=std,
+                       input_shape=(3, size or 32, size or 32), mean=mean, std=std,
                        extra={"layout": layout, "folder": str(folder)})
 
 

@@ -13,7 +13,7 @@ import torch
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN", "IMAGENET_STD",
-    "Normalize", "RandomCropFlip", "BatchCompose", "imagenet_train_transform", "imagenet_eval_transform",
+    "Normalize", "RandomCropFlip", "Resize", "BatchCompose", "imagenet_train_transform", "imagenet_eval_transform",
 ]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -81,6 +81,29 @@ class RandomCropFlip:
 
     def __repr__(self) -> str:
         return f"RandomCropFlip(pad={self.pad}, flip={self.flip})"
+
+
+class Resize:
+    """Batched bilinear resize of ``(B, C, H, W)`` to ``(B, C, size, size)`` (deterministic).
+
+    For upsampling small images to the resolution a pretrained network expects (CIFAR 32×32 →
+    64×64 for EfficientNet-Lite0); ``align_corners=False``, antialiasing when shrinking.
+    """
+
+    def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive int, got {size!r}")
+        self.size = size
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.shape[-2:] == (self.size, self.size):
+            return x
+        shrink = x.shape[-2] > self.size or x.shape[-1] > self.size
+        return torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                               align_corners=False, antialias=shrink)
+
+    def __repr__(self) -> str:
+        return f"Resize({self.size})"
 
 
 class BatchCompose:

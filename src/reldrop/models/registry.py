@@ -36,7 +36,8 @@ def build(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
-_BUILTIN_MODULES = ("resnet_cifar", "resnet_imagenet", "small_cnn", "pointnet", "pointnet2", "vit")
+_BUILTIN_MODULES = ("resnet_cifar", "resnet_imagenet", "small_cnn", "pointnet", "pointnet2", "vit", "efficientnet",
+                    "torchvision_cnns")
 _loaded = False
 
 

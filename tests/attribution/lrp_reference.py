@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["merge_bn", "stabilize", "lrp_resnet", "resnet_forward"]
+__all__ = ["merge_bn", "stabilize", "lrp_resnet", "resnet_forward", "lrp_family", "family_forward"]
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -213,3 +213,244 @@ def lrp_resnet(
             (r,) = torch.autograd.grad(model.maxpool(h), h, r)
     stem, x0 = tr["stem"]
     return stem.flat(x0, r, stabilizer)
+
+
+# ------------------------------------------------------------------ inverted-residual CNNs and VGG
+# Explicit LRP of timm EfficientNet-Lite / MobileNet (InvertedResidual, DepthwiseSeparableConv,
+# BatchNormAct2d, Conv2dSame), torchvision MobileNetV2 and torchvision VGG (with BN), written out
+# layer by layer in the same style as lrp_resnet: every conv is merged with the BN after it, the
+# activations (ReLU, ReLU6; the activation *inside* timm's BatchNormAct2d) pass relevance, residual
+# adds and average pools use the Norm rule, max pools route relevance like the gradient, the first
+# conv gets Flat, every other conv/linear ε or z⁺. TF "same" padding (timm Conv2dSame) is an
+# explicit zero pad before the conv: its relevance backward is a crop.
+
+
+def _same_pad(x: torch.Tensor, conv: nn.Module) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding of timm's Conv2dSame for input ``x``."""
+    import math
+
+    pads = []
+    for size, k, s, d in zip(x.shape[-2:], conv.kernel_size, conv.stride, conv.dilation):
+        pads.append(max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0))
+    ph, pw = pads
+    return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+
+
+class _Conv(_Affine):
+    """A merged conv that may pad explicitly first (timm Conv2dSame)."""
+
+    def __init__(self, conv: nn.Module, bn: nn.Module | None) -> None:
+        super().__init__(conv, bn)
+        self.same = type(conv).__name__ == "Conv2dSame"
+        self.conv = conv
+
+    def _pad(self, a: torch.Tensor) -> torch.Tensor:
+        return F.pad(a, _same_pad(a, self.conv)) if self.same else a
+
+    def _crop(self, r: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        if not self.same:
+            return r
+        left, _, top, _ = _same_pad(torch.empty(shape), self.conv)
+        return r[..., top:top + shape[-2], left:left + shape[-1]]
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self._fwd(self._pad(a), self.weight, self.bias)
+
+    def epsilon(self, a: torch.Tensor, r: torch.Tensor, eps: float) -> torch.Tensor:
+        ap = self._pad(a)
+        s = r / stabilize(self._fwd(ap, self.weight, self.bias), eps)
+        return self._crop(ap * self._bwd(ap.shape, self.weight, s), a.shape)
+
+    def zplus(self, a: torch.Tensor, r: torch.Tensor, stab: float) -> torch.Tensor:
+        ap = self._pad(a)
+        return self._crop(_Affine.zplus(self, ap, r, stab), a.shape)
+
+    def flat(self, a: torch.Tensor, r: torch.Tensor, stab: float) -> torch.Tensor:
+        ones_w = torch.ones_like(self.weight)
+        ones = self._pad(torch.ones_like(a))  # zennit: ones replace the input, the pad stays zero
+        z = self._fwd(ones, ones_w, None)
+        return self._crop(self._bwd(ones.shape, ones_w, r / stabilize(z, stab)), a.shape)
+
+
+def _act_of(bn: nn.Module | None) -> nn.Module | None:
+    """The activation a timm BatchNormAct2d applies after normalizing (None: identity)."""
+    act = getattr(bn, "act", None)
+    return None if act is None or isinstance(act, nn.Identity) else act
+
+
+class _Tape:
+    """Forward steps of a network, replayed backwards with the LRP rules."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple] = []
+        self.first = True
+
+    # -- forward
+    def conv(self, conv: nn.Module, bn: nn.Module | None, a: torch.Tensor) -> torch.Tensor:
+        layer = _Conv(conv, bn)
+        self.steps.append(("lin", layer, a, self.first))
+        self.first = False
+        out = layer.forward(a)
+        act = _act_of(bn)
+        return act(out) if act is not None else out
+
+    def act(self, fn: nn.Module, a: torch.Tensor) -> torch.Tensor:
+        return fn(a)  # relevance passes: no step
+
+    def maxpool(self, pool: nn.Module, a: torch.Tensor) -> torch.Tensor:
+        self.steps.append(("maxpool", pool, a))
+        return pool(a)
+
+    def avgpool(self, pool, a: torch.Tensor) -> torch.Tensor:
+        out = pool(a)
+        self.steps.append(("avgpool", pool, a, out))
+        return out
+
+    def flatten(self, a: torch.Tensor) -> torch.Tensor:
+        self.steps.append(("flatten", a.shape))
+        return a.flatten(1)
+
+    def residual(self, body, a: torch.Tensor) -> torch.Tensor:
+        """``a + body(a)`` with body's steps on a sub-tape; the sum gets the Norm rule."""
+        sub = _Tape()
+        sub.first = self.first
+        out = body(sub, a)
+        self.first = sub.first
+        z = out + a
+        self.steps.append(("residual", sub, out, a, z))
+        return z
+
+    def chain(self, leaves: list[nn.Module], a: torch.Tensor) -> torch.Tensor:
+        """A plain sequence of leaves: conv(+BN), activations, pools, dropout/identity."""
+        i = 0
+        while i < len(leaves):
+            m = leaves[i]
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                bn = leaves[i + 1] if i + 1 < len(leaves) and isinstance(leaves[i + 1], nn.BatchNorm2d) else None
+                a = self.conv(m, bn, a)
+                i += 2 if bn is not None else 1
+                continue
+            if isinstance(m, (nn.ReLU, nn.ReLU6)):
+                a = self.act(m, a)
+            elif isinstance(m, nn.MaxPool2d):
+                a = self.maxpool(m, a)
+            elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d)):
+                a = self.avgpool(m, a)
+            elif isinstance(m, nn.Flatten):
+                a = self.flatten(a)
+            elif not isinstance(m, (nn.Dropout, nn.Identity)):
+                raise ValueError(f"reference: unsupported leaf {type(m).__name__}")
+            i += 1
+        return a
+
+    # -- backward
+    def backward(self, r: torch.Tensor, lin) -> torch.Tensor:
+        for step in reversed(self.steps):
+            kind = step[0]
+            if kind == "lin":
+                _, layer, a, first = step
+                r = layer.flat(a, r, lin.stab) if first else lin(layer, a, r)
+            elif kind == "maxpool":
+                _, pool, a = step
+                with torch.enable_grad():
+                    h = a.detach().requires_grad_(True)
+                    (r,) = torch.autograd.grad(pool(h), h, r)
+            elif kind == "avgpool":
+                _, pool, a, out = step
+                with torch.enable_grad():
+                    h = a.detach().requires_grad_(True)
+                    (g,) = torch.autograd.grad(pool(h), h, r / stabilize(out, lin.stab))
+                r = a * g
+            elif kind == "flatten":
+                r = r.reshape(step[1])
+            elif kind == "residual":
+                _, sub, out, a, z = step
+                r_out, r_idn = _norm([out, a], z, r, lin.stab)
+                r = sub.backward(r_out, lin) + r_idn
+        return r
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    """Leaves in registration order, a BatchNorm (timm BatchNormAct2d) counted as one leaf."""
+    if isinstance(module, nn.BatchNorm2d) or not list(module.children()):
+        return [module]
+    return [leaf for child in module.children() for leaf in _leaves(child)]
+
+
+def _timm_block(tape: _Tape, blk: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    name = type(blk).__name__
+    if name == "InvertedResidual":
+        def body(t: _Tape, h: torch.Tensor) -> torch.Tensor:
+            h = t.conv(blk.conv_pw, blk.bn1, h)
+            h = t.conv(blk.conv_dw, blk.bn2, h)
+            return t.conv(blk.conv_pwl, blk.bn3, h)
+    elif name == "DepthwiseSeparableConv":
+        def body(t: _Tape, h: torch.Tensor) -> torch.Tensor:
+            h = t.conv(blk.conv_dw, blk.bn1, h)
+            return t.conv(blk.conv_pw, blk.bn2, h)
+    else:
+        raise ValueError(f"reference: unsupported timm block {name}")
+    for part in ("aa", "se"):
+        if not isinstance(getattr(blk, part), nn.Identity):
+            raise ValueError(f"reference: block.{part} must be Identity")
+    return tape.residual(body, a) if blk.has_skip else body(tape, a)
+
+
+def _trace_family(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, _Tape]:
+    """Logits and the forward tape of a timm EfficientNet, torchvision MobileNetV2 or VGG."""
+    tape = _Tape()
+    cls = type(model).__name__
+    if cls == "EfficientNet":
+        h = tape.conv(model.conv_stem, model.bn1, x)
+        for stage in model.blocks:
+            for blk in stage:
+                h = _timm_block(tape, blk, h)
+        h = tape.conv(model.conv_head, model.bn2, h)
+        h = tape.flatten(tape.avgpool(nn.AdaptiveAvgPool2d(1), h))
+        return tape.conv(model.classifier, None, h), tape
+    if cls == "MobileNetV2":
+        h = x
+        for feat in model.features:
+            if type(feat).__name__ == "InvertedResidual":
+                body = (lambda f: (lambda t, a: t.chain(_leaves(f.conv), a)))(feat)
+                h = tape.residual(body, h) if feat.use_res_connect else body(tape, h)
+            else:
+                h = tape.chain(_leaves(feat), h)
+        h = tape.flatten(tape.avgpool(nn.AdaptiveAvgPool2d(1), h))
+        return tape.chain(_leaves(model.classifier), h), tape
+    if cls == "VGG":
+        h = tape.chain(_leaves(model.features), x)
+        h = tape.flatten(tape.avgpool(model.avgpool, h))
+        return tape.chain(_leaves(model.classifier), h), tape
+    raise ValueError(f"reference: unsupported model {cls}")
+
+
+def family_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of the merged network (equals ``model.eval()(x)`` up to rounding)."""
+    with torch.no_grad():
+        return _trace_family(model, x)[0]
+
+
+@torch.no_grad()
+def lrp_family(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    rule: Literal["epsilon", "zplus"] = "epsilon",
+    epsilon: float = 1e-3,
+    stabilizer: float = 1e-6,
+    seed: Literal["logit", "one"] = "one",
+) -> torch.Tensor:
+    """Explicit LRP of a timm EfficientNet(-Lite)/MobileNet, torchvision MobileNetV2 or VGG (see
+    :func:`lrp_resnet` for the arguments; same rules)."""
+    logits, tape = _trace_family(model, x)
+    idx = target.long()[:, None]
+    value = logits.gather(1, idx) if seed == "logit" else torch.ones_like(idx, dtype=logits.dtype)
+    r = torch.zeros_like(logits).scatter_(1, idx, value)
+
+    def lin(layer: _Affine, a: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
+        return layer.epsilon(a, rr, epsilon) if rule == "epsilon" else layer.zplus(a, rr, stabilizer)
+
+    lin.stab = stabilizer  # type: ignore[attr-defined]
+    return tape.backward(r, lin)

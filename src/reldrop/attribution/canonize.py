@@ -16,15 +16,17 @@ What is here:
   ``sqrt(1 + eps)`` (up to a few % of max|R| on a ResNet-18). We also set ``eps = 0`` and restore
   it on ``remove()``. It also skips BNs without running statistics (they are not affine in eval).
 * :class:`SequentialMergeBatchNorm` - merges every BN that directly follows a conv/linear in
-  leaf (registration) order; the generic canonizer for plain conv→BN chains (small CNNs,
-  PointNet/PointNet++ Conv1d/Conv2d+BN pairs).
+  leaf (registration) order, a BN with child modules (timm ``BatchNormAct2d``) counting as one
+  leaf; the generic canonizer for plain conv→BN chains (small CNNs, VGG, MobileNet/EfficientNet
+  with depthwise/grouped convs, PointNet/PointNet++ Conv1d/Conv2d+BN pairs).
 * :class:`TorchvisionResNetCanonizer` - BN merge + zennit's torchvision BasicBlock/Bottleneck
   forward swap (``identity + out`` → ``Sum``).
 * :class:`TimmResNetCanonizer` - the same for ``timm.models.resnet`` BasicBlock/Bottleneck, whose
   ``x += shortcut`` zennit does not see (the official RelDrop code left it unhandled). Merges
   conv1/bn1, conv2/bn2 (, conv3/bn3) and the downsample conv/BN of each block by name.
 * :func:`canonizers_for` - pick the canonizers for a model (registered providers, the optional
-  ``reldrop.attribution.canonize_points`` module, torchvision/timm ResNets, generic fallback).
+  ``reldrop.attribution.canonize_points`` module, torchvision/timm ResNets, inverted-residual
+  networks (:mod:`.canonize_mobile`), generic fallback).
 
 All canonizers are created once (per :class:`~reldrop.attribution.Attributor`); ``apply`` runs at
 each attribution call and every change is undone afterwards.
@@ -44,6 +46,10 @@ from zennit.types import BatchNorm as _BatchNormType
 from zennit.types import ConvolutionTranspose as _ConvTransposeType
 from zennit.types import Linear as _LinearType
 
+from .canonize_mobile import (TimmInvertedResidualCanonizer, TorchvisionMobileNetCanonizer,
+                              is_timm_inverted_residual, is_torchvision_inverted_residual,
+                              is_torchvision_mobilenet_v2)
+
 __all__ = [
     "MergeBatchNorm",
     "SequentialMergeBatchNorm",
@@ -55,6 +61,7 @@ __all__ = [
     "register_canonizer",
     "is_timm_resnet_block",
     "is_torchvision_resnet_block",
+    "merge_leaves",
 ]
 
 
@@ -172,11 +179,24 @@ def _merge_pairs(pairs: Iterable[tuple[nn.Module, nn.Module]]) -> list[Canonizer
     return instances
 
 
+def merge_leaves(module: nn.Module) -> Iterable[nn.Module]:
+    """Leaf modules in registration order, every BatchNorm counted as one leaf even when it has
+    children (timm's ``BatchNormAct2d`` holds its ``drop``/``act`` as child modules); otherwise
+    the same walk as zennit's ``collect_leaves``."""
+    children = list(module.children())
+    if not children or isinstance(module, _BatchNormType):
+        yield module
+        return
+    for child in children:
+        yield from merge_leaves(child)
+
+
 def _sequential_pairs(root: nn.Module, claimed: set[int]) -> list[tuple[nn.Module, nn.Module]]:
-    """``(linear, bn)`` pairs where the BN directly follows the linear layer in leaf order."""
+    """``(linear, bn)`` pairs where the BN directly follows the linear layer in leaf order
+    (:func:`merge_leaves`: a BN with child modules is one leaf)."""
     pairs = []
     last = None
-    for leaf in collect_leaves(root):
+    for leaf in merge_leaves(root):
         if (
             isinstance(last, _LinearType)
             and _mergeable_bn(leaf)
@@ -416,7 +436,9 @@ def canonizers_for(model: nn.Module) -> list[Canonizer]:
     Order: providers added with :func:`register_canonizer`; ``reldrop.attribution.canonize_points``
     if that module exists and claims the model; :class:`TorchvisionResNetCanonizer` if the model
     holds torchvision ResNet blocks; :class:`TimmResNetCanonizer` if it holds timm ResNet blocks;
-    otherwise the generic :class:`SequentialMergeBatchNorm` (a no-op for models without BN).
+    otherwise the generic :class:`SequentialMergeBatchNorm` (a no-op for models without BN), plus
+    the residual-``Sum`` canonizers of :mod:`.canonize_mobile` for timm EfficientNet/MobileNet
+    blocks and torchvision MobileNetV2.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -436,4 +458,9 @@ def canonizers_for(model: nn.Module) -> list[Canonizer]:
         return [TorchvisionResNetCanonizer()]
     if has_timm:
         return [TimmResNetCanonizer()]
-    return [SequentialMergeBatchNorm()]
+    extra: list[Canonizer] = []
+    if any(is_timm_inverted_residual(m) for m in modules):
+        extra.append(TimmInvertedResidualCanonizer())
+    if any(is_torchvision_inverted_residual(m) or is_torchvision_mobilenet_v2(m) for m in modules):
+        extra.append(TorchvisionMobileNetCanonizer())
+    return [SequentialMergeBatchNorm(), *extra]

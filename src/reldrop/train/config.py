@@ -10,7 +10,7 @@ file only states what differs. Sections::
     model:   name, kwargs (passed to reldrop.models.build), init, init_strict, reinit_head
     optim:   name (sgd|adamw|adam), lr, momentum, weight_decay, nesterov
     sched:   name (cosine|step|none), min_lr, warmup_epochs, step_size, gamma
-    train:   epochs, batch_size, eval_batch_size, amp, threads, grad_clip, eval_train_samples, ...
+    train:   epochs, batch_size, eval_batch_size, amp, threads, grad_clip, eval_train_samples, channels_last, ...
     aug:     name (none|re|reldrop|random), p, scale, ratio, value, border, count, max_count, method,
              epsilon, backend, alpha, beta, start_epoch, stop_epoch, p_schedule, kwargs
              (modality-independent; for points "random" = RelDrop α=1; schedule: reldrop.train.aug_schedule)
@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
         "time_aug_sync": True,  # synchronize CUDA around the augmentation call to time it exactly
         "tensorboard": False,
         "save_best": True,
+        "channels_last": False,  # 4-D weights in NHWC memory format (faster CPU convolutions, same maths)
     },
     "aug": {
         "name": "none",  # none | re | reldrop | random
@@ -303,6 +304,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
     choice("optim.name", ("sgd", "adamw", "adam"))
     choice("sched.name", ("cosine", "step", "none"))
     choice("train.amp", ("auto", "bf16", "fp16", "none"))
+    if not isinstance(get_key(cfg, "train.channels_last"), bool):
+        raise ValueError(f"config train.channels_last must be true or false, got {get_key(cfg, 'train.channels_last')!r}")
     for key in ("data.name", "model.name"):
         if not isinstance(get_key(cfg, key), str):
             raise ValueError(f"config {key} must be a name (string), got {get_key(cfg, key)!r}")

@@ -106,3 +106,30 @@ def test_conservation_without_biases(case):
         gaps.append(((R.sum(dim=(1, 2, 3)) - logit) / logit).abs().max().item())
     assert gaps[1] < 1e-6, gaps
     assert gaps[1] <= gaps[0] * 1e-2 + 1e-12, gaps  # the rest is ε absorption
+
+
+# ----------------------------------------------------------------------------------- fast backend
+@pytest.mark.parametrize("seed", ["one_hot", "logit"])
+def test_fast_backend_equals_zennit_and_reference(case, seed):
+    """One hand-written backward pass (depthwise convs, Conv2dSame padding, ReLU6 inside
+    BatchNormAct2d and standalone, inverted-residual adds, VGG's 7x7 adaptive pool) = zennit."""
+    _, model, x, y = case
+    before = snapshot(model)
+    fast = Attributor(model, "epsilon_flat", seed=seed)
+    assert fast.backend == "fast"  # auto picks it for every family
+    got = fast(x, y)
+    zen = Attributor(model, "epsilon_flat", backend="zennit", seed=seed)(x, y)
+    assert _rel(got, zen) <= 1e-12
+    if seed == "one_hot":
+        assert _rel(got, lrp_family(model, x, y, rule="epsilon", epsilon=1e-3)) <= 1e-12
+    assert_unchanged(before, model)
+
+
+def test_fast_backend_supports_the_real_efficientnet_lite0():
+    from reldrop.attribution.fast import supports
+    from reldrop.models import build
+
+    model = build("efficientnet_lite0", num_classes=10).eval()
+    assert supports(model, "epsilon_flat")
+    model.blocks[1][0].bn1.act = nn.GELU()  # an activation the plan has no factor for
+    assert not supports(model, "epsilon_flat")

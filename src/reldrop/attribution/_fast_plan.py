@@ -9,9 +9,12 @@ to the *modules* (not to tensors), so every call reads the current parameters.
 Which rule each op gets mirrors the zennit composite of the ``epsilon_flat`` preset:
 first Conv/Linear module executed -> Flat; every other Conv/Linear -> ε;
 a BatchNorm that directly follows a Conv in the leaf order *and* in the data flow is merged
-(corrected canonization, i.e. ``eps`` folded too); residual sums inside torchvision/timm
-``BasicBlock``/``Bottleneck`` (which the ResNet canonizers turn into a ``Sum`` module) -> Norm;
-average pools -> Norm; ReLU/flatten/identity/dropout -> pass (gradient); max pool -> gradient.
+(corrected canonization, i.e. ``eps`` folded too; timm's ``BatchNormAct2d`` is merged and its
+ReLU/ReLU6 fused into the op); residual sums inside torchvision/timm ``BasicBlock``/``Bottleneck``,
+timm ``InvertedResidual``/``DepthwiseSeparableConv`` and torchvision ``InvertedResidual`` (which the
+canonizers turn into a ``Sum`` module) -> Norm; average pools -> Norm; ReLU/ReLU6 -> pass;
+flatten/identity/dropout/drop-path -> identity (eval); max pool -> gradient. Depthwise/grouped
+convs and timm's ``Conv2dSame`` (TF "same" padding, applied explicitly) are convs like any other.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._wrappers import unwrap_model
+from .canonize import merge_leaves
 
 
 class Unsupported(Exception):
@@ -41,25 +45,59 @@ def _block_types() -> tuple[type, ...]:
     except Exception:  # pragma: no cover - torchvision is a dependency
         pass
     try:
+        from torchvision.models.mobilenetv2 import InvertedResidual as TvInvertedResidual
+
+        types += [TvInvertedResidual]
+    except Exception:  # pragma: no cover - torchvision is a dependency
+        pass
+    try:
         from timm.models.resnet import BasicBlock as TBasic, Bottleneck as TBottle
 
         types += [TBasic, TBottle]
     except Exception:  # pragma: no cover - timm is optional
         pass
+    try:
+        from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
+
+        types += [DepthwiseSeparableConv, InvertedResidual]
+    except Exception:  # pragma: no cover - timm is optional or changed
+        pass
     return tuple(types)
+
+
+def _timm_leaf_types() -> tuple[type, ...]:
+    """timm modules traced as leaves: TF-"same" conv, BN+activation, drop path (identity in eval)."""
+    try:
+        from timm.layers import BatchNormAct2d, Conv2dSame, DropPath
+    except Exception:  # pragma: no cover - timm is optional or changed
+        return ()
+    return (Conv2dSame, BatchNormAct2d, DropPath)
+
+
+def _is_conv_same(m: nn.Module) -> bool:
+    return type(m).__name__ == "Conv2dSame" and type(m).__module__.startswith("timm.")
+
+
+def _is_bn_act(m: nn.Module) -> bool:
+    return type(m).__name__ == "BatchNormAct2d" and type(m).__module__.startswith("timm.")
+
+
+def _is_drop_path(m: nn.Module) -> bool:
+    return type(m).__name__ == "DropPath" and type(m).__module__.startswith("timm.")
 
 
 @dataclass
 class Op:
     """One step of the plan. ``ins``/``out`` are value slots; ``kind`` selects the maths."""
 
-    kind: str  # conv | linear | add | relu | maxpool | gap | flatten | alias
+    kind: str  # conv | linear | add | relu | relu6 | maxpool | gap | avgpool | flatten
     ins: tuple[int, ...]
     out: int
-    module: Any = None  # Conv2d / Linear / MaxPool2d
+    module: Any = None  # Conv2d / Linear / MaxPool2d / AdaptiveAvgPool2d
     bn: Any = None  # merged BatchNorm2d or None
     rule: str = "eps"  # eps | flat (conv/linear)
-    act: bool = False  # a ReLU fused into this op's output
+    act: Any = False  # activation fused into this op's output: False | "relu" | "relu6" (True == "relu")
+    same_pad: bool = False  # timm Conv2dSame: TF "same" zero padding computed from the input size
     start_dim: int = 1  # flatten
     free_after: tuple[int, ...] = field(default_factory=tuple)  # slots dead after this op
 
@@ -75,11 +113,40 @@ class Plan:
 
 
 class _Tracer(fx.Tracer):
-    """Standard tracer; torch.nn modules stay leaves (default behaviour)."""
+    """torch.nn modules stay leaves (default behaviour); so do timm's Conv2dSame, BatchNormAct2d
+    and DropPath (their forwards read tensor sizes / the training flag)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        leaf_types = _timm_leaf_types()
+        if leaf_types and type(m) in leaf_types:
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
 
 
 def _is_relu_module(m: nn.Module) -> bool:
     return type(m) is nn.ReLU
+
+
+def _act_kind(m: nn.Module) -> str | None:
+    """"relu" / "relu6" for a plain ReLU / ReLU6 module, else None."""
+    if type(m) is nn.ReLU:
+        return "relu"
+    if type(m) is nn.ReLU6:
+        return "relu6"
+    return None
+
+
+def _bn_act_kind(bn: nn.Module) -> str | bool:
+    """The activation of a timm BatchNormAct2d as an op act (False: identity); Unsupported otherwise."""
+    drop, act = getattr(bn, "drop", None), getattr(bn, "act", None)
+    if drop is not None and not isinstance(drop, (nn.Identity, nn.Dropout)):
+        raise Unsupported(f"BatchNormAct2d with drop {type(drop).__name__}")
+    if act is None or isinstance(act, nn.Identity):
+        return False
+    kind = _act_kind(act)
+    if kind is None:
+        raise Unsupported(f"BatchNormAct2d with activation {type(act).__name__}")
+    return kind
 
 
 def _check_conv(m: nn.Conv2d) -> None:
@@ -111,7 +178,7 @@ def build_plan(model: nn.Module) -> Plan:
                   if n.op == "call_module" and isinstance(modules[n.target], lin_types)), None)
     if first is None:
         raise Unsupported("no conv/linear layer")
-    leaves = [m for m in model.modules() if not list(m.children())]
+    leaves = list(merge_leaves(model))  # a BN with children (BatchNormAct2d) is one leaf, as in the canonizer
     leaf_pos = {id(m): i for i, m in enumerate(leaves)}
 
     nodes = list(graph.nodes)
@@ -142,19 +209,24 @@ def build_plan(model: nn.Module) -> Plan:
         u = users[n]
         return u[0] if len(u) == 1 else None
 
-    def is_relu(n: fx.Node) -> bool:
+    def act_of(n: fx.Node) -> str | None:
         if n.op == "call_module":
-            return _is_relu_module(modules[n.target])
+            return _act_kind(modules[n.target])
         if n.op == "call_function":
-            return n.target in (F.relu, torch.relu)
-        return False
+            if n.target in (F.relu, torch.relu):
+                return "relu"
+            if n.target is F.relu6:
+                return "relu6"
+        return None
 
-    def try_fuse_relu(n: fx.Node) -> tuple[bool, fx.Node]:
-        """If n's only user is a ReLU, absorb it; return (fused, node producing the result)."""
+    def try_fuse_relu(n: fx.Node) -> tuple[Any, fx.Node]:
+        """If n's only user is a ReLU/ReLU6, absorb it; return (act kind or False, node producing the result)."""
         u = sole_user(n)
-        if u is not None and is_relu(u) and len(u.args) >= 1 and u.args[0] is n:
-            absorbed.add(u)
-            return True, u
+        if u is not None and len(u.args) >= 1 and u.args[0] is n:
+            kind = act_of(u)
+            if kind is not None:
+                absorbed.add(u)
+                return kind, u
         return False, n
 
     for n in nodes:
@@ -190,6 +262,7 @@ def build_plan(model: nn.Module) -> Plan:
                 bn = None
                 cur = n
                 u = sole_user(n)
+                fused: Any = False
                 if isinstance(m, nn.Conv2d) and u is not None and u.op == "call_module" \
                         and isinstance(modules[u.target], nn.BatchNorm2d):
                     cand = modules[u.target]
@@ -199,18 +272,25 @@ def build_plan(model: nn.Module) -> Plan:
                         bn = cand
                         absorbed.add(u)
                         cur = u
-                fused, cur = try_fuse_relu(cur)
+                        if _is_bn_act(cand):  # timm BN + activation in one module
+                            fused = _bn_act_kind(cand)
+                if not fused:
+                    fused, cur = try_fuse_relu(cur)
                 out = fresh()
                 slot[cur] = out
                 ops.append(Op("conv" if isinstance(m, nn.Conv2d) else "linear", (src,), out,
-                              module=m, bn=bn, rule=rule, act=fused))
+                              module=m, bn=bn, rule=rule, act=fused, same_pad=_is_conv_same(m)))
                 continue
             if isinstance(m, nn.BatchNorm2d):
                 raise Unsupported("BatchNorm not directly after a conv")
-            if _is_relu_module(m):
+            kind = _act_kind(m)
+            if kind is not None:
                 out = fresh()
                 slot[n] = out
-                ops.append(Op("relu", (arg_slot(n.args[0]),), out))
+                ops.append(Op(kind, (arg_slot(n.args[0]),), out))
+                continue
+            if _is_drop_path(m):  # identity in eval mode, where attribution runs
+                slot[n] = arg_slot(n.args[0])
                 continue
             if isinstance(m, nn.MaxPool2d):
                 if m.return_indices:
@@ -220,12 +300,12 @@ def build_plan(model: nn.Module) -> Plan:
                 ops.append(Op("maxpool", (arg_slot(n.args[0]),), out, module=m))
                 continue
             if isinstance(m, nn.AdaptiveAvgPool2d):
-                size = m.output_size
-                if size not in (1, (1, 1)):
-                    raise Unsupported("AdaptiveAvgPool2d with output size != 1")
                 out = fresh()
                 slot[n] = out
-                ops.append(Op("gap", (arg_slot(n.args[0]),), out))
+                if m.output_size in (1, (1, 1)):
+                    ops.append(Op("gap", (arg_slot(n.args[0]),), out))
+                else:  # e.g. VGG's 7x7: Norm rule through the pool's own backward
+                    ops.append(Op("avgpool", (arg_slot(n.args[0]),), out, module=m))
                 continue
             if isinstance(m, nn.Flatten):
                 if m.end_dim != -1:
@@ -254,10 +334,10 @@ def build_plan(model: nn.Module) -> Plan:
                 slot[cur] = out
                 ops.append(Op("add", (a, b), out, act=fused))
                 continue
-            if t in (F.relu, torch.relu):
+            if t in (F.relu, torch.relu, F.relu6):
                 out = fresh()
                 slot[n] = out
-                ops.append(Op("relu", (arg_slot(n.args[0]),), out))
+                ops.append(Op("relu" if t is not F.relu6 else "relu6", (arg_slot(n.args[0]),), out))
                 continue
             if t is torch.flatten:
                 start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)

@@ -6,7 +6,10 @@ reldrop's PointNet++ / PointNet is :class:`~reldrop.attribution.fast_points.Fast
 
 Same maths as the zennit backend with the ``epsilon_flat`` composite and the corrected BN
 canonization (BN merged into the preceding conv, ``eps`` included), for ReLU ResNets
-(torchvision / timm ``BasicBlock`` / ``Bottleneck``, plain conv stems or deep stems).
+(torchvision / timm ``BasicBlock`` / ``Bottleneck``, plain conv stems or deep stems) and for
+ReLU/ReLU6 inverted-residual networks and plain CNNs (timm EfficientNet-Lite / MobileNet blocks,
+torchvision MobileNetV2, VGG-BN: depthwise convs, TF "same" padding, ``BatchNormAct2d``).
+With ReLU6 the layer factor is ``relu6(z) / stab_ε(z)`` instead of ``relu(z) / stab_ε(z)``.
 
 Why one pass suffices. With ``c_l = R_l / stab_ε(z_l)`` the ε-rule at a conv/linear layer reads
 ``R_in = x ⊙ Wᵀ c_l``. The ReLU below passes relevance unchanged and ``x = relu(z)``, so
@@ -56,7 +59,9 @@ def supports(model: nn.Module, method: str) -> bool:
     """True when :func:`build` reproduces the zennit backend for ``model``/``method``.
 
     ``"epsilon_flat"``: ReLU ResNets made of torchvision or timm ``BasicBlock``/``Bottleneck``
-    (any stem of Conv2d/BatchNorm2d/ReLU/MaxPool2d, global average pool, Linear head).
+    (any stem of Conv2d/BatchNorm2d/ReLU/MaxPool2d, global average pool, Linear head); timm
+    EfficientNet-Lite/MobileNet blocks (``InvertedResidual``, ``DepthwiseSeparableConv``,
+    ``BatchNormAct2d`` with ReLU/ReLU6, ``Conv2dSame``), torchvision MobileNetV2 and VGG(-BN).
     ``"zplus_flat"``: reldrop's PointNet++ (``layout="rows"``) and PointNet. Never raises for a bad model.
     """
     if method in fast_points.METHODS:
@@ -244,10 +249,15 @@ class FastLRP:
             if kind == "conv" or kind == "linear":
                 inp = vals[op.ins[0]]
                 w, b = self._folded(op, inp.dtype, cl)
+                act = "relu" if op.act is True else op.act
                 fused = False
+                pads = None
                 if kind == "conv":
                     m = op.module
-                    if op.act and fuse_relu:
+                    if op.same_pad:  # timm Conv2dSame: explicit TF "same" zero padding
+                        pads = _same_pads(inp.shape, m)
+                        inp = F.pad(inp, pads)
+                    if act == "relu" and fuse_relu:
                         try:  # oneDNN conv with a ReLU post-op: one pass less, same numbers
                             z = _conv_relu(inp, w, b, m)
                             fused = True
@@ -257,21 +267,22 @@ class FastLRP:
                         z = F.conv2d(inp, w, b, m.stride, m.padding, m.dilation, m.groups)
                 else:
                     z = F.linear(inp, w, b)
-                if op.act and not fused:
-                    z = z.relu_()
                 if op.rule == "flat":
+                    if act:
+                        z = _activate(z, act, fused)
                     fac = z  # R_z1 = z1 ⊙ grad (Flat redistributes it below)
-                    store[i] = (fac, inp.shape, None)
-                elif op.act:
-                    store[i] = (_relu_stab_div(z, eps), inp.shape, w)
+                    store[i] = (fac, inp.shape, None, pads)
+                elif act:
+                    z, fac = _act_stab_div(z, act, eps, fused)
+                    store[i] = (fac, inp.shape, w, pads)
                 else:
-                    store[i] = (_stab_div(z, eps), inp.shape, w)
+                    store[i] = (_stab_div(z, eps), inp.shape, w, pads)
                 vals[op.out] = z
             elif kind == "add":
                 s = vals[op.ins[0]] + vals[op.ins[1]]
-                if op.act:
-                    s = s.relu_()
-                    store[i] = _relu_stab_div(s, delta)
+                act = "relu" if op.act is True else op.act
+                if act:
+                    s, store[i] = _act_stab_div(s, act, delta, False)
                 else:
                     store[i] = _stab_div(s, delta)
                 vals[op.out] = s
@@ -279,6 +290,17 @@ class FastLRP:
                 y = torch.relu(vals[op.ins[0]])
                 store[i] = y
                 vals[op.out] = y
+            elif kind == "relu6":
+                inp = vals[op.ins[0]]
+                y = F.relu6(inp)
+                # relevance passes; relative to the producer's z/stab(z) the factor is relu6(z)/z
+                store[i] = torch.where(inp > 0, y / inp, 0.0)
+                vals[op.out] = y
+            elif kind == "avgpool":
+                inp = vals[op.ins[0]]
+                o = F.adaptive_avg_pool2d(inp, op.module.output_size)
+                store[i] = (_stab_div(o, delta), inp)
+                vals[op.out] = o
             elif kind == "maxpool":
                 m = op.module
                 inp = vals[op.ins[0]]
@@ -309,8 +331,8 @@ class FastLRP:
             raise ValueError(f"the model must return logits (B, classes), got {tuple(logits.shape)}")
         seed = torch.zeros_like(logits).scatter_(1, target.to(logits.device).long().unsqueeze(1), 1.0)
         if self.seed == "one_hot":  # R_out = one-hot: the top factor is 1 / stab_ε(z) instead of z / stab_ε(z)
-            fac, in_shape, w = store[-1]
-            store[-1] = (torch.where(logits >= 0, logits + eps, logits - eps).reciprocal_(), in_shape, w)
+            fac, in_shape, w, pads = store[-1]
+            store[-1] = (torch.where(logits >= 0, logits + eps, logits - eps).reciprocal_(), in_shape, w, pads)
 
         # ---- backward by hand ----
         grads: list[Any] = [None] * plan.n_slots
@@ -337,14 +359,14 @@ class FastLRP:
                 continue
             kind = op.kind
             if kind == "conv" or kind == "linear":
-                fac, in_shape, w = st
+                fac, in_shape, w, pads = st
                 c = fac.mul_(g)
                 if op.rule == "flat":
-                    relevance = self._flat(op, c, in_shape, delta)
+                    relevance = self._flat(op, c, in_shape, delta, pads)
                     continue
                 if kind == "conv":
                     m = op.module
-                    acc(op.ins[0], _conv_input_grad(c, w, in_shape, m), True)
+                    acc(op.ins[0], _crop(_conv_input_grad(c, w, in_shape, m), pads), True)
                 else:
                     acc(op.ins[0], c.matmul(w), True)
             elif kind == "add":
@@ -353,6 +375,11 @@ class FastLRP:
                 acc(op.ins[1], c)
             elif kind == "relu":
                 acc(op.ins[0], torch.where(st > 0, g, 0.0), True)
+            elif kind == "relu6":
+                acc(op.ins[0], st.mul_(g), True)
+            elif kind == "avgpool":
+                fac, inp = st
+                acc(op.ins[0], torch.ops.aten._adaptive_avg_pool2d_backward(fac.mul_(g), inp), True)
             elif kind == "maxpool":
                 inp, idx = st
                 m = op.module
@@ -370,17 +397,65 @@ class FastLRP:
         return relevance
 
     @staticmethod
-    def _flat(op: Op, r_out: torch.Tensor, in_shape: torch.Size, delta: float) -> torch.Tensor:
-        """Flat rule at the first conv: ``R_out`` spread uniformly over each receptive field."""
+    def _flat(op: Op, r_out: torch.Tensor, in_shape: torch.Size, delta: float,
+              pads: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """Flat rule at the first conv: ``R_out`` spread uniformly over each receptive field.
+
+        ``in_shape`` is the (padded, for Conv2dSame) input of the conv; explicit padding counts as
+        zeros (zennit puts the ones in place of the input, before the module pads)."""
         m = op.module
         kh, kw = m.kernel_size
         cin = in_shape[1]
+        groups = m.groups
         ones_k = torch.ones(1, 1, kh, kw, dtype=r_out.dtype, device=r_out.device)
-        ones_x = torch.ones(1, 1, in_shape[2], in_shape[3], dtype=r_out.dtype, device=r_out.device)
-        count = F.conv2d(ones_x, ones_k, None, m.stride, m.padding, m.dilation) * cin
+        if pads is None:
+            ones_x = torch.ones(1, 1, in_shape[2], in_shape[3], dtype=r_out.dtype, device=r_out.device)
+        else:
+            left, right, top, bottom = pads
+            ones_x = torch.ones(1, 1, in_shape[2] - top - bottom, in_shape[3] - left - right,
+                                dtype=r_out.dtype, device=r_out.device)
+            ones_x = F.pad(ones_x, pads)
+        count = F.conv2d(ones_x, ones_k, None, m.stride, m.padding, m.dilation) * (cin // groups)
         s = r_out.sum(dim=1, keepdim=True) / (count + delta)  # count > 0: sign +1
         r = _conv_transpose(s, ones_k, in_shape[-2:], m.stride, m.padding, m.dilation, 1)
-        return r.expand(in_shape[0], cin, in_shape[2], in_shape[3]).contiguous()
+        r = _crop(r, pads)
+        return r.expand(in_shape[0], cin, r.shape[2], r.shape[3]).contiguous()
+
+
+def _activate(z: torch.Tensor, act: str, fused: bool) -> torch.Tensor:
+    """``act(z)`` (in place where possible); ``fused``: the conv already applied the ReLU."""
+    if act == "relu":
+        return z if fused else z.relu_()
+    return z.clamp_(0.0, 6.0)
+
+
+def _act_stab_div(z: torch.Tensor, act: str, eps: float, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y, y / stab(z))`` with ``y = act(z)`` (ReLU or ReLU6): the relevance factor of a layer
+    whose output passes an activation. For z <= 0 both are 0; for z > 0, stab(z) = z + eps."""
+    if act == "relu":
+        y = z if fused else z.relu_()
+        return y, _relu_stab_div(y, eps)
+    r = z.relu_()
+    y = r.clamp(max=6.0)
+    den = r.add_(eps)
+    return y, torch.div(y, den, out=den)
+
+
+def _same_pads(shape: torch.Size, m: nn.Module) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding of timm's Conv2dSame for an input of ``shape``."""
+    pads = []
+    for size, k, st, d in zip(shape[-2:], _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)):
+        pads.append(max((-(-size // st) - 1) * st + (k - 1) * d + 1 - size, 0))
+    ph, pw = pads
+    return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+
+
+def _crop(r: torch.Tensor, pads: tuple[int, int, int, int] | None) -> torch.Tensor:
+    """Undo an explicit zero padding (relevance/gradient of the pad is a crop)."""
+    if pads is None or not any(pads):
+        return r
+    left, right, top, bottom = pads
+    return r[..., top:r.shape[-2] - bottom, left:r.shape[-1] - right]
 
 
 _HAS_CONV_POINTWISE = hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_convolution_pointwise")

@@ -176,9 +176,13 @@ def test_custom_canonizers_or_first_layers_never_go_to_the_fast_backend():
     net, x, t = make("ssg")
     only_first = Attributor(net, "zplus_flat", first_layers=[net.sa1.mlp[0]])
     assert only_first.backend == "zennit"
-    no_canon = Attributor(net, "zplus_flat", canonizers=[])
-    assert no_canon.backend == "zennit"
-    assert rel_err(no_canon(x, t), Attributor(net, "zplus_flat")(x, t)).max() > 1e-3  # it does differ
+    with pytest.raises(ValueError, match="not merged"):  # no canonizers: unmerged BNs, refused (no silent garbage)
+        Attributor(net, "zplus_flat", canonizers=[])
+    from reldrop.attribution.canonize import SequentialMergeBatchNorm
+
+    bn_only = Attributor(net, "zplus_flat", canonizers=[SequentialMergeBatchNorm()])  # no centroid handling
+    assert bn_only.backend == "zennit"
+    assert rel_err(bn_only(x, t), Attributor(net, "zplus_flat")(x, t)).max() > 1e-3  # it does differ
     with pytest.raises(ValueError, match="custom canonizers"):
         Attributor(net, "zplus_flat", backend="fast", canonizers=[])
 

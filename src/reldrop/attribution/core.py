@@ -180,6 +180,8 @@ class Attributor:
         """
         x = _check_input(x)
         target_idx = _check_target(target, x.shape[0], x.device)
+        if not bool(torch.isfinite(x).all()):  # one host sync; every backend would return garbage
+            raise ValueError("x holds NaN or infinite values; relevance of such an input is meaningless")
         model = self.model
         dtype = _compute_dtype(model)
         with torch.inference_mode(False), torch.enable_grad(), \

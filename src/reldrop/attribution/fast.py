@@ -195,6 +195,8 @@ class FastLRP:
         if x.ndim != 4 or x.shape[0] == 0:
             raise ValueError(f"x must have shape (B, C, H, W) with B >= 1, got {tuple(x.shape)}")
         check_class_target(target, x.shape[0], self._plan.num_classes)  # one sync, before any work
+        if not bool(torch.isfinite(x).all()):  # the zero-masking of the backward would hide NaNs
+            raise ValueError("x holds NaN or infinite values; relevance of such an input is meaningless")
         with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
             return self._run(x.detach(), target)
 

@@ -15,6 +15,7 @@ from zennit.types import Linear as LinearOrConv
 
 from .canonize import canonizers_for
 from .canonize_points import input_layers as _declared_input_layers
+from .coverage import coverage_message, lrp_coverage_problems
 from .presets import get_preset
 from .state import preserve_model_state
 from .vit import is_vision_transformer
@@ -136,16 +137,22 @@ class ZennitBackend:
     name = "zennit"
 
     def supports(self, model: nn.Module, method: str, **opts: Any) -> bool | str:
+        """Gradient presets: any model. LRP presets: models whose every layer has a rule
+        (:func:`~reldrop.attribution.coverage.lrp_coverage_problems`); otherwise the reason, naming
+        the layers and the way out (``method="gradient_x_input"``)."""
         preset = get_preset(method)
-        if preset.lrp and preset.build is None:
+        if not preset.lrp:
+            return True
+        if preset.build is None:
             return f"method {method!r} has no zennit composite"
-        if preset.lrp and is_vision_transformer(model):
+        if is_vision_transformer(model):
             # zennit has no rule for attention, softmax, LayerNorm or GELU: it would pass a plain
             # gradient through them (measured: relevance of 1e18-1e23 on a timm ViT) - refuse
             return (f"no zennit rule for the attention/LayerNorm/GELU of {type(model).__name__} "
                     f"(LRP preset {method!r} would return garbage); use method='cp_lrp' (or None/'auto', "
                     "the default for ViTs) or a gradient method ('gradient_x_input')")
-        return True
+        problems = lrp_coverage_problems(model, opts.get("canonizers"))
+        return coverage_message(method, problems) if problems else True
 
     def build(self, model: nn.Module, method: str, **opts: Any) -> ZennitAttribution:
         return ZennitAttribution(model, method, **opts)

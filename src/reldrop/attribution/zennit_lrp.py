@@ -145,13 +145,14 @@ class ZennitBackend:
             return True
         if preset.build is None:
             return f"method {method!r} has no zennit composite"
+        problems = lrp_coverage_problems(model, opts.get("canonizers"))
         if is_vision_transformer(model):
             # zennit has no rule for attention, softmax, LayerNorm or GELU: it would pass a plain
             # gradient through them (measured: relevance of 1e18-1e23 on a timm ViT) - refuse
             return (f"no zennit rule for the attention/LayerNorm/GELU of {type(model).__name__} "
                     f"(LRP preset {method!r} would return garbage); use method='cp_lrp' (or None/'auto', "
-                    "the default for ViTs) or a gradient method ('gradient_x_input')")
-        problems = lrp_coverage_problems(model, opts.get("canonizers"))
+                    "the default for ViTs) or a gradient method ('gradient_x_input')"
+                    + (f"; layers without a rule: {', '.join(problems[:12])}" if problems else ""))
         return coverage_message(method, problems) if problems else True
 
     def build(self, model: nn.Module, method: str, **opts: Any) -> ZennitAttribution:

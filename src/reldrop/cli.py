@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from reldrop._threads import prefer_passive_openmp
+
+    prefer_passive_openmp()  # before any subcommand loads torch; see reldrop._threads
     args = build_parser().parse_args(argv)
     return int(args._run(args) or 0)
 

@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from reldrop._threads import warn_if_busy
+
+    warn_if_busy(torch.get_num_threads())
     loaded = load_run(args.checkpoint, checkpoint=args.which, device=args.device, data_root=args.data_root)
     if args.metrics is None:
         metrics = list(DEFAULT_METRICS.get(loaded.test.modality, ("acc",)))

@@ -96,6 +96,14 @@ def resolved_config_or_exit(args: argparse.Namespace, prog: str) -> dict[str, An
 
         sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
         return 0
+    threads = cfg["train"].get("threads")
+    if threads is None:  # null: torch's default (one per core)
+        import torch
+
+        threads = torch.get_num_threads()
+    from reldrop._threads import warn_if_busy
+
+    warn_if_busy(int(threads))
     return cfg
 
 

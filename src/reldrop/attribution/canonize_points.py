@@ -29,7 +29,6 @@ the layers that should get the first-layer (Flat) rule.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -47,42 +46,6 @@ POINT_MODEL_MODULES = ("reldrop.models.pointnet2", "reldrop.models.pointnet")
 def _is_sa(module: nn.Module) -> bool:
     return type(module).__module__ == "reldrop.models.pointnet2" and type(module).__name__ in (
         "SetAbstraction", "SetAbstractionMsg")
-
-
-def _sa_forward(self: nn.Module, xyz: torch.Tensor, features: torch.Tensor | None,
-                start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``SetAbstraction.forward`` with the centroid detached in ``xyz - centre`` (same values)."""
-    from ..models import pointnet2 as pn2
-
-    if self.group_all:  # no centring: the original forward is already what LRP needs
-        return type(self).forward(self, xyz, features, start)
-    fps_idx = pn2.farthest_point_sample(xyz, self.npoint, start)
-    new_xyz = pn2.index_points(xyz, fps_idx)
-    idx = pn2.ball_query(self.radius, self.nsample, xyz, new_xyz)
-    grouped = pn2.index_points(xyz, idx) - new_xyz.detach().unsqueeze(2)
-    if features is not None:
-        grouped = torch.cat([grouped, pn2.index_points(features, idx)], -1)
-    return new_xyz, pn2._mlp_max(self.mlp, grouped, self.layout)
-
-
-def _sa_msg_forward(self: nn.Module, xyz: torch.Tensor, features: torch.Tensor | None,
-                    start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``SetAbstractionMsg.forward`` with the centroid detached in ``xyz - centre`` (same values)."""
-    from ..models import pointnet2 as pn2
-
-    fps_idx = pn2.farthest_point_sample(xyz, self.npoint, start)
-    new_xyz = pn2.index_points(xyz, fps_idx)
-    with torch.no_grad():
-        sqdist = pn2.square_distance(new_xyz.detach(), xyz.detach())
-    centre = new_xyz.detach().unsqueeze(2)
-    outs = []
-    for radius, nsample, mlp in zip(self.radii, self.nsamples, self.mlps):
-        idx = pn2.ball_query(radius, nsample, xyz, new_xyz, sqdist)
-        grouped = pn2.index_points(xyz, idx) - centre
-        if features is not None:
-            grouped = torch.cat([pn2.index_points(features, idx), grouped], -1)
-        outs.append(pn2._mlp_max(mlp, grouped, self.layout))
-    return new_xyz, torch.cat(outs, -1)
 
 
 class _SetAttribute(Canonizer):
@@ -110,27 +73,10 @@ class _SetAttribute(Canonizer):
         return _SetAttribute(self.name, self.value)
 
 
-class _ForwardSwap(AttributeCanonizer):
-    """Fallback for set abstractions without a ``detach_centre`` switch: swap in a forward copy."""
-
-    def __init__(self) -> None:
-        super().__init__(self._attribute_map)
-
-    @staticmethod
-    def _attribute_map(name: str, module: nn.Module) -> dict | None:
-        if not _is_sa(module) or hasattr(module, "detach_centre"):
-            return None
-        fn: Callable = _sa_msg_forward if type(module).__name__ == "SetAbstractionMsg" else _sa_forward
-        return {"forward": fn.__get__(module)}
-
-    def copy(self) -> "_ForwardSwap":
-        return _ForwardSwap()
-
-
 class CentroidDetachCanonizer(Canonizer):
     """Make every PointNet++ set abstraction detach the centroid in ``xyz - centre`` (outputs identical,
-    only the backward differs): sets the model's ``detach_centre`` switch to True (restored on remove),
-    or, for a set abstraction without that switch, swaps in a forward copy that does it."""
+    only the backward differs): sets the model's ``detach_centre`` switch to True (restored on remove).
+    Every set abstraction of :mod:`reldrop.models.pointnet2` has that switch."""
 
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
         out: list[Canonizer] = []
@@ -140,7 +86,6 @@ class CentroidDetachCanonizer(Canonizer):
                     inst = _SetAttribute("detach_centre", True)
                     inst.register(m)
                     out.append(inst)
-            out += _ForwardSwap().apply(root_module)
         except BaseException:
             for inst in reversed(out):
                 inst.remove()

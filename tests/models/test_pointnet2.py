@@ -7,7 +7,7 @@ import torch
 from reldrop.models import build
 from reldrop.models.pointnet2 import (
     SetAbstraction,
-    _group,
+    group,
     ball_query,
     farthest_point_sample,
     index_points,
@@ -94,7 +94,7 @@ def test_grouped_features_are_correct_and_differentiable(xyz_first: bool) -> Non
     centres_idx = torch.tensor([[0, 3, 7], [2, 4, 19]])
     new_xyz = index_points(xyz, centres_idx)
     idx = ball_query(0.8, 5, xyz, new_xyz)
-    grouped = _group(xyz, feats, new_xyz, idx, xyz_first=xyz_first)
+    grouped = group(xyz, feats, new_xyz, idx, xyz_first=xyz_first)
     assert grouped.shape == (2, 3, 5, 7)
     for b in range(2):
         for s in range(3):

@@ -38,18 +38,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._checks import check_class_target, check_point_cloud
+from ._shared import Unsupported, check_seed, fold_batchnorm
 from ._wrappers import unwrap_model
 
 __all__ = ["supports", "FastPointLRP", "METHODS"]
 
 METHODS = ("zplus_flat",)
-SEEDS = ("one_hot", "logit")
 #: ε of the ε-rule across the T-Net products ``x @ T`` (as in :mod:`.canonize_points`).
 TRANSFORM_EPSILON = 1e-6
-
-
-class Unsupported(Exception):
-    """The model is not one this backend reproduces exactly."""
 
 
 # ----------------------------------------------------------------------------------- structure
@@ -200,14 +196,7 @@ def supports(model: nn.Module, method: str) -> bool:
 # ------------------------------------------------------------------------------------- maths
 def _fold(layer: _Dense, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight ``(O, I)`` and bias ``(O,)`` with the BN merged, same arithmetic as the canonizer."""
-    lin, bn = layer.linear, layer.bn
-    w = lin.weight
-    b = lin.bias if lin.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-    scale = (bn.running_var + bn.eps) ** 0.5
-    scale = bn.weight / scale if bn.weight is not None else 1.0 / scale
-    shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
-    w = w * scale[:, None]
-    b = (b - bn.running_mean) * scale + shift
+    w, b = fold_batchnorm(layer.linear.weight, layer.linear.bias, layer.bn)
     return w.to(dtype), b.to(dtype)
 
 
@@ -379,8 +368,7 @@ class FastPointLRP:
         if isinstance(stabilizer, bool) or not isinstance(stabilizer, (int, float)) \
                 or not 0 < stabilizer < float("inf"):
             raise ValueError(f"stabilizer must be a finite float > 0, got {stabilizer!r}")
-        if seed not in SEEDS:
-            raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")
+        check_seed(seed)
         self.model = unwrap_model(model)
         try:
             self._kind, self._arch = _parse(self.model)
@@ -455,7 +443,7 @@ class FastPointLRP:
             for branch in lvl.branches:
                 assert branch.radius is not None and branch.nsample is not None
                 idx = pn2.ball_query(branch.radius, branch.nsample, cur_xyz, new_xyz, sqdist)
-                grouped = pn2._group(cur_xyz, cur_f, new_xyz, idx, branch.xyz_first)
+                grouped = pn2.group(cur_xyz, cur_f, new_xyz, idx, branch.xyz_first)
                 S, K = idx.shape[1], idx.shape[2]
                 params = [_fold(layer, dtype) for layer in branch.layers]
                 tape = []

@@ -61,6 +61,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._checks import check_class_target
+from ._shared import Unsupported, check_seed
 from ._wrappers import unwrap_model
 
 __all__ = ["METHODS", "supports", "build", "unsupported_reason", "is_vision_transformer", "ViTLRP", "ViTBackend",
@@ -69,14 +70,9 @@ __all__ = ["METHODS", "supports", "build", "unsupported_reason", "is_vision_tran
 #: methods this backend computes (``cp_lrp``: attention held constant; ``attnlrp``: AttnLRP's
 #: softmax and uniform rules inside attention too).
 METHODS = ("cp_lrp", "attnlrp")
-SEEDS = ("one_hot", "logit")
 #: default ε of the Linear layers (as for the ResNets, paper Table 3) and δ of the Norm/Flat rules.
 EPSILON = 1e-3
 STABILIZER = 1e-6
-
-
-class Unsupported(Exception):
-    """The model is not one this backend reproduces exactly."""
 
 
 # ------------------------------------------------------------------------------- the class zoo
@@ -473,8 +469,7 @@ class ViTLRP:
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0 \
                     or val == float("inf"):
                 raise ValueError(f"{name} must be a finite float >= 0, got {val!r}")
-        if seed not in SEEDS:
-            raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")
+        check_seed(seed)
         try:
             self._spec = build_spec(model)
         except Unsupported as exc:
@@ -521,7 +516,6 @@ class ViTLRP:
         ln_patch = None
         if spec.patch_norm is not None:
             t, ln_patch = _layer_norm(t, spec.patch_norm, dt)
-        n_patch = t.shape[1]
         prefix = [p.to(dt).expand(B, -1, -1) for p in spec.prefix]
         n_prefix = sum(p.shape[1] for p in prefix)
         pos_fac = None

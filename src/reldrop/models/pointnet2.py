@@ -51,6 +51,8 @@ __all__ = [
     "shared_mlp",
     "narrow_input_linear",
     "convert_reference_state_dict",
+    "group",
+    "mlp_max",
 ]
 
 _LAYOUTS = ("rows", "conv2d")
@@ -172,7 +174,7 @@ def shared_mlp(in_channels: int, widths: Sequence[int], layout: str = "rows", la
     return nn.Sequential(*layers)
 
 
-def _mlp_max(mlp: nn.Sequential, grouped: torch.Tensor, layout: str) -> torch.Tensor:
+def mlp_max(mlp: nn.Sequential, grouped: torch.Tensor, layout: str) -> torch.Tensor:
     """Apply a shared MLP to ``grouped (B, S, K, C)`` and max-pool over K → ``(B, S, C')``.
 
     ``rows``: the final ReLU module is applied after the max-pool (``max∘relu = relu∘max``
@@ -190,7 +192,7 @@ def _mlp_max(mlp: nn.Sequential, grouped: torch.Tensor, layout: str) -> torch.Te
     return out.max(2)[0].transpose(1, 2)
 
 
-def _group(
+def group(
     xyz: torch.Tensor, features: torch.Tensor | None, new_xyz: torch.Tensor, idx: torch.Tensor, xyz_first: bool
 ) -> torch.Tensor:
     """Grouped input ``(B, S, K, 3 + D)``: ``[xyz - centre, features]`` (or features first).
@@ -247,14 +249,14 @@ class SetAbstraction(nn.Module):
             grouped = xyz.unsqueeze(1)
             if features is not None:
                 grouped = torch.cat([grouped, features.unsqueeze(1)], -1)
-            return new_xyz, _mlp_max(self.mlp, grouped, self.layout)
+            return new_xyz, mlp_max(self.mlp, grouped, self.layout)
         assert self.npoint is not None and self.radius is not None and self.nsample is not None
         fps_idx = farthest_point_sample(xyz, self.npoint, start)
         new_xyz = index_points(xyz, fps_idx)  # (B, S, 3), differentiable
         idx = ball_query(self.radius, self.nsample, xyz, new_xyz)
         centre = new_xyz.detach() if self.detach_centre else new_xyz
-        grouped = _group(xyz, features, centre, idx, xyz_first=True)  # (B, S, K, 3 + D)
-        return new_xyz, _mlp_max(self.mlp, grouped, self.layout)
+        grouped = group(xyz, features, centre, idx, xyz_first=True)  # (B, S, K, 3 + D)
+        return new_xyz, mlp_max(self.mlp, grouped, self.layout)
 
 
 class SetAbstractionMsg(nn.Module):
@@ -295,8 +297,8 @@ class SetAbstractionMsg(nn.Module):
         for radius, nsample, mlp in zip(self.radii, self.nsamples, self.mlps):
             idx = ball_query(radius, nsample, xyz, new_xyz, sqdist)
             centre = new_xyz.detach() if self.detach_centre else new_xyz
-            grouped = _group(xyz, features, centre, idx, xyz_first=False)  # (B, S, K, D + 3)
-            outs.append(_mlp_max(mlp, grouped, self.layout))
+            grouped = group(xyz, features, centre, idx, xyz_first=False)  # (B, S, K, D + 3)
+            outs.append(mlp_max(mlp, grouped, self.layout))
         return new_xyz, torch.cat(outs, -1)
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from . import backends as _backends
+from ._shared import SEEDS, check_seed  # noqa: F401 (SEEDS: its old address)
 from ._wrappers import unwrap_model
 from .presets import check_method_kwargs, get_preset
 from .state import preserve_model_state
@@ -37,7 +38,6 @@ __all__ = ["Attributor", "attribute", "unwrap_model", "resolve_method", "BACKEND
 
 #: the built-in backend names (the live list: ``reldrop.attribution.backends.backend_names()``)
 BACKENDS = ("auto", "zennit", "fast")
-SEEDS = ("one_hot", "logit")
 Target = torch.Tensor | str
 
 
@@ -125,8 +125,7 @@ class Attributor:
         seed: str = "one_hot",
         **method_kwargs: Any,
     ) -> None:
-        if seed not in SEEDS:
-            raise ValueError(f"seed must be one of {', '.join(SEEDS)}, got {seed!r}")
+        check_seed(seed)
         self.seed = seed
         self.wrapped_model = model
         self.model = unwrap_model(model)

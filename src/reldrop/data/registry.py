@@ -4,9 +4,8 @@ A builder is ``fn(root: Path, split: str, *, train_transform: bool, **kwargs) ->
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from torch.utils.data import Dataset
@@ -32,8 +31,6 @@ class DatasetInfo:
 
 _DATASETS: dict[str, Callable[..., DatasetInfo]] = {}
 
-_BUILTIN_MODULES = ("digits", "cifar", "imagefolder", "modelnet", "shapenet", "shapes", "decoy")
-_loaded = False
 
 
 def register_dataset(name: str) -> Callable[[Callable[..., DatasetInfo]], Callable[..., DatasetInfo]]:
@@ -46,35 +43,9 @@ def register_dataset(name: str) -> Callable[[Callable[..., DatasetInfo]], Callab
     return deco
 
 
-def _load_builtin() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for mod in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"reldrop.data.{mod}")
-        except ModuleNotFoundError as err:
-            if err.name != f"reldrop.data.{mod}":
-                raise
-    _loaded = True
-
-
-def dataset_names() -> list[str]:
-    _load_builtin()
-    return sorted(_DATASETS)
-
-
-def build_dataset(name: str, root: str | Path, split: str, *, train_transform: bool | None = None,
-                  **kwargs: Any) -> DatasetInfo:
-    """Build dataset ``name`` for ``split`` ("train" | "test"); ``train_transform`` defaults to split == "train"."""
-    _load_builtin()
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(_DATASETS))}")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if train_transform is None:
-        train_transform = split == "train"
-    return _DATASETS[name](Path(root), split, train_transform=train_transform, **kwargs)
+def builders() -> Mapping[str, Callable[..., DatasetInfo]]:
+    """The registered builders ``{name: fn}`` (a read-only view; :mod:`reldrop.data.catalog` fills it)."""
+    return MappingProxyType(_DATASETS)
 
 
 def reject_unknown_kwargs(dataset: str, unknown: Mapping[str, Any], builder: Callable[..., Any]) -> None:
@@ -85,3 +56,11 @@ def reject_unknown_kwargs(dataset: str, unknown: Mapping[str, Any], builder: Cal
         known = [p.name for p in inspect.signature(builder).parameters.values()
                  if p.kind is p.KEYWORD_ONLY and p.name != "train_transform"]
         raise TypeError(f"{dataset}: unknown keyword argument(s) {sorted(unknown)}; known: {known}")
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: build_dataset / dataset_names moved to reldrop.data.catalog
+    if name in ("build_dataset", "dataset_names"):
+        from . import catalog
+
+        return getattr(catalog, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

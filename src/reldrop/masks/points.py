@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_batch_match, check_finite, check_float_tensor, check_probability, parse_fill_value
-from .image import cached_constant
+from ._draw import cached_constant
 
 __all__ = ["relevance_point_drop", "normalize_relevance_points", "point_drop_mask"]
 

@@ -6,7 +6,6 @@ Each subcommand lives in ``reldrop.commands.<name>`` and exposes ``HELP`` (one l
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Sequence
 
@@ -14,14 +13,11 @@ SUBCOMMANDS = ("demo", "train", "compare", "evaluate", "report")
 
 
 def _available() -> dict[str, object]:
-    found = {}
-    for name in SUBCOMMANDS:
-        try:
-            found[name] = importlib.import_module(f"reldrop.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"reldrop.commands.{name}":
-                raise
-    return found
+    """The subcommand modules, imported here (not at module import: main() sets the thread policy first)."""
+    from .commands import compare, demo, evaluate, report, train
+
+    modules = {"demo": demo, "train": train, "compare": compare, "evaluate": evaluate, "report": report}
+    return {name: modules[name] for name in SUBCOMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:

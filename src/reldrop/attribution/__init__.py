@@ -18,6 +18,7 @@ conv→BN chains): :mod:`reldrop.attribution.canonize`. Safety contract:
 from __future__ import annotations
 
 from .backends import backend_names, default_method, register_backend, unregister_backend
+from . import canonize_points  # noqa: F401 (registers the point-cloud canonizers)
 from .canonize import canonizers_for, register_canonizer
 from .core import BACKENDS, Attributor, attribute, resolve_method, unwrap_model
 from .presets import PRESETS, method_names, register_preset

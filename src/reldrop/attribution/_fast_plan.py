@@ -27,42 +27,15 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._shared import Unsupported
 from ._wrappers import unwrap_model
-from .canonize import merge_leaves
-
-
-class Unsupported(Exception):
-    """The model contains something the fast backend does not reproduce exactly."""
+from .canonize import merge_leaves, resnet_block_classes
+from .canonize_mobile import inverted_residual_classes
 
 
 def _block_types() -> tuple[type, ...]:
-    """Residual block classes whose sums zennit's (and our) ResNet canonizers turn into Sum."""
-    types: list[type] = []
-    try:
-        from torchvision.models.resnet import BasicBlock, Bottleneck
-
-        types += [BasicBlock, Bottleneck]
-    except Exception:  # pragma: no cover - torchvision is a dependency
-        pass
-    try:
-        from torchvision.models.mobilenetv2 import InvertedResidual as TvInvertedResidual
-
-        types += [TvInvertedResidual]
-    except Exception:  # pragma: no cover - torchvision is a dependency
-        pass
-    try:
-        from timm.models.resnet import BasicBlock as TBasic, Bottleneck as TBottle
-
-        types += [TBasic, TBottle]
-    except Exception:  # pragma: no cover - timm is optional
-        pass
-    try:
-        from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
-
-        types += [DepthwiseSeparableConv, InvertedResidual]
-    except Exception:  # pragma: no cover - timm is optional or changed
-        pass
-    return tuple(types)
+    """Residual block classes whose sums zennit's (and our) canonizers turn into Sum."""
+    return (*resnet_block_classes(), *inverted_residual_classes())
 
 
 def _timm_leaf_types() -> tuple[type, ...]:
@@ -112,7 +85,7 @@ class Plan:
     num_classes: int | None = None  # out_features of the output Linear, if the output is one
 
 
-class _Tracer(fx.Tracer):
+class LeafTracer(fx.Tracer):
     """torch.nn modules stay leaves (default behaviour); so do timm's Conv2dSame, BatchNormAct2d
     and DropPath (their forwards read tensor sizes / the training flag)."""
 
@@ -163,7 +136,7 @@ def build_plan(model: nn.Module) -> Plan:
     """Trace ``model`` and compile the op list (raises :class:`Unsupported`)."""
     model = unwrap_model(model)
     try:
-        graph = _Tracer().trace(model)
+        graph = LeafTracer().trace(model)
     except Exception as exc:  # data-dependent control flow etc.
         raise Unsupported(f"torch.fx cannot trace the model: {exc}") from exc
     modules = dict(model.named_modules())

@@ -24,16 +24,15 @@ What is here:
 * :class:`TimmResNetCanonizer` - the same for ``timm.models.resnet`` BasicBlock/Bottleneck, whose
   ``x += shortcut`` zennit does not see (the official RelDrop code left it unhandled). Merges
   conv1/bn1, conv2/bn2 (, conv3/bn3) and the downsample conv/BN of each block by name.
-* :func:`canonizers_for` - pick the canonizers for a model (registered providers, the optional
-  ``reldrop.attribution.canonize_points`` module, torchvision/timm ResNets, inverted-residual
-  networks (:mod:`.canonize_mobile`), generic fallback).
+* :func:`canonizers_for` - pick the canonizers for a model (registered providers, among them the
+  point-cloud canonizers that :mod:`.canonize_points` registers, torchvision/timm ResNets,
+  inverted-residual networks (:mod:`.canonize_mobile`), generic fallback).
 
 All canonizers are created once (per :class:`~reldrop.attribution.Attributor`); ``apply`` runs at
 each attribution call and every change is undone afterwards.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -46,6 +45,7 @@ from zennit.types import BatchNorm as _BatchNormType
 from zennit.types import ConvolutionTranspose as _ConvTransposeType
 from zennit.types import Linear as _LinearType
 
+from ._shared import bn_scale
 from .canonize_mobile import (TimmInvertedResidualCanonizer, TorchvisionMobileNetCanonizer,
                               is_timm_inverted_residual, is_torchvision_inverted_residual,
                               is_torchvision_mobilenet_v2)
@@ -62,6 +62,8 @@ __all__ = [
     "is_timm_resnet_block",
     "is_torchvision_resnet_block",
     "merge_leaves",
+    "resnet_block_classes",
+    "timm_resnet_block_classes",
 ]
 
 
@@ -118,8 +120,7 @@ class MergeBatchNorm(Canonizer):
         bn = self.batch_norm
         assert bn is not None
         mean, var = bn.running_mean, bn.running_var
-        denominator = (var + bn.eps) ** 0.5  # same arithmetic as zennit
-        scale = bn.weight / denominator if bn.weight is not None else 1.0 / denominator
+        scale = bn_scale(bn)  # same arithmetic as zennit
         shift = bn.bias if bn.bias is not None else torch.zeros_like(mean)
         for module in self.linears:
             weight = module.weight.data
@@ -231,6 +232,13 @@ class SequentialMergeBatchNorm(Canonizer):
 
 
 # ---------------------------------------------------------------------------------------- timm
+def resnet_block_classes() -> tuple[type, ...]:
+    """torchvision's and (when timm is installed) timm's ResNet ``BasicBlock``/``Bottleneck`` classes."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    return (BasicBlock, Bottleneck, *timm_resnet_block_classes())
+
+
 def is_torchvision_resnet_block(module: nn.Module) -> bool:
     """True for ``torchvision.models.resnet.BasicBlock``/``Bottleneck`` instances."""
     mod = type(module).__module__
@@ -241,7 +249,8 @@ def is_torchvision_resnet_block(module: nn.Module) -> bool:
     return isinstance(module, (BasicBlock, Bottleneck))
 
 
-def _timm_block_classes() -> tuple[type, ...]:
+def timm_resnet_block_classes() -> tuple[type, ...]:
+    """timm's ResNet ``BasicBlock``/``Bottleneck`` classes (empty without timm)."""
     try:
         from timm.models.resnet import BasicBlock, Bottleneck
     except Exception:  # pragma: no cover - timm absent or changed
@@ -253,7 +262,7 @@ def is_timm_resnet_block(module: nn.Module) -> bool:
     """True for ``timm.models.resnet.BasicBlock``/``Bottleneck`` instances (timm is not imported otherwise)."""
     if not type(module).__module__.startswith("timm."):
         return False
-    classes = _timm_block_classes()
+    classes = timm_resnet_block_classes()
     return bool(classes) and isinstance(module, classes)
 
 
@@ -407,34 +416,11 @@ def register_canonizer(
     _PROVIDERS.insert(0, (predicate, factory, name))
 
 
-def _points_canonizers(model: nn.Module) -> list[Canonizer] | None:
-    """Ask ``reldrop.attribution.canonize_points`` (written separately; optional) for canonizers.
-
-    It may expose ``canonizers_for(model) -> list | None`` (None: not applicable) or a
-    ``matches(model) -> bool`` / ``canonizers(model) -> list`` pair; if it is absent or exposes
-    neither, it is ignored.
-    """
-    try:
-        mod = importlib.import_module("reldrop.attribution.canonize_points")
-    except ModuleNotFoundError as err:
-        if err.name in ("reldrop.attribution.canonize_points",):
-            return None
-        raise
-    fn = getattr(mod, "canonizers_for", None)
-    if callable(fn):
-        result = fn(model)
-        return None if result is None else list(result)
-    matches, build = getattr(mod, "matches", None), getattr(mod, "canonizers", None)
-    if callable(matches) and callable(build) and matches(model):
-        return list(build(model))
-    return None
-
-
 def canonizers_for(model: nn.Module) -> list[Canonizer]:
     """Fresh canonizer instances for ``model`` (create once per model, apply per call).
 
-    Order: providers added with :func:`register_canonizer`; ``reldrop.attribution.canonize_points``
-    if that module exists and claims the model; :class:`TorchvisionResNetCanonizer` if the model
+    Order: providers added with :func:`register_canonizer` (the latest first; the built-in one of
+    :mod:`.canonize_points` claims reldrop's PointNet++/PointNet); :class:`TorchvisionResNetCanonizer` if the model
     holds torchvision ResNet blocks; :class:`TimmResNetCanonizer` if it holds timm ResNet blocks;
     otherwise the generic :class:`SequentialMergeBatchNorm` (a no-op for models without BN), plus
     the residual-``Sum`` canonizers of :mod:`.canonize_mobile` for timm EfficientNet/MobileNet
@@ -445,9 +431,6 @@ def canonizers_for(model: nn.Module) -> list[Canonizer]:
     for predicate, factory, _name in _PROVIDERS:
         if predicate(model):
             return list(factory(model))
-    points = _points_canonizers(model)
-    if points is not None:
-        return points
     modules = list(model.modules())
     has_tv = any(is_torchvision_resnet_block(m) for m in modules)
     has_timm = any(is_timm_resnet_block(m) for m in modules)

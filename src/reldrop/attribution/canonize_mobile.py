@@ -32,10 +32,13 @@ __all__ = [
     "is_timm_inverted_residual",
     "is_torchvision_inverted_residual",
     "is_torchvision_mobilenet_v2",
+    "inverted_residual_classes",
+    "timm_inverted_residual_classes",
 ]
 
 
-def _timm_block_classes() -> tuple[type, ...]:
+def timm_inverted_residual_classes() -> tuple[type, ...]:
+    """timm's ``DepthwiseSeparableConv``/``InvertedResidual`` classes (empty without timm)."""
     try:
         from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
     except Exception:  # pragma: no cover - timm absent or changed
@@ -47,7 +50,14 @@ def is_timm_inverted_residual(module: nn.Module) -> bool:
     """True for timm ``InvertedResidual`` / ``DepthwiseSeparableConv`` (exact classes; timm not imported otherwise)."""
     if not type(module).__module__.startswith("timm."):
         return False
-    return type(module) in _timm_block_classes()
+    return type(module) in timm_inverted_residual_classes()
+
+
+def inverted_residual_classes() -> tuple[type, ...]:
+    """torchvision's MobileNetV2 ``InvertedResidual`` and timm's inverted-residual block classes."""
+    from torchvision.models.mobilenetv2 import InvertedResidual
+
+    return (InvertedResidual, *timm_inverted_residual_classes())
 
 
 def is_torchvision_inverted_residual(module: nn.Module) -> bool:

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from zennit.canonizers import AttributeCanonizer, Canonizer, CompositeCanonizer
 
-from .canonize import SequentialMergeBatchNorm
+from .canonize import SequentialMergeBatchNorm, register_canonizer
 
 __all__ = ["PointNet2Canonizer", "CentroidDetachCanonizer", "PointNetCanonizer", "TransformDetachCanonizer",
            "canonizers_for",
@@ -207,3 +207,13 @@ def canonizers_for(model: nn.Module) -> list[Canonizer] | None:
     if any(_is_pointnet(m) for m in modules):
         return [PointNetCanonizer()]
     return None
+
+
+def _claims(model: nn.Module) -> bool:
+    return any(_is_sa(m) or _is_pointnet(m) for m in model.modules())
+
+
+# canonize.canonizers_for asks the registered providers first; this one (built in, registered when
+# reldrop.attribution is imported) claims reldrop's PointNet++/PointNet models; providers a user
+# registers later still win
+register_canonizer(_claims, lambda model: canonizers_for(model) or [], name="reldrop points")

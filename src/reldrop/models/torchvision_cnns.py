@@ -13,8 +13,8 @@ from typing import Any, Callable
 import torch.nn as nn
 from torchvision import models as tvm
 
+from .._checks import check_int
 from .registry import register
-from .resnet_cifar import _check_int
 
 __all__ = ["torchvision_cnn"]
 
@@ -36,8 +36,8 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
 def torchvision_cnn(arch: str, *, num_classes: int = 1000, in_channels: int = 3, pretrained: bool = False,
                     **kwargs: Any) -> nn.Module:
     """``torchvision.models.<arch>(weights=None, num_classes=..., **kwargs)``."""
-    _check_int("num_classes", num_classes)
-    _check_int("in_channels", in_channels)
+    check_int("num_classes", num_classes)
+    check_int("in_channels", in_channels)
     if pretrained:
         raise ValueError(f"{arch}: pretrained=True is not available (reldrop never downloads weights); "
                          "build with pretrained=False and load a local checkpoint with reldrop.models.load_init")

@@ -1,0 +1,220 @@
+"""Files of a run on disk: atomic writes, safe checkpoint loading, stale temp files, RNG states.
+
+The one home of reldrop's disk writes for run state (checkpoints, metrics, ``env.json``, results):
+
+* :func:`atomic_write_bytes` / :func:`atomic_write_text` / :func:`atomic_write_json` /
+  :func:`atomic_open` / :func:`save_checkpoint` write to a temp file ``.<name>.tmp<pid>`` in the
+  same folder, flush + fsync it, then ``os.replace`` it over the target. A reader (or a process
+  that starts after a kill) sees either the whole old file or the whole new one, never a
+  truncated mix. A kill during the write leaves the temp file behind; :func:`clean_stale_temps`
+  removes such leftovers of dead processes when a run starts or resumes.
+* :func:`load_checkpoint` reads with ``torch.load(weights_only=True)``: only tensors, plain
+  containers and numbers are unpickled, so a crafted checkpoint cannot run code. Checkpoints of
+  reldrop <= 0.x that pickled numpy RNG states load too (numpy arrays are allow-listed for the
+  duration of the call only); anything else that needs other globals is refused with an error
+  naming the file.
+* :func:`read_json` names the file when it is missing or not valid JSON.
+
+Everything here is process-local: nothing changes global torch/pickle settings.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+from pathlib import Path
+from typing import IO, Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_open", "save_checkpoint",
+           "load_checkpoint", "read_json", "clean_stale_temps", "temp_path", "rng_state", "set_rng_state",
+           "CheckpointError", "PathLike"]
+
+PathLike = str | os.PathLike[str]
+_TEMP_RE = re.compile(r"^\..+\.tmp(\d*)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read safely (corrupt, truncated, or holds pickled code/objects)."""
+
+
+def temp_path(path: PathLike) -> Path:
+    """The temp file used while writing ``path``: ``<dir>/.<name>.tmp<pid>`` (same folder, so
+    ``os.replace`` is atomic)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported everywhere (e.g. some network file systems)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w", **open_kw: Any) -> Iterator[IO[Any]]:
+    """``with atomic_open(path, "w", newline="") as f: ...`` writes ``path`` atomically.
+
+    The file object writes to :func:`temp_path`; on a clean exit it is flushed, fsynced and moved
+    over ``path``; on an exception the temp file is removed and ``path`` is left as it was.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open supports mode 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, mode, **open_kw) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + ``os.replace``); returns ``path``."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, obj: Any, **dump_kw: Any) -> Path:
+    """``json.dumps(obj, **dump_kw)`` to ``path`` atomically (serialized before the file is touched)."""
+    return atomic_write_text(path, json.dumps(obj, **dump_kw))
+
+
+def read_json(path: PathLike) -> Any:
+    """``json.load`` of ``path``; FileNotFoundError / ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); it was probably cut short by a killed "
+                         "process - delete or repair it") from err
+
+
+def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> None:
+    """``torch.save(dict(state))`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    with atomic_open(path, "wb") as f:
+        torch.save(dict(state), f)
+
+
+def _numpy_globals() -> list[Any]:
+    """numpy's array/dtype reconstructors (old checkpoints pickled numpy RNG states)."""
+    core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1
+    out: list[Any] = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    return out
+
+
+def load_checkpoint(path: PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` (no pickled code can run).
+
+    Raises FileNotFoundError naming the file when it is missing, :class:`CheckpointError`
+    (a ValueError) naming the file when it is truncated/corrupt or needs globals that are not
+    tensors, containers or numpy arrays.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        msg = str(err).split("\n\n")[0].strip()
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"refusing to load checkpoint {path}: it holds pickled objects other than tensors, containers and "
+                f"numbers, and reldrop loads checkpoints with torch.load(weights_only=True) so that a file cannot "
+                f"run code ({msg}). Only load files you trust; re-save it as a plain state dict "
+                f"(torch.save(model.state_dict(), ...)) if you do.") from err
+        raise CheckpointError(f"corrupt or unreadable checkpoint: {path} ({type(err).__name__}: {msg})") from err
+    return obj
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temps(folder: PathLike) -> list[Path]:
+    """Remove temp files ``.<name>.tmp[<pid>]`` in ``folder`` left by killed writers; returns them.
+
+    A temp file whose pid is still alive (another process writing right now) is kept, unless it is
+    this process's own pid (a leftover of an earlier call in this process). Files without a pid
+    (older versions wrote ``.metrics.csv.tmp``) are removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMP_RE.match(p.name)
+        if m is None or not p.is_file():
+            continue
+        pid = int(m.group(1)) if m.group(1) else -1
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states as tensors / plain lists (loadable with weights_only=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """torch/CUDA/numpy/python RNG states as tensors, lists and numbers (no numpy objects)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": list(py_state), "gauss_next": gauss_next},
+    }
+
+
+def set_rng_state(s: Mapping[str, Any]) -> None:
+    """Restore states from :func:`rng_state` (also the old format with numpy tuples)."""
+    torch.set_rng_state(s["torch"])
+    npst = s["numpy"]
+    if isinstance(npst, Mapping):
+        np.random.set_state((npst["name"], np.asarray(npst["keys"], dtype=np.int64).astype(np.uint32),
+                             int(npst["pos"]), int(npst["has_gauss"]), float(npst["cached_gaussian"])))
+    else:
+        np.random.set_state(npst)
+    py = s["python"]
+    if isinstance(py, Mapping):
+        random.setstate((int(py["version"]), tuple(int(v) for v in py["state"]), py["gauss_next"]))
+    else:
+        random.setstate(py)
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])

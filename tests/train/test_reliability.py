@@ -61,6 +61,21 @@ def test_resume_evaluate_and_compare_refuse_a_crafted_run(tmp_path: Path, make_c
     assert not marker.exists()
 
 
+def test_compare_refuses_to_resume_a_crafted_run(tmp_path: Path, make_cfg: Any) -> None:
+    """compare resumes the unfinished runs it finds: that resume loads safely too."""
+    from reldrop.train.compare import run_compare
+
+    cfg = make_cfg(tmp_path, train__epochs=2)
+    cfg["compare"]["variants"] = [{"name": "baseline"}]
+    cfg["out"] = str(tmp_path / "cmp" / "baseline" / f"seed{cfg['seed']}")
+    train(cfg, quiet=True, stop_after=1)
+    run, marker = Path(cfg["out"]), tmp_path / "PWNED"
+    _crafted_checkpoint(run / "last.pt", marker, load_checkpoint(run / "last.pt"))
+    with pytest.raises(ValueError, match=r"last\.pt"):
+        run_compare(cfg, out=tmp_path / "cmp", seeds=[cfg["seed"]], quiet=True, plot=False)
+    assert not marker.exists()
+
+
 def test_init_accepts_reldrops_own_last_pt(tmp_path: Path, make_cfg: Any) -> None:
     res = train(make_cfg(tmp_path, train__epochs=1), quiet=True)
     model = build("small_cnn", num_classes=10, in_channels=1, width=8)

@@ -30,14 +30,13 @@ uses zennit.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .._checks import check_class_target, check_point_cloud
+from ._points_plan import Dense, TNetPlan, parse_point_model
 from ._shared import Unsupported, check_seed, fold_batchnorm
 from ._wrappers import unwrap_model
 
@@ -48,153 +47,19 @@ METHODS = ("zplus_flat",)
 TRANSFORM_EPSILON = 1e-6
 
 
-# ----------------------------------------------------------------------------------- structure
-@dataclass
-class _Dense:
-    """One ``Linear`` (+ its BatchNorm) (+ ReLU) of a shared MLP or head."""
-
-    linear: nn.Linear
-    bn: nn.Module | None
-    relu: bool
-
-
-@dataclass
-class _Branch:
-    """One shared MLP of a set abstraction (MSG: one per radius) and its grouping."""
-
-    layers: list[_Dense]
-    radius: float | None
-    nsample: int | None
-    xyz_first: bool  # grouped channels [xyz - centre, features] (SSG) or [features, xyz - centre] (MSG)
-
-
-@dataclass
-class _SetAbs:
-    npoint: int | None  # None: group_all
-    branches: list[_Branch]
-    msg: bool
-
-
-def _exact(module: Any, cls: type) -> bool:
-    return type(module) is cls and "forward" not in vars(module)
-
-
-def _bn_ok(bn: nn.Module) -> bool:
-    return (isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)) and "forward" not in vars(bn)
-            and bn.running_mean is not None and bn.running_var is not None)
-
-
-def _parse_seq(seq: Any, allow_dropout: bool = False) -> list[_Dense]:
-    """``[Linear, BN, ReLU?, Dropout*] * n`` → layers; raises :class:`Unsupported` otherwise."""
-    if not _exact(seq, nn.Sequential):
-        raise Unsupported(f"expected an nn.Sequential MLP, got {type(seq).__name__}")
-    mods = list(seq)
-    out: list[_Dense] = []
-    i = 0
-    while i < len(mods):
-        lin = mods[i]
-        if not _exact(lin, nn.Linear):
-            raise Unsupported(f"expected nn.Linear in the MLP, got {type(lin).__name__} "
-                              "(the fast point backend handles layout='rows' only)")
-        if i + 1 >= len(mods) or not _bn_ok(mods[i + 1]):
-            raise Unsupported("every Linear of the MLP must be followed by a BatchNorm with running stats")
-        bn = mods[i + 1]
-        i += 2
-        relu = i < len(mods) and _exact(mods[i], nn.ReLU)
-        i += int(relu)
-        while allow_dropout and i < len(mods) and _exact(mods[i], nn.Dropout):
-            i += 1  # eval mode: identity
-        out.append(_Dense(lin, bn, relu))
-    if not out:
-        raise Unsupported("empty MLP")
-    if not all(layer.relu for layer in out[:-1]):  # z⁺ below assumes ReLU outputs (>= 0) inside the MLP
-        raise Unsupported("every Linear but the last must be followed by a ReLU")
-    return out
-
-
-def _needs_relu(layers: list[_Dense], what: str) -> list[_Dense]:
-    if not layers[-1].relu:
-        raise Unsupported(f"{what} must end with a ReLU")
-    return layers
-
-
-def _parse_pointnet2(model: nn.Module) -> tuple[list[_SetAbs], list[_Dense], nn.Linear]:
-    from ..models import pointnet2 as pn2
-
-    if getattr(model, "layout", None) != "rows":
-        raise Unsupported("layout='conv2d' PointNet++ is handled by the zennit backend")
-    levels: list[_SetAbs] = []
-    for name in ("sa1", "sa2", "sa3"):
-        sa = getattr(model, name)
-        if _exact(sa, pn2.SetAbstraction):
-            if sa.layout != "rows":
-                raise Unsupported("layout='conv2d' set abstraction")
-            branch = _Branch(_needs_relu(_parse_seq(sa.mlp), name), sa.radius, sa.nsample, True)
-            levels.append(_SetAbs(None if sa.group_all else sa.npoint, [branch], False))
-        elif _exact(sa, pn2.SetAbstractionMsg):
-            if sa.layout != "rows":
-                raise Unsupported("layout='conv2d' set abstraction")
-            branches = [_Branch(_needs_relu(_parse_seq(m), name), r, k, False)
-                        for r, k, m in zip(sa.radii, sa.nsamples, sa.mlps)]
-            levels.append(_SetAbs(sa.npoint, branches, True))
-        else:
-            raise Unsupported(f"{name} is a {type(sa).__name__}, not a stock set abstraction")
-    if levels[0].npoint is None or levels[1].npoint is None or levels[2].npoint is not None:
-        raise Unsupported("expected two sampling levels and a group-all level")
-    head = _needs_relu(_parse_seq(model.head, allow_dropout=True), "head")
-    if not _exact(model.fc, nn.Linear):
-        raise Unsupported("fc must be an nn.Linear")
-    return levels, head, model.fc
-
-
-@dataclass
-class _TNet:
-    mlp: list[_Dense]
-    head: list[_Dense]
-    fc: nn.Linear
-    k: int
-
-
-def _parse_tnet(tnet: nn.Module | None) -> _TNet | None:
-    from ..models.pointnet import TNet
-
-    if tnet is None:
-        return None
-    if not _exact(tnet, TNet) or not _exact(tnet.fc, nn.Linear):
-        raise Unsupported("T-Net is not the stock reldrop.models.pointnet.TNet")
-    return _TNet(_parse_seq(tnet.mlp), _parse_seq(tnet.head), tnet.fc, tnet.k)
-
-
-def _parse(model: nn.Module) -> tuple[str, Any]:
-    from ..models.pointnet import PointNetClassifier
-    from ..models.pointnet2 import PointNet2Classifier
-
-    if _exact(model, PointNet2Classifier):
-        return "pointnet2", _parse_pointnet2(model)
-    if _exact(model, PointNetClassifier):
-        mlp1, mlp2 = _parse_seq(model.mlp1), _parse_seq(model.mlp2)
-        if len(mlp1) != 1:
-            raise Unsupported("PointNet mlp1 must be one layer (the input layer)")
-        head = _needs_relu(_parse_seq(model.head, allow_dropout=True), "head")
-        if not _exact(model.fc, nn.Linear):
-            raise Unsupported("fc must be an nn.Linear")
-        return "pointnet", (_parse_tnet(model.stn), mlp1[0], _parse_tnet(model.fstn), mlp2, head, model.fc)
-    raise Unsupported(f"{type(model).__name__} is not a PointNet++/PointNet classifier of reldrop.models")
-
-
 def supports(model: nn.Module, method: str) -> bool:
     """True when :class:`FastPointLRP` reproduces the zennit backend for ``model``/``method``."""
     if method not in METHODS or not isinstance(model, nn.Module):
         return False
     try:
-        _parse(unwrap_model(model))
+        parse_point_model(unwrap_model(model))
     except Unsupported:
         return False
     return True
 
 
 # ------------------------------------------------------------------------------------- maths
-def _fold(layer: _Dense, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold(layer: Dense, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight ``(O, I)`` and bias ``(O,)`` with the BN merged, same arithmetic as the canonizer."""
     w, b = fold_batchnorm(layer.linear.weight, layer.linear.bias, layer.bn)
     return w.to(dtype), b.to(dtype)
@@ -371,7 +236,7 @@ class FastPointLRP:
         check_seed(seed)
         self.model = unwrap_model(model)
         try:
-            self._kind, self._arch = _parse(self.model)
+            self._kind, self._arch = parse_point_model(self.model)
         except Unsupported as exc:
             raise ValueError(f"the fast LRP backend does not handle method {method!r} on this model "
                              f"({exc}); use backend='zennit'") from exc
@@ -394,7 +259,7 @@ class FastPointLRP:
             return self._pointnet(points.detach(), target)
 
     # ----------------------------------------------------------------------------------- head
-    def _head(self, h: torch.Tensor, head: list[_Dense], fc: nn.Linear, target: torch.Tensor | str,
+    def _head(self, h: torch.Tensor, head: list[Dense], fc: nn.Linear, target: torch.Tensor | str,
               signed_first: Signed, scratch: _Scratch) -> torch.Tensor:
         """Logits from the pooled features ``h (B, F)``, then relevance back to ``h``."""
         dtype, delta = h.dtype, self.stabilizer
@@ -505,7 +370,7 @@ class FastPointLRP:
         return out
 
     # -------------------------------------------------------------------------------- PointNet
-    def _tnet(self, tnet: _TNet, x: torch.Tensor) -> torch.Tensor:
+    def _tnet(self, tnet: TNetPlan, x: torch.Tensor) -> torch.Tensor:
         """The T-Net's transform ``(B, k, k)`` (eval semantics, BN folded); no relevance."""
         B, N, C = x.shape
         mlp = [_fold(layer, x.dtype) for layer in tnet.mlp]

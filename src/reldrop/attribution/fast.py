@@ -39,6 +39,18 @@ import torch.nn.functional as F
 
 from .._checks import check_class_target
 from . import fast_points
+from ._fast_ops import (
+    HAS_CONV_POINTWISE,
+    act_stab_div,
+    activate,
+    conv_input_grad,
+    conv_relu,
+    conv_transpose,
+    crop,
+    pair,
+    same_pads,
+    stab_div,
+)
 from ._fast_plan import Op, Plan, build_plan
 from ._shared import Unsupported, bn_scale, check_seed
 from ._wrappers import unwrap_model
@@ -113,24 +125,6 @@ class FastBackend:
 
     def __repr__(self) -> str:
         return "FastBackend()"
-
-
-def _stab_div(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """``z / (z + eps·sign(z))`` with sign(0)=+1 (zennit's ``stabilize``), as a new tensor.
-
-    Computed as ``|z| / (|z| + eps)``: for z > 0 the same IEEE operations; for z < 0 both
-    numerator and denominator are negated exactly, so the quotient is bit-identical; z = ±0
-    gives 0 either way. Three passes instead of five.
-    """
-    a = z.abs()
-    den = a + eps
-    return torch.div(a, den, out=den)
-
-
-def _relu_stab_div(y: torch.Tensor, eps: float) -> torch.Tensor:
-    """``relu(z) / stab(z)`` given ``y = relu(z)``: 0 where z <= 0, z/(z+eps) elsewhere."""
-    den = y + eps
-    return torch.div(y, den, out=den)
 
 
 class FastLRP:
@@ -240,7 +234,7 @@ class FastLRP:
             x = x.contiguous(memory_format=torch.channels_last)
         vals[plan.input_slot] = x
         store: list[Any] = [None] * len(plan.ops)
-        fuse_relu = cl and x.device.type == "cpu" and x.dtype == torch.float32 and _HAS_CONV_POINTWISE
+        fuse_relu = cl and x.device.type == "cpu" and x.dtype == torch.float32 and HAS_CONV_POINTWISE
 
         # ---- forward (no autograd): values, and the per-op factor for the backward ----
         for i, op in enumerate(plan.ops):
@@ -254,11 +248,11 @@ class FastLRP:
                 if kind == "conv":
                     m = op.module
                     if op.same_pad:  # timm Conv2dSame: explicit TF "same" zero padding
-                        pads = _same_pads(inp.shape, m)
+                        pads = same_pads(inp.shape, m)
                         inp = F.pad(inp, pads)
                     if act == "relu" and fuse_relu:
                         try:  # oneDNN conv with a ReLU post-op: one pass less, same numbers
-                            z = _conv_relu(inp, w, b, m)
+                            z = conv_relu(inp, w, b, m)
                             fused = True
                         except RuntimeError:
                             z = F.conv2d(inp, w, b, m.stride, m.padding, m.dilation, m.groups)
@@ -268,22 +262,22 @@ class FastLRP:
                     z = F.linear(inp, w, b)
                 if op.rule == "flat":
                     if act:
-                        z = _activate(z, act, fused)
+                        z = activate(z, act, fused)
                     fac = z  # R_z1 = z1 ⊙ grad (Flat redistributes it below)
                     store[i] = (fac, inp.shape, None, pads)
                 elif act:
-                    z, fac = _act_stab_div(z, act, eps, fused)
+                    z, fac = act_stab_div(z, act, eps, fused)
                     store[i] = (fac, inp.shape, w, pads)
                 else:
-                    store[i] = (_stab_div(z, eps), inp.shape, w, pads)
+                    store[i] = (stab_div(z, eps), inp.shape, w, pads)
                 vals[op.out] = z
             elif kind == "add":
                 s = vals[op.ins[0]] + vals[op.ins[1]]
                 act = "relu" if op.act is True else op.act
                 if act:
-                    s, store[i] = _act_stab_div(s, act, delta, False)
+                    s, store[i] = act_stab_div(s, act, delta, False)
                 else:
-                    store[i] = _stab_div(s, delta)
+                    store[i] = stab_div(s, delta)
                 vals[op.out] = s
             elif kind == "relu":
                 y = torch.relu(vals[op.ins[0]])
@@ -298,7 +292,7 @@ class FastLRP:
             elif kind == "avgpool":
                 inp = vals[op.ins[0]]
                 o = F.adaptive_avg_pool2d(inp, op.module.output_size)
-                store[i] = (_stab_div(o, delta), inp)
+                store[i] = (stab_div(o, delta), inp)
                 vals[op.out] = o
             elif kind == "maxpool":
                 m = op.module
@@ -310,7 +304,7 @@ class FastLRP:
             elif kind == "gap":
                 inp = vals[op.ins[0]]
                 o = inp.mean(dim=(-2, -1), keepdim=True)
-                store[i] = (_stab_div(o, delta), inp.shape)
+                store[i] = (stab_div(o, delta), inp.shape)
                 vals[op.out] = o
             elif kind == "flatten":
                 inp = vals[op.ins[0]]
@@ -365,7 +359,7 @@ class FastLRP:
                     continue
                 if kind == "conv":
                     m = op.module
-                    acc(op.ins[0], _crop(_conv_input_grad(c, w, in_shape, m), pads), True)
+                    acc(op.ins[0], crop(conv_input_grad(c, w, in_shape, m), pads), True)
                 else:
                     acc(op.ins[0], c.matmul(w), True)
             elif kind == "add":
@@ -383,8 +377,8 @@ class FastLRP:
                 inp, idx = st
                 m = op.module
                 acc(op.ins[0], torch.ops.aten.max_pool2d_with_indices_backward(
-                    g, inp, _pair(m.kernel_size), _pair(m.stride), _pair(m.padding),
-                    _pair(m.dilation), m.ceil_mode, idx), True)
+                    g, inp, pair(m.kernel_size), pair(m.stride), pair(m.padding),
+                    pair(m.dilation), m.ceil_mode, idx), True)
             elif kind == "gap":
                 fac, in_shape = st
                 c = fac.mul_(g).div_(in_shape[-1] * in_shape[-2])
@@ -416,70 +410,6 @@ class FastLRP:
             ones_x = F.pad(ones_x, pads)
         count = F.conv2d(ones_x, ones_k, None, m.stride, m.padding, m.dilation) * (cin // groups)
         s = r_out.sum(dim=1, keepdim=True) / (count + delta)  # count > 0: sign +1
-        r = _conv_transpose(s, ones_k, in_shape[-2:], m.stride, m.padding, m.dilation, 1)
-        r = _crop(r, pads)
+        r = conv_transpose(s, ones_k, in_shape[-2:], m.stride, m.padding, m.dilation, 1)
+        r = crop(r, pads)
         return r.expand(in_shape[0], cin, r.shape[2], r.shape[3]).contiguous()
-
-
-def _activate(z: torch.Tensor, act: str, fused: bool) -> torch.Tensor:
-    """``act(z)`` (in place where possible); ``fused``: the conv already applied the ReLU."""
-    if act == "relu":
-        return z if fused else z.relu_()
-    return z.clamp_(0.0, 6.0)
-
-
-def _act_stab_div(z: torch.Tensor, act: str, eps: float, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(y, y / stab(z))`` with ``y = act(z)`` (ReLU or ReLU6): the relevance factor of a layer
-    whose output passes an activation. For z <= 0 both are 0; for z > 0, stab(z) = z + eps."""
-    if act == "relu":
-        y = z if fused else z.relu_()
-        return y, _relu_stab_div(y, eps)
-    r = z.relu_()
-    y = r.clamp(max=6.0)
-    den = r.add_(eps)
-    return y, torch.div(y, den, out=den)
-
-
-def _same_pads(shape: torch.Size, m: nn.Module) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) padding of timm's Conv2dSame for an input of ``shape``."""
-    pads = []
-    for size, k, st, d in zip(shape[-2:], _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)):
-        pads.append(max((-(-size // st) - 1) * st + (k - 1) * d + 1 - size, 0))
-    ph, pw = pads
-    return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-
-
-def _crop(r: torch.Tensor, pads: tuple[int, int, int, int] | None) -> torch.Tensor:
-    """Undo an explicit zero padding (relevance/gradient of the pad is a crop)."""
-    if pads is None or not any(pads):
-        return r
-    left, right, top, bottom = pads
-    return r[..., top:r.shape[-2] - bottom, left:r.shape[-1] - right]
-
-
-_HAS_CONV_POINTWISE = hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
-def _conv_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, m: nn.Conv2d) -> torch.Tensor:
-    """relu(conv2d(x, w, b)) in one oneDNN call (CPU, float32, channels_last)."""
-    return torch.ops.mkldnn._convolution_pointwise(
-        x, w, b, _pair(m.padding), _pair(m.stride), _pair(m.dilation), m.groups, "relu", [], "")
-
-
-def _pair(v: Any) -> list[int]:
-    return [v, v] if isinstance(v, int) else list(v)
-
-
-def _conv_transpose(c: torch.Tensor, w: torch.Tensor, in_hw: Any, stride: Any, padding: Any,
-                    dilation: Any, groups: int) -> torch.Tensor:
-    """Input-gradient of a 2-D convolution (transposed conv with the right output padding)."""
-    st, pd, dl = _pair(stride), _pair(padding), _pair(dilation)
-    kh, kw = w.shape[-2], w.shape[-1]
-    oh, ow = c.shape[-2], c.shape[-1]
-    op_h = in_hw[0] - ((oh - 1) * st[0] - 2 * pd[0] + dl[0] * (kh - 1) + 1)
-    op_w = in_hw[1] - ((ow - 1) * st[1] - 2 * pd[1] + dl[1] * (kw - 1) + 1)
-    return F.conv_transpose2d(c, w, None, st, pd, (op_h, op_w), groups, dl)
-
-
-def _conv_input_grad(c: torch.Tensor, w: torch.Tensor, in_shape: torch.Size, m: nn.Conv2d) -> torch.Tensor:
-    return _conv_transpose(c, w, in_shape[-2:], m.stride, m.padding, m.dilation, m.groups)

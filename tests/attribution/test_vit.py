@@ -15,6 +15,7 @@ from tolerance import assert_close_scaled  # noqa: E402
 from vit_reference import reference_cp_lrp  # noqa: E402
 
 from reldrop.attribution import vit  # noqa: E402
+from reldrop.attribution._vit_plan import timm_classes  # noqa: E402
 from reldrop.attribution.vit import ViTLRP, supports, unsupported_reason  # noqa: E402
 
 
@@ -181,7 +182,7 @@ def _class_state() -> dict:
     from timm.layers import Mlp, PatchEmbed
     from torchvision.models import vision_transformer as tvv
 
-    classes = [TimmViT, timm.models.vision_transformer.Block, vit._timm_classes()["attention"], Mlp, PatchEmbed,
+    classes = [TimmViT, timm.models.vision_transformer.Block, timm_classes()["attention"], Mlp, PatchEmbed,
                TvViT, tvv.EncoderBlock, tvv.Encoder, tvv.MLPBlock, nn.MultiheadAttention, nn.LayerNorm,
                nn.GELU, nn.Linear, nn.Conv2d, nn.Module, zennit.core.BasicHook, zennit.core.Hook,
                zennit.rules.Epsilon]

@@ -18,7 +18,9 @@ max-pool = ``resnet18_cifar``) at batch 128 on 32×32 (ResNet-50 likewise, ``res
 (``resnet20_cifar``, 0.27 M parameters) at batch 128, and PointNet++ SSG at batch 24 × 1024
 points when ``reldrop.models.build("pointnet2_ssg")`` exists (``modality="points"``); in ``--models all``
 or ``--models vit_tiny`` timm's ViT-Tiny on 32×32 (``vit_tiny_cifar``, patch 4): zennit refuses
-ViTs, so both RelDrop kinds run the ``vit`` backend's CP-LRP (the JSON's ``backend_used`` says so).
+ViTs, so both RelDrop kinds run the ``vit`` backend's CP-LRP (the JSON's ``backend_used`` says so);
+in ``--models all`` or ``--models efficientnet_lite0`` timm's EfficientNet-Lite0 (random init, timing
+only) at 64×64, batch 64 (``--batch`` overrides), channels_last weights as in the finetuning config.
 Inputs are random (timing only). Memory: CUDA peak allocated per step kind; on CPU the peak
 RSS growth during a step (sampled every 2 ms by a thread).
 
@@ -49,7 +51,11 @@ from reldrop import models
 
 KINDS = ("baseline", "re", "reldrop_zennit", "reldrop_fast")
 #: every model row (``--models all``); ResNet-50 is the torchvision bottleneck net with the CIFAR stem
-MODELS = ("resnet18", "resnet20", "resnet50", "pointnet2_ssg", "vit_tiny")
+MODELS = ("resnet18", "resnet20", "resnet50", "pointnet2_ssg", "vit_tiny", "efficientnet_lite0")
+#: image side per model (default 32); EfficientNet-Lite0 runs at the finetuning resolution
+SIDE = {"efficientnet_lite0": 64}
+#: image batch per model when --batch is not given (default: 128, quick 64)
+BATCH = {"efficientnet_lite0": 64}
 
 
 class RSSPeak:
@@ -105,9 +111,12 @@ def make_config(name: str, batch: int, points: int, device: torch.device, seed: 
         modality, lr_kw = "points", {}
     else:
         reg = {"resnet18": "resnet18_cifar", "resnet20": "resnet20_cifar", "resnet50": "resnet50_cifar",
-               "vit_tiny": "vit_tiny_cifar"}[name]
+               "vit_tiny": "vit_tiny_cifar", "efficientnet_lite0": "efficientnet_lite0"}[name]
         model = models.build(reg, num_classes=10)
-        x = torch.randn(batch, 3, 32, 32, generator=g)
+        side = SIDE.get(name, 32)
+        x = torch.randn(batch, 3, side, side, generator=g)
+        if name == "efficientnet_lite0":  # as in training (train.channels_last): NHWC weights, ~2x faster on CPU
+            model = model.to(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (batch,), generator=g)
         modality, lr_kw = "image", {}
     model = model.to(device)
@@ -300,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.models == "all":
         args.models = ",".join(MODELS)
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        batch = pts_batch if name == "pointnet2_ssg" else img_batch
+        batch = pts_batch if name == "pointnet2_ssg" else (args.batch or BATCH.get(name, img_batch))
         cfg = make_config(name, batch, n_points, device)
         if cfg is None:
             print(f"[skip] {name}: not available")

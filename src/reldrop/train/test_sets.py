@@ -40,7 +40,7 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
     """``{name: test accuracy %}`` of the run's ``last.pt`` on each test set (cached in ``test_sets.json``)."""
     from ..data import build_dataset
     from ..data import data_root as resolve_root
-    from ..runs import load_checkpoint
+    from ..runs import atomic_write_json, load_checkpoint
     from .evaluate import evaluate, subset_index
     from .factory import build_model
 
@@ -79,7 +79,5 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
                            batch_size=int(cfg["train"]["eval_batch_size"]), index=index)
             sets[name] = {"kwargs": json.loads(json.dumps(kw)), "acc": float(res["test_acc"]),
                           "macro": float(res["test_macro"])}
-        tmp = cache_path.with_name(cache_path.name + ".tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        tmp.replace(cache_path)
+        atomic_write_json(cache_path, cache, indent=1)
     return {n: float(sets[n]["acc"]) for n in test_sets}

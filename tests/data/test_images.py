@@ -259,3 +259,24 @@ def test_real_cifar10_test_split(cifar10_root: Path) -> None:
     assert torch.bincount(te.dataset.labels).tolist() == [1000] * 10
     x, _ = te.dataset.get_batch(torch.arange(0, 10_000, 50))
     assert abs(float(x.mean())) < 0.2 and 0.8 < float(x.std()) < 1.2  # CIFAR normalization constants fit
+
+
+def test_resize_transform_and_cifar_size(tmp_path: Path) -> None:
+    """Resize upsamples a batch bilinearly (constant images stay constant); data.kwargs.size makes
+    CIFAR batches size x size after crop/flip, with the input shape reported accordingly."""
+    from reldrop.data.transforms import Resize
+
+    x = torch.full((2, 3, 32, 32), 0.25)
+    y = Resize(48)(x)
+    assert y.shape == (2, 3, 48, 48) and torch.allclose(y, torch.full_like(y, 0.25))
+    assert Resize(32)(x) is x
+    ramp = torch.linspace(0, 1, 32).expand(1, 1, 32, 32)
+    assert torch.allclose(Resize(64)(ramp).mean(), ramp.mean(), atol=1e-6)  # no brightness shift
+    with pytest.raises(ValueError, match="size"):
+        Resize(0)
+    _write_cifar_pickle(tmp_path)
+    for split, train_tf in (("train", True), ("test", False)):
+        info = build_dataset("cifar10", tmp_path, split, train_transform=train_tf, size=48)
+        assert info.input_shape == (3, 48, 48)
+        xb, _ = info.dataset.get_batch(torch.arange(3), generator=torch.Generator().manual_seed(0))
+        assert xb.shape == (3, 3, 48, 48)

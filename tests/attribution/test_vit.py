@@ -340,3 +340,31 @@ def test_reldrop_on_a_vit_uses_cp_lrp_and_leaves_the_model_unchanged():
     x_aug, mask = aug(X.float(), Y, return_mask=True)
     assert x_aug.shape == X.shape and mask.any()
     assert_unchanged(before, model)
+
+
+def test_attribute_without_a_method_on_a_timm_vit_is_cp_lrp_and_conserves():
+    """``attribute(timm_vit, x, y)`` with no method: the registry picks CP-LRP; the relevance is
+    finite, equals the explicit cp_lrp call, and passes the conservation check (sinks zeroed)."""
+    from reldrop.attribution import attribute
+
+    model = _zero_sinks(tiny_timm("token", seed=2, std=0.5))
+    with torch.no_grad():
+        logits = model(X)
+    target = logits.abs().argmax(1)
+    logit = logits.gather(1, target[:, None]).squeeze(1)
+    assert logit.abs().min() > 0.1
+    relevance = attribute(model, X, target, seed="logit")
+    assert torch.isfinite(relevance).all()
+    assert torch.equal(relevance, attribute(model, X, target, "cp_lrp", seed="logit"))
+    total = relevance.sum(dim=(1, 2, 3))
+    assert torch.all((total - logit).abs() <= 0.1 * logit.abs()), (total, logit)
+
+
+def test_default_method_per_family():
+    """No method given: CP-LRP for ViTs, ε/Flat for CNNs, z⁺ for reldrop's point nets."""
+    from reldrop.attribution import Attributor
+    from reldrop.models import build
+
+    assert Attributor(tiny_timm("token", dtype=torch.float32)).method == "cp_lrp"
+    assert Attributor(build("small_cnn", num_classes=10, in_channels=1)).method == "epsilon_flat"
+    assert Attributor(build("pointnet", num_classes=4)).method == "zplus_flat"

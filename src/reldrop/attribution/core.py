@@ -91,9 +91,9 @@ class Attributor:
         model: the classifier (``(B, ...) -> (B, C)`` logits); DP/DDP/compile wrappers are unwrapped.
         method: a preset name (``reldrop.attribution.method_names()``): ``"epsilon_flat"``,
             ``"zplus_flat"``, ``"epsilon_gamma_box"``, ``"gradient"``, ``"gradient_x_input"``;
-            ``None``/``"auto"``: the default the backend registry gives for the model
-            (:func:`~reldrop.attribution.backends.default_method`: z⁺ for reldrop's point nets,
-            else ε/Flat).
+            ``None`` (default) / ``"auto"``: the default the backend registry gives for the model
+            (:func:`~reldrop.attribution.backends.default_method`: CP-LRP for Vision Transformers,
+            z⁺ for reldrop's point nets, else ε/Flat). ``self.method`` holds the method chosen.
         backend: ``"auto"`` (default: the registered backends are asked in order, see
             :mod:`reldrop.attribution.backends`: ``"fast"`` when it supports the model/method and
             neither ``canonizers`` nor ``first_layers`` is given, else ``"zennit"``) or a registered
@@ -117,7 +117,7 @@ class Attributor:
     def __init__(
         self,
         model: nn.Module,
-        method: str | None = "epsilon_flat",
+        method: str | None = None,
         *,
         backend: str = "auto",
         canonizers: list | None = None,
@@ -206,7 +206,7 @@ def attribute(
     model: nn.Module,
     x: torch.Tensor,
     target: Target,
-    method: str = "epsilon_flat",
+    method: str | None = None,
     *,
     backend: str = "auto",
     **method_kwargs: Any,
@@ -217,8 +217,10 @@ def attribute(
         model: classifier returning ``(B, C)`` logits (wrappers unwrapped; left unchanged).
         x: ``(B, ...)`` float input.
         target: LongTensor ``(B,)`` of labels, or ``"predicted"``.
-        method: preset name, default ``"epsilon_flat"`` (Flat first layer, ε = 1e-3 elsewhere).
-        backend: ``"auto"`` | ``"zennit"`` | ``"fast"``.
+        method: preset name; default ``None`` (= ``"auto"``): picked from the model by the backend
+            registry — ``"cp_lrp"`` for Vision Transformers, ``"zplus_flat"`` for reldrop's point
+            nets, else ``"epsilon_flat"`` (Flat first layer, ε = 1e-3 elsewhere).
+        backend: ``"auto"`` or a registered backend name (``"fast"``, ``"vit"``, ``"zennit"``, ...).
     Returns:
         relevance, same shape and dtype as ``x``, detached. For LRP presets the output seed is
         ``one_hot`` (``seed="one_hot"``, default) or ``one_hot · logit`` (``seed="logit"``, then

@@ -103,6 +103,17 @@ def check_class_target(target: object, batch: int, num_classes: int | None) -> N
         raise ValueError(f"target holds class indices outside [0, {num_classes})")
 
 
+def check_image_batch(x: object) -> torch.Tensor:
+    """``x`` as a non-empty floating-point ``(B, C, H, W)`` tensor, else TypeError/ValueError."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor (B, C, H, W), got dtype {x.dtype}")
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (B, C, H, W) with B >= 1, got {tuple(x.shape)}")
+    return x
+
+
 def check_point_cloud(name: str, points: object, in_channels: int) -> torch.Tensor:
     """``points`` must be a floating-point ``(B, N, in_channels)`` tensor (a model's input clouds)."""
     check_float_tensor(name, points, (3,), "(B, N, D)")

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import check_class_target
+from .._checks import check_class_target, check_image_batch
 from . import fast_points
 from ._fast_ops import (
     HAS_CONV_POINTWISE,
@@ -181,12 +181,7 @@ class FastLRP:
 
     # ------------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor (B, C, H, W), got dtype {x.dtype}")
-        if x.ndim != 4 or x.shape[0] == 0:
-            raise ValueError(f"x must have shape (B, C, H, W) with B >= 1, got {tuple(x.shape)}")
+        check_image_batch(x)
         check_class_target(target, x.shape[0], self._plan.num_classes)  # one sync, before any work
         if not bool(torch.isfinite(x).all()):  # the zero-masking of the backward would hide NaNs
             raise ValueError("x holds NaN or infinite values; relevance of such an input is meaningless")

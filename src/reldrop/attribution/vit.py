@@ -58,7 +58,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import check_class_target
+from .._checks import check_class_target, check_image_batch
 from ._shared import Unsupported, check_seed
 from ._vit_plan import build_spec, is_vision_transformer
 from ._wrappers import unwrap_model
@@ -177,12 +177,7 @@ class ViTLRP:
                 f"blocks={len(self._spec.blocks)}, pool={self._spec.pool!r})")
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor (B, C, H, W), got dtype {x.dtype}")
-        if x.ndim != 4 or x.shape[0] == 0:
-            raise ValueError(f"x must have shape (B, C, H, W) with B >= 1, got {tuple(x.shape)}")
+        check_image_batch(x)
         spec = self._spec
         if x.shape[1] != spec.patch.in_channels:
             raise ValueError(f"x has {x.shape[1]} channels, the patch embedding expects {spec.patch.in_channels}")

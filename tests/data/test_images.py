@@ -280,3 +280,20 @@ def test_resize_transform_and_cifar_size(tmp_path: Path) -> None:
         assert info.input_shape == (3, 48, 48)
         xb, _ = info.dataset.get_batch(torch.arange(3), generator=torch.Generator().manual_seed(0))
         assert xb.shape == (3, 3, 48, 48)
+
+
+def test_cifar_custom_normalization(tmp_path: Path) -> None:
+    """data.kwargs mean/std replace the CIFAR statistics (the pixels and the reported info), both or
+    neither, three values each."""
+    data, _ = _write_cifar_pickle(tmp_path)
+    info = build_dataset("cifar10", tmp_path, "test", train_transform=False, mean=[0.5] * 3, std=[0.5] * 3)
+    assert info.mean == (0.5, 0.5, 0.5) and info.std == (0.5, 0.5, 0.5)
+    xb, _ = info.dataset.get_batch(torch.arange(2))
+    raw = torch.from_numpy(data[-6:][:2].reshape(2, 3, 32, 32)).double() / 255
+    assert torch.allclose(xb.double(), (raw - 0.5) / 0.5, atol=1e-6)
+    default = build_dataset("cifar10", tmp_path, "test", train_transform=False)
+    assert default.mean != info.mean
+    with pytest.raises(ValueError, match="both mean and std"):
+        build_dataset("cifar10", tmp_path, "test", train_transform=False, mean=[0.5] * 3)
+    with pytest.raises(ValueError, match="3 values"):
+        build_dataset("cifar10", tmp_path, "test", train_transform=False, mean=[0.5], std=[0.5])

@@ -14,6 +14,7 @@ batched on tensors; then per-channel normalization (so fill 0 = the mean).
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,14 +135,24 @@ def load_cifar_split(root: Path, split: str, num_classes: int = 10, path: str | 
 
 def build_cifar(root: Path, split: str, *, train_transform: bool, num_classes: int = 10, path: str | None = None,
                 subset: int | None = None, seed: int = 0, augment: bool = True, cache: bool = True,
-                size: int | None = None, **unknown: Any) -> DatasetInfo:
+                size: int | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                **unknown: Any) -> DatasetInfo:
     """CIFAR-10/100 as an in-memory :class:`TensorImageDataset` (``subset``: class-balanced N train images).
 
     ``size``: upsample every batch bilinearly to ``size × size`` after the crop/flip (e.g. 64 for
-    a finetuned ImageNet network); images stay stored at 32×32."""
+    a finetuned ImageNet network); images stay stored at 32×32.
+    ``mean``/``std``: per-channel normalization (3 values each, pixel scale ``[0, 1]``); default the
+    dataset's own statistics. A pretrained network wants the normalization it was trained with,
+    e.g. ``[0.5, 0.5, 0.5]`` / ``[0.5, 0.5, 0.5]`` for the TF-ported EfficientNet-Lite0."""
     reject_unknown_kwargs(f"cifar{num_classes}", unknown, build_cifar)
+    if (mean is None) != (std is None):
+        raise ValueError(f"cifar{num_classes}: give both mean and std or neither, got mean={mean!r}, std={std!r}")
+    if mean is not None and (len(mean) != 3 or len(std) != 3):
+        raise ValueError(f"cifar{num_classes}: mean and std need 3 values (R, G, B), got {mean!r}, {std!r}")
     images, labels, names, layout, folder = load_cifar_split(root, split, num_classes, path, cache=cache)
-    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if num_classes == 10 else (CIFAR100_MEAN, CIFAR100_STD)
+    if mean is None:
+        mean, std = (CIFAR10_MEAN, CIFAR10_STD) if num_classes == 10 else (CIFAR100_MEAN, CIFAR100_STD)
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     steps: list = [RandomCropFlip(pad=4, flip=True)] if (train_transform and augment) else []
     if size is not None:
         steps.append(Resize(int(size)))

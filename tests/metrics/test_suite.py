@@ -45,6 +45,7 @@ def test_evaluate_and_report_on_digits(tmp_path, capsys):
     expected = evaluate_accuracy(model, [(x, y)])
     assert m["acc"]["accuracy"] == pytest.approx(100 * expected["accuracy"])
     assert m["epoch"] == 3 and m["morf"]["n"] == 6
+    assert m["method"] == "epsilon_gamma_box"  # "auto" on a CNN: the paper's evaluation preset
     assert len(m["morf"]["morf"]["accuracy"]) == 4 and m["morf"]["morf"]["fractions"][1] == pytest.approx(1 / 16)
     assert m["channel_auc"]["layers"] and all(0 <= v["auc"] <= 1 for v in m["channel_auc"]["layers"].values())
     assert (ev / "heatmaps.png").is_file() and (ev / "perturbation.png").is_file()
@@ -85,6 +86,25 @@ def test_evaluate_corruption_and_rra_on_cifar10(tmp_path, cifar10_root):
     assert m["rra"]["n_valid"] == 2 and 0 <= m["rra"]["mean"] <= 100
     assert m["rra"]["chance"] == pytest.approx(100 * 32 * 32 / (64 * 64))
     assert (tmp_path / "c10" / "eval" / "rra_heatmaps.png").is_file()
+
+
+@pytest.mark.data
+def test_evaluate_vit_defaults_to_cp_lrp_and_skips_what_it_cannot_take(tmp_path, cifar10_root, capsys):
+    """A ViT run: method "auto" -> cp_lrp for morf/heatmaps; rra (64x64 canvases into a 32x32 ViT)
+    and channel_auc (epsilon_gamma_box through zennit, no rule for attention/LayerNorm) are skipped
+    with their reasons; an explicit epsilon_gamma_box is refused, naming the layers."""
+    _write_run(tmp_path / "vit", "cifar10", "vit_tiny_cifar", depth=1, embed_dim=24, num_heads=2)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "vit"), "--limit", "2", "--steps", "2",
+                 "--heatmap-samples", "2", "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping rra" in out and "skipping channel_auc" in out
+    m = json.loads((tmp_path / "vit" / "eval" / "metrics.json").read_text())
+    assert m["method"] == "cp_lrp"
+    assert "64x64" in m["skipped"]["rra"] and "Attention" in m["skipped"]["channel_auc"]
+    assert m["morf"]["n"] == 2 and "corruption" in m and (tmp_path / "vit" / "eval" / "heatmaps.png").is_file()
+    with pytest.raises(SystemExit, match="LayerNorm|Attention"):
+        main(["evaluate", "--checkpoint", str(tmp_path / "vit"), "--metrics", "morf", "--method",
+              "epsilon_gamma_box", "--limit", "2", "--steps", "2", "--batch-size", "2"])
 
 
 def test_report_groups_seeds_mean_std(tmp_path):

@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-size", type=int, default=4, help="region-perturbation patch side (default 4)")
     parser.add_argument("--steps", type=int, default=16,
                         help="patches removed in region perturbation (0 = all; default 16 = 1/4 of a 32x32 image)")
-    parser.add_argument("--method", default="epsilon_gamma_box",
-                        help="attribution preset for rra/morf/heatmaps (default epsilon_gamma_box)")
+    parser.add_argument("--method", default="auto",
+                        help="attribution preset for rra/morf/heatmaps (default auto: epsilon_gamma_box where its "
+                             "rules cover the model, else the model's default, e.g. cp_lrp for a ViT)")
     parser.add_argument("--heatmap-samples", type=int, default=6)
     parser.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR",
                         help="more runs whose relevance is shown as extra heatmap columns")

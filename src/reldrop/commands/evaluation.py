@@ -36,7 +36,8 @@ from ..runs import atomic_write_json
 from ..train.load import LoadedRun, load_run
 from .eval_metrics import DECOY_PREFIX, METRIC_FUNCTIONS, EvalContext
 
-__all__ = ["METRICS", "DEFAULT_METRICS", "LoadedRun", "load_run", "evaluate_run", "DECOY_PREFIX"]
+__all__ = ["METRICS", "DEFAULT_METRICS", "LoadedRun", "load_run", "evaluate_run", "DECOY_PREFIX", "resolve_eval_method",
+           "EVAL_METHOD"]
 
 METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps", "flipping", "zeroshot", "decoy")
 #: what ``reldrop evaluate`` computes when ``--metrics`` is not given, per modality
@@ -46,6 +47,51 @@ IMAGE_METRICS = ("corruption", "rra", "morf", "channel_auc", "heatmaps", "zerosh
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+#: the paper's evaluation preset (Fig. 3, RRA, MoRF); ``method="auto"`` uses it where it has a rule for every layer
+EVAL_METHOD = "epsilon_gamma_box"
+#: the RRA benchmark's canvas side (CIFAR-10 tiles placed on a 64×64 canvas)
+RRA_CANVAS = 64
+
+
+def _lrp_gaps(model: Any) -> list[str]:
+    """``"path: Type"`` of the layers the zennit LRP presets have no rule for (empty: all covered)."""
+    from ..attribution import unwrap_model
+    from ..attribution.coverage import lrp_coverage_problems
+
+    return lrp_coverage_problems(unwrap_model(model))
+
+
+def resolve_eval_method(model: Any, method: str | None) -> str:
+    """The attribution preset ``reldrop evaluate`` uses: ``method`` as given, or for ``None``/``"auto"``
+    :data:`EVAL_METHOD` (ε-γ-box, the paper's) when its rules cover every layer of ``model``, else the
+    model's default preset (:func:`reldrop.attribution.default_method`, e.g. ``cp_lrp`` for a ViT)."""
+    if method not in (None, "auto"):
+        return str(method)
+    if not _lrp_gaps(model):
+        return EVAL_METHOD
+    from ..attribution import default_method, unwrap_model
+
+    return default_method(unwrap_model(model), fallback=EVAL_METHOD)
+
+
+def _takes_canvas(model: Any, channels: int) -> str | None:
+    """None when ``model`` accepts a ``(1, channels, 64, 64)`` input, else the error it raised
+    (fixed-size models such as a ViT built for 32×32)."""
+    from ..attribution.state import preserve_model_state
+
+    net = model
+    try:
+        device = next(net.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    with preserve_model_state(net), torch.no_grad():
+        net.eval()
+        try:
+            net(torch.zeros(1, channels, RRA_CANVAS, RRA_CANVAS, device=device))
+        except Exception as err:  # any failure means: this model cannot take the canvases
+            return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
 
 
 def _not_applicable(metric: str, run: LoadedRun, *, patch_size: int, steps: int | None) -> str | None:
@@ -66,6 +112,16 @@ def _not_applicable(metric: str, run: LoadedRun, *, patch_size: int, steps: int 
         if channels != 3 or (data_name != "cifar10" and tuple(info.class_names or ()) != CIFAR10_CLASSES):
             return (f"the placed-tile benchmark is built from CIFAR-10 images and classes; this run is "
                     f"{data_name!r} with {info.num_classes} classes and {channels}-channel images")
+        err = _takes_canvas(run.model, channels)
+        if err is not None:
+            return (f"the placed-tile benchmark shows {RRA_CANVAS}x{RRA_CANVAS} canvases and this model does not "
+                    f"take that input size ({err})")
+    if metric == "channel_auc":
+        gaps = _lrp_gaps(run.model)
+        if gaps:
+            more = f" and {len(gaps) - 4} more" if len(gaps) > 4 else ""
+            return (f"the channel-relevance AUC uses {EVAL_METHOD} LRP through zennit, which has no rule for "
+                    f"{', '.join(gaps[:4])}{more}")
     if metric == "decoy" and not str(run.config.get("data", {}).get("name", "")).startswith(DECOY_PREFIX):
         return (f"needs a decoy dataset ({DECOY_PREFIX}*), this run used "
                 f"{run.config.get('data', {}).get('name')!r}")
@@ -128,7 +184,7 @@ def evaluate_run(
     rra_size: int = 1000,
     patch_size: int = 4,
     steps: int | None = None,
-    method: str = "epsilon_gamma_box",
+    method: str | None = "auto",
     heatmap_samples: int = 6,
     channel_samples: int = 128,
     compare: Sequence[LoadedRun] = (),
@@ -145,6 +201,9 @@ def evaluate_run(
     accuracy always uses the whole test set. Accuracies are in %. ``zeroshot`` reads the
     ImageNet-R/-A/-O folders under ``zeroshot_root`` (``zeroshot_sets`` of ``"r", "a", "o"``); its
     ImageNet-O in-distribution side is the ``limit`` test images of ImageNet-O's classes.
+    ``method``: the attribution preset of rra/morf/heatmaps; ``"auto"`` (default) is
+    ``epsilon_gamma_box`` where its rules cover the model, else the model's default preset
+    (``cp_lrp`` for a ViT) — see :func:`resolve_eval_method`; the one used is ``metrics.json``'s ``method``.
 
     ``metrics.json`` is rewritten (atomically) after every finished metric, so a later failure or a
     kill keeps what was computed. ``skip_inapplicable=True`` (the CLI's default selection) skips the
@@ -154,6 +213,7 @@ def evaluate_run(
     """
     metrics, skipped = _select(run, metrics, patch_size=patch_size, steps=steps,
                                skip_inapplicable=skip_inapplicable, log=log)
+    method = resolve_eval_method(run.model, method)
     dev = torch.device(device)
     out = Path(out_dir) if out_dir is not None else run.run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)

@@ -200,3 +200,22 @@ def test_point_stats_are_summable_counts() -> None:
     _, mask = fn(pts, torch.zeros(3, dtype=torch.long), return_mask=True)
     assert fn.last_stats["selected"] == 3 and fn.last_stats["candidates"] == 300
     assert int(fn.last_stats["dropped"]) == int(mask.sum())
+
+
+@pytest.mark.parametrize("value", ["rand", "random"])
+def test_points_refuse_image_noise_fills(value: str) -> None:
+    """An image noise fill has no meaning for points: refused at construction, not filled with 0."""
+    from reldrop.models import build
+
+    with pytest.raises(ValueError, match="image fill"):
+        reldrop.RelDrop(build("pointnet", num_classes=4), modality="points", value=value)
+
+
+def test_points_feature_fill_reaches_the_dropped_points() -> None:
+    from reldrop.models import build
+
+    fn = reldrop.RelDrop(build("pointnet", num_classes=4), modality="points", alpha=1.0, beta=0.5,
+                         value=[7.0, 8.0, 9.0], generator=torch.Generator().manual_seed(0))
+    out, mask = fn(torch.randn(2, 32, 3), torch.tensor([0, 1]), return_mask=True)
+    assert bool(mask.any())
+    assert torch.equal(out[mask], torch.tensor([7.0, 8.0, 9.0]).expand(int(mask.sum()), 3))

@@ -124,6 +124,9 @@ class RelDrop:
         self._attributor: Any = None  # built lazily, once per RelDrop (= once per model)
         if modality != "image" and (count != 1 or max_count is not None):
             raise ValueError(f"count and max_count (blocks per image) apply to modality='image', not {modality!r}")
+        if modality == "points" and isinstance(value, str):  # no per-point noise fill: refuse, never fill 0 silently
+            raise ValueError(f"value={value!r} is an image fill; modality='points' takes a float or a sequence of "
+                             "D floats (what a dropped point becomes, all features)")
         if modality == "image":  # validate the block law now, not at the first training step
             channels = len(value) if isinstance(value, Sequence) and not isinstance(value, str) else 1
             probe = torch.zeros(1, channels, 4, 4)
@@ -214,7 +217,7 @@ class RelDrop:
         else:
             rel = self.relevance(xs, y.index_select(0, idx))
         xs_out, ms = relevance_point_drop(xs, rel, alpha=self.alpha, beta=self.beta,
-                                          value=self.value if not isinstance(self.value, str) else 0.0,
+                                          value=self.value,
                                           generator=self.generator)
         x_out = x.clone()
         x_out.index_copy_(0, idx, xs_out.to(x.dtype))

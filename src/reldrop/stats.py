@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Summary", "PairedTest", "describe", "t_cdf", "t_ppf", "paired_t_test", "sign_flip_test",
+__all__ = ["Summary", "PairedTest", "describe", "t_cdf", "t_ppf", "paired_t_test", "sign_flip_test", "fmt_mean_std",
            "paired_test", "compare_groups", "roles", "fmt_p", "MAX_EXACT_FLIPS"]
 
 #: the sign-flip test enumerates all 2^n patterns up to this n
@@ -276,6 +276,16 @@ def roles(names: Sequence[str], augs: Sequence[str | None]) -> tuple[str | None,
     if not rel and not any(augs):
         rel = [n for n in names if n.lower().startswith("reldrop")]
     return base, ref, rel
+
+
+def fmt_mean_std(mean: float | None, std: float | None, n: int | None, digits: int = 2) -> str:
+    """``"56.92 ± 2.51"`` for tables; ``"56.92 ± –"`` when there is no spread to show (``n < 2``:
+    one seed is not a zero spread); ``"–"`` when the mean is missing."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if (n is not None and n < 2) or std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f} ± –"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def fmt_p(p: float | None) -> str:

@@ -133,3 +133,14 @@ def test_roles_and_format() -> None:
     assert roles(["a", "b"], [None, None]) == ("a", None, [])
     assert roles(["baseline", "random", "RelDrop"], ["none", "random", "reldrop"])[1] == "random"
     assert fmt_p(None) == "–" and fmt_p(0.00001) == "<0.0001" and fmt_p(0.0312) == "0.0312"
+
+
+def test_fmt_mean_std_shows_no_spread_for_one_value() -> None:
+    from reldrop.stats import describe, fmt_mean_std
+
+    one = describe([56.9])
+    assert fmt_mean_std(one.mean, one.std, one.n) == "56.90 ± –"  # one seed is not a zero spread
+    two = describe([45.0, 45.0])
+    assert fmt_mean_std(two.mean, two.std, two.n) == "45.00 ± 0.00"  # two equal seeds are
+    assert fmt_mean_std(float("nan"), 0.0, 0) == "–" and fmt_mean_std(None, None, None) == "–"
+    assert fmt_mean_std(1.23456, 0.5, 3, digits=1) == "1.2 ± 0.5"

@@ -129,10 +129,7 @@ def statistics_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def statistics_table(stat_rows: Sequence[dict[str, Any]]) -> str:
     """Markdown of :func:`statistics_rows`: one line per metric and group."""
-    from ..stats import fmt_p
-
-    def num(v: Any) -> str:
-        return "–" if v is None else f"{v:.2f}"
+    from ..stats import fmt_mean_std, fmt_p
 
     head = ["metric", "run", "n", "mean ± std", "95 % CI", "p vs baseline (t)", "p (sign-flip)", "significant",
             "p vs RE (t)", "p (sign-flip)", "significant"]
@@ -140,7 +137,7 @@ def statistics_table(stat_rows: Sequence[dict[str, Any]]) -> str:
     for r in stat_rows:
         ci = "–" if r["ci95_low"] is None else f"[{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]"
         lines.append("| " + " | ".join([
-            r["metric"], r["group"], str(r["n"]), f"{num(r['mean'])} ± {num(r['std'])}", ci,
+            r["metric"], r["group"], str(r["n"]), fmt_mean_std(r["mean"], r["std"], r["n"]), ci,
             fmt_p(r["p_vs_baseline"]), fmt_p(r["p_perm_vs_baseline"]), r["significant_vs_baseline"] or "–",
             fmt_p(r["p_vs_re"]), fmt_p(r["p_perm_vs_re"]), r["significant_vs_re"] or "–"]) + " |")
     return "\n".join(lines)

@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..stats import fmt_mean_std
 from ..runs import atomic_open, atomic_write_json, atomic_write_text
 from .config import apply_overrides, check_run_config, deep_merge, validate
 
@@ -267,8 +268,7 @@ def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], runs: 
     files.append(str(out_dir / "runs.csv"))
 
     def pm(row: Mapping[str, Any], key: str, digits: int = 2) -> str:
-        m, s = row.get(f"{key}_mean", float("nan")), row.get(f"{key}_std", float("nan"))
-        return "–" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+        return fmt_mean_std(row.get(f"{key}_mean"), row.get(f"{key}_std"), row.get("seeds"), digits)
 
     clean = rows and all("gap_clean_mean" in r for r in rows)
     head = ["variant", "seeds", "epochs", "final test acc %", "best test acc %", "final class-mean acc %",
@@ -329,7 +329,7 @@ def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
              "|" + "---|" * 12]
     for r in rows:
         m, s = r.get("final_test_acc_mean"), r.get("final_test_acc_std")
-        lines.append("| " + " | ".join([str(r["variant"]), str(r.get("n", "")), f"{m:.2f} ± {s:.2f}",
+        lines.append("| " + " | ".join([str(r["variant"]), str(r.get("n", "")), fmt_mean_std(m, s, r.get("n")),
                                          ci(r.get("ci95_low"), r.get("ci95_high"))]
                                         + _stat_cells(r, "", "baseline") + _stat_cells(r, "", "re")) + " |")
     sets = [k[len("test_"):-len("_acc_mean")] for k in rows[0] if k.startswith("test_") and k.endswith("_acc_mean")]
@@ -340,7 +340,7 @@ def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                   "p vs RE (t) | p (sign-flip) | significant |", "|" + "---|" * 9]
         for r in rows:
             m, s = r.get(p + "mean"), r.get(p + "std")
-            lines.append("| " + " | ".join([str(r["variant"]), "–" if m is None else f"{m:.2f} ± {s:.2f}",
+            lines.append("| " + " | ".join([str(r["variant"]), fmt_mean_std(m, s, r.get(p + "n", r.get("n"))),
                                              ci(r.get(p + "ci95_low"), r.get(p + "ci95_high"))]
                                             + _stat_cells(r, p, "baseline") + _stat_cells(r, p, "re")) + " |")
     return lines

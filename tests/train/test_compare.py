@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from reldrop.train.compare import expand_variants, moving_average, read_metrics, run_compare
 from reldrop.train.config import load_config
@@ -112,3 +113,21 @@ def test_compare_statistics_columns_and_test_sets(tmp_path: Path, make_cfg: Any)
     md = (out / "results.md").read_text()
     assert "95 % CI" in md and "sign-flip" in md and "Test set `noshift`" in md
     assert (out / "RE" / "seed0" / "test_sets.json").is_file()
+
+
+@pytest.mark.parametrize("epochs", [2, 12])
+def test_plot_curves_short_and_long_runs(tmp_path: Path, epochs: int) -> None:
+    """curves.png for runs shorter than two smoothing windows (plain mean per epoch) and longer
+    ones (moving average); seeds give a band. The figure is a real PNG of the expected size."""
+    from reldrop.train.compare import plot_curves
+
+    rng = torch.Generator().manual_seed(0)
+    runs = [{"variant": v, "metrics": [{"epoch": e + 1, "train_acc": 30 + 3 * e + float(torch.rand(1, generator=rng)),
+                                        "test_acc": 25 + 2 * e + float(torch.rand(1, generator=rng))}
+                                       for e in range(epochs)]}
+            for v in ("baseline", "RelDrop") for _ in range(2)]
+    path = plot_curves(runs, tmp_path / "curves.png", title="t")
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    assert (width, height) == (1440, 552)

@@ -362,7 +362,9 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path, *, window: 
                 title: str | None = None) -> Path:
     """Fig. 2 analogue: train (left) and test (right) accuracy per epoch, one colour per variant.
 
-    Thin line: mean over seeds per epoch; thick line: its ``window``-epoch moving average.
+    Band: mean ± std over seeds per epoch (when a variant has several seeds). Runs of at least
+    ``2 * window`` epochs: thin line the mean, thick line its centred ``window``-epoch moving
+    average; shorter runs (a moving average would flatten them): thick line with markers = the mean.
     """
     import matplotlib
 
@@ -375,15 +377,25 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path, *, window: 
             by.setdefault(r["variant"], []).append(r["metrics"])
     cmap = plt.get_cmap("tab10" if len(by) <= 10 else "tab20")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
+    smoothed = False
     for i, (name, seed_rows) in enumerate(by.items()):
         n = min(len(m) for m in seed_rows)
         epochs = np.asarray([m["epoch"] for m in seed_rows[0][:n]])
+        smooth = n >= 2 * window
+        smoothed |= smooth
         for ax, key in zip(axes, ("train_acc", "test_acc")):
-            mean = np.mean([[m[key] for m in rows[:n]] for rows in seed_rows], axis=0)
+            per_seed = np.asarray([[m[key] for m in rows[:n]] for rows in seed_rows], dtype=float)
+            mean = per_seed.mean(axis=0)
             color = cmap(i % cmap.N)
-            ax.plot(epochs, mean, color=color, lw=0.8, alpha=0.45)
-            ax.plot(epochs, moving_average(mean, window), color=color, lw=2.4,
-                    label=f"{name} (n={len(seed_rows)})")
+            label = f"{name} (n={len(seed_rows)})"
+            if len(seed_rows) > 1:
+                sd = per_seed.std(axis=0, ddof=1)
+                ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.15, lw=0)
+            if smooth:
+                ax.plot(epochs, mean, color=color, lw=0.8, alpha=0.45)
+                ax.plot(epochs, moving_average(mean, window), color=color, lw=2.4, label=label)
+            else:
+                ax.plot(epochs, mean, color=color, lw=2.0, marker="o", ms=4, label=label)
     for ax, label in zip(axes, ("train accuracy (%)", "test accuracy (%)")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -393,7 +405,9 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path, *, window: 
     axes[1].set_title("test")
     axes[1].legend(loc="lower right", fontsize=9)
     if title:
-        fig.suptitle(title + f"  —  thin: mean over seeds, thick: centred {window}-epoch moving average", fontsize=10)
+        how = (f"thin: mean over seeds, thick: centred {window}-epoch moving average" if smoothed
+               else "line: mean over seeds")
+        fig.suptitle(title + f"  —  {how}, band: ± std over seeds", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_batch_match, check_float_tensor, check_tensor
+from ._maps import relevance_and_mask
 
 __all__ = ["decoy_relevance_share", "summarize_decoy_share"]
 
@@ -32,17 +32,9 @@ def decoy_relevance_share(relevance: torch.Tensor, mask: torch.Tensor) -> tuple[
         ``(share, valid)``: ``(B,)`` float in [0, 1] (0 where undefined, never NaN) and ``(B,)`` bool
         (the sample has a patch and some positive relevance). Non-finite relevance counts as 0.
     """
-    r = check_float_tensor("relevance", relevance, (3, 4), "(B, H, W) or (B, C, H, W)")
-    m = check_tensor("mask", mask, (3,), "(B, H, W) bool")
-    if m.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor of shape (B, H, W), got dtype {m.dtype}")
-    if r.dim() == 4:
-        r = r.sum(dim=1)
-    check_batch_match("relevance", r, "mask", m)
-    if r.shape != m.shape:
-        raise ValueError(f"mask must have shape {tuple(r.shape)} to match relevance, got {tuple(m.shape)}")
+    r, m = relevance_and_mask(relevance, mask)
     pos = torch.nan_to_num(r.float(), nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0).flatten(1)
-    mflat = m.to(pos.device).flatten(1)
+    mflat = m.flatten(1)
     total = pos.sum(1)
     inside = (pos * mflat).sum(1)
     valid = (total > 0) & mflat.any(1)

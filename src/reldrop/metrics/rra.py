@@ -19,25 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_batch_match, check_float_tensor, check_tensor
+from ._maps import relevance_and_mask
 
 __all__ = ["relevance_rank_accuracy", "summarize_rra", "RRASummary", "RRAMeter"]
-
-
-def _prepare(relevance: object, mask: object) -> tuple[torch.Tensor, torch.Tensor]:
-    r = check_float_tensor("relevance", relevance, (3, 4), "(B, H, W) or (B, C, H, W)")
-    m = check_tensor("mask", mask, (3,), "(B, H, W) bool")
-    if m.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor of shape (B, H, W), got dtype {m.dtype}")
-    if r.dim() == 4:
-        r = r.sum(dim=1)
-    check_batch_match("relevance", r, "mask", m)
-    if r.shape != m.shape:
-        raise ValueError(
-            f"mask must have shape (B, H, W) = {tuple(r.shape)} to match relevance, got {tuple(m.shape)}"
-        )
-    if m.device != r.device:
-        raise ValueError(f"mask must be on the device of relevance ({r.device}), got {m.device}")
-    return r, m
 
 
 def relevance_rank_accuracy(relevance: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -51,7 +35,7 @@ def relevance_rank_accuracy(relevance: torch.Tensor, mask: torch.Tensor) -> torc
         ``(B,)`` float tensor in [0, 1] on relevance's device; ``0.0`` for empty masks (use
         :func:`summarize_rra` to average while skipping and counting them). Never NaN.
     """
-    r, m = _prepare(relevance, mask)
+    r, m = relevance_and_mask(relevance, mask)
     b = r.shape[0]
     flat = r.reshape(b, -1).float()
     # NaN -> -inf so it ranks last; the stable sort then orders equal values by position.

@@ -65,6 +65,19 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def bias_free(model: nn.Module) -> nn.Module:
+    """Zero every BN shift (running mean and bias) and every conv/linear bias, in place: with no
+    bias anywhere, LRP conserves the target logit exactly (up to the ε absorption)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.zero_()
+                m.bias.zero_()
+            elif isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None:
+                m.bias.zero_()
+    return model
+
+
 def tiny_resnet(block: type = BasicBlock, *, seed: int = 0, dtype=torch.float64, **kw) -> TinyResNet:
     torch.manual_seed(seed)
     return randomize_bn(TinyResNet(block, **kw), seed).to(dtype).eval()

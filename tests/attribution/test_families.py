@@ -9,6 +9,7 @@ import torch.nn as nn
 from family_zoo import FAMILIES, family_input
 from lrp_reference import family_forward, lrp_family
 from model_state import assert_unchanged, snapshot
+from resnet_zoo import bias_free
 from reldrop.attribution import Attributor, canonizers_for
 from tolerance import assert_close_scaled
 
@@ -83,22 +84,11 @@ def test_reference_is_not_gradient_x_input(case):
     assert _rel(Attributor(model, "gradient_x_input")(x, y), ref) > 1e-2
 
 
-def _bias_free(model: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.zero_()
-                m.bias.zero_()
-            elif isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None:
-                m.bias.zero_()
-    return model
-
-
 def test_conservation_without_biases(case):
     """Σ input relevance = target logit (seed 'logit') once biases and BN shifts are zero; what is
     left is ε absorption, which shrinks in proportion to ε (checked at 1e-12 and 1e-15)."""
     name, _, x, y = case
-    model = _bias_free(FAMILIES[name][0](seed=1))
+    model = bias_free(FAMILIES[name][0](seed=1))
     logit = model(x).detach().gather(1, y[:, None]).squeeze(1)
     gaps = []
     for eps in (1e-12, 1e-15):

@@ -266,6 +266,18 @@ def is_timm_resnet_block(module: nn.Module) -> bool:
     return bool(classes) and isinstance(module, classes)
 
 
+def _timm_residual_tail(self: nn.Module, shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The end both timm ResNet blocks share: SE, drop-path, downsampled shortcut, and the residual
+    add done by the ``canonizer_sum`` module (before the last activation)."""
+    if self.se is not None:
+        x = self.se(x)
+    if self.drop_path is not None:
+        x = self.drop_path(x)
+    if self.downsample is not None:
+        shortcut = self.downsample(shortcut)
+    return self.canonizer_sum(torch.stack([shortcut, x], dim=-1))
+
+
 def _timm_basic_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """timm BasicBlock forward with the residual add done by the ``canonizer_sum`` module."""
     shortcut = x
@@ -276,14 +288,7 @@ def _timm_basic_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = self.aa(x)
     x = self.conv2(x)
     x = self.bn2(x)
-    if self.se is not None:
-        x = self.se(x)
-    if self.drop_path is not None:
-        x = self.drop_path(x)
-    if self.downsample is not None:
-        shortcut = self.downsample(shortcut)
-    x = self.canonizer_sum(torch.stack([shortcut, x], dim=-1))
-    return self.act2(x)
+    return self.act2(_timm_residual_tail(self, shortcut, x))
 
 
 def _timm_bottleneck_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -299,14 +304,7 @@ def _timm_bottleneck_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = self.aa(x)
     x = self.conv3(x)
     x = self.bn3(x)
-    if self.se is not None:
-        x = self.se(x)
-    if self.drop_path is not None:
-        x = self.drop_path(x)
-    if self.downsample is not None:
-        shortcut = self.downsample(shortcut)
-    x = self.canonizer_sum(torch.stack([shortcut, x], dim=-1))
-    return self.act3(x)
+    return self.act3(_timm_residual_tail(self, shortcut, x))
 
 
 class _TimmBlockCanonizer(AttributeCanonizer):

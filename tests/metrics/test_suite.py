@@ -89,6 +89,19 @@ def test_evaluate_corruption_and_rra_on_cifar10(tmp_path, cifar10_root):
 
 
 @pytest.mark.data
+def test_evaluate_extra_test_sets_use_the_given_data_root(tmp_path, cifar10_root, monkeypatch):
+    """--data-root reaches every dataset evaluate loads (the RRA tiles too), not only the run's test
+    split: no $RELDROP_DATA_DIR, no data.root in the config, another working directory."""
+    _write_run(tmp_path / "c10", "cifar10", "resnet8_cifar")
+    monkeypatch.delenv("RELDROP_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "c10"), "--metrics", "rra", "--rra-size", "2",
+                 "--batch-size", "2", "--data-root", str(cifar10_root.parent)]) == 0
+    m = json.loads((tmp_path / "c10" / "eval" / "metrics.json").read_text())
+    assert m["rra"]["n_valid"] == 2
+
+
+@pytest.mark.data
 def test_evaluate_vit_defaults_to_cp_lrp_and_skips_what_it_cannot_take(tmp_path, cifar10_root, capsys):
     """A ViT run: method "auto" -> cp_lrp for morf/heatmaps; rra (64x64 canvases into a 32x32 ViT)
     and channel_auc (epsilon_gamma_box through zennit, no rule for attention/LayerNorm) are skipped

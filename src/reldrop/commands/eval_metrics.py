@@ -88,6 +88,15 @@ class EvalContext:
             self._attributor = Attributor(self.model, self.method, **relevance_kwargs(self.method, self.info))
         return self._attributor
 
+    def data_root(self) -> Path:
+        """The dataset root the run's test data came from (``--data-root`` wins over the config's
+        ``data.root``, then ``$RELDROP_DATA_DIR``): extra test sets (RRA tiles, decoy modes) load from it."""
+        if self.run.data_root is not None:
+            return Path(self.run.data_root)
+        from ..data.root import data_root
+
+        return data_root(self.run.config.get("data", {}).get("root"))
+
     def timed(self, name: str) -> float:
         self.log(f"[{self.run.name}] {name} ...")
         return time.perf_counter()
@@ -125,11 +134,10 @@ def corruption_metric(ctx: EvalContext) -> dict[str, Any]:
 
 def rra_metric(ctx: EvalContext) -> dict[str, Any]:
     from ..data.placed_tiles import load_placed_tiles
-    from ..data.root import data_root
 
     t = ctx.timed("rra")
     info, model, n_show = ctx.info, ctx.model, ctx.heatmap_samples
-    bench = load_placed_tiles(data_root(ctx.run.config.get("data", {}).get("root")), "test", size=ctx.rra_size)
+    bench = load_placed_tiles(ctx.data_root(), "test", size=ctx.rra_size)
     scores, masks, hits, shown = [], [], 0, None
     for x, y, m in bench.batches(ctx.batch_size, mean=info.mean, std=info.std, device=ctx.dev):
         r = ctx.attributor()(x, y)
@@ -230,14 +238,13 @@ def _decoy_mode(ctx: EvalContext, info: Any) -> dict[str, Any]:
 def decoy_metric(ctx: EvalContext) -> dict[str, Any]:
     """Accuracy per decoy test mode; relevance share on the patch and RRA vs its mask (modes with a patch)."""
     from ..data import build_dataset
-    from ..data import data_root as resolve_root
 
     t = ctx.timed("decoy")
     data_cfg = ctx.run.config.get("data", {})
     if not str(data_cfg.get("name", "")).startswith(DECOY_PREFIX):
         raise ValueError(f"metric 'decoy' needs a decoy dataset ({DECOY_PREFIX}*), this run used "
                          f"{data_cfg.get('name')!r}")
-    root = resolve_root(data_cfg.get("root"))
+    root = ctx.data_root()
     kwargs = dict(data_cfg.get("kwargs") or {})
     res: dict[str, Any] = {"method": ctx.method, "target": "label"}
     for mode in ("none", "same", "random"):

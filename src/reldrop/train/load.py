@@ -34,6 +34,7 @@ class LoadedRun:
     test: Any  # reldrop.data.DatasetInfo of the test split (eval transform)
     checkpoint: Path
     epoch: int | None
+    data_root: Path | None = None  # the dataset root the test data was loaded from (--data-root, config, env)
 
 
 def _best_of_killed_run(path: Path, ckpt: Any) -> tuple[Path, Any]:
@@ -101,5 +102,6 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
     name = run.name if run.name not in ("", ".") else str(run)
     if name.startswith("seed") and run.parent.name:
         name = f"{run.parent.name}/{run.name}"
-    return LoadedRun(run, name, model, cfg, test, ckpt_path, ckpt.get("epoch") if isinstance(ckpt, dict) else None)
+    return LoadedRun(run, name, model, cfg, test, ckpt_path, ckpt.get("epoch") if isinstance(ckpt, dict) else None,
+                     data_root=Path(root))
 

@@ -16,7 +16,8 @@ reldrop compare -c cifar10_efficientnet_lite0_finetune_cpu --out "$OUT" --data-r
 runs=()
 for v in baseline RE RelDrop; do
   for s in 0 1 2; do
-    if [ ! -f "$OUT/$v/seed$s/eval/metrics.json" ] || ! grep -q '"morf"' "$OUT/$v/seed$s/eval/metrics.json"; then
+    if [ ! -f "$OUT/$v/seed$s/eval/metrics.json" ] || ! grep -q '"morf"' "$OUT/$v/seed$s/eval/metrics.json" \
+        || ! grep -q '"limit": 300,' "$OUT/$v/seed$s/eval/metrics.json"; then
       reldrop evaluate --checkpoint "$OUT/$v/seed$s" --which last --metrics corruption,morf --limit 300 \
         --patch-size 8 --steps 16 --threads 1 --data-root "$ROOT"
     fi

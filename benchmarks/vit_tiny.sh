@@ -15,7 +15,8 @@ reldrop compare -c cifar10_cpu_vit_tiny --out "$OUT" --data-root "$ROOT"
 runs=()
 for v in baseline RE RelDrop; do
   for s in 0 1 2; do
-    if [ ! -f "$OUT/$v/seed$s/eval/metrics.json" ] || ! grep -q '"morf"' "$OUT/$v/seed$s/eval/metrics.json"; then
+    if [ ! -f "$OUT/$v/seed$s/eval/metrics.json" ] || ! grep -q '"morf"' "$OUT/$v/seed$s/eval/metrics.json" \
+        || ! grep -q '"limit": 100,' "$OUT/$v/seed$s/eval/metrics.json"; then
       reldrop evaluate --checkpoint "$OUT/$v/seed$s" --which last --metrics acc,corruption,morf --limit 100 \
         --steps 16 --threads 1 --data-root "$ROOT"
     fi

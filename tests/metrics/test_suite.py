@@ -46,6 +46,7 @@ def test_evaluate_and_report_on_digits(tmp_path, capsys):
     assert m["acc"]["accuracy"] == pytest.approx(100 * expected["accuracy"])
     assert m["epoch"] == 3 and m["morf"]["n"] == 6
     assert m["method"] == "epsilon_gamma_box"  # "auto" on a CNN: the paper's evaluation preset
+    assert m["options"]["limit"] == 6 and m["options"]["steps"] == 3 and m["options"]["patch_size"] == 2
     assert len(m["morf"]["morf"]["accuracy"]) == 4 and m["morf"]["morf"]["fractions"][1] == pytest.approx(1 / 16)
     assert m["channel_auc"]["layers"] and all(0 <= v["auc"] <= 1 for v in m["channel_auc"]["layers"].values())
     assert (ev / "heatmaps.png").is_file() and (ev / "perturbation.png").is_file()

@@ -223,6 +223,9 @@ def evaluate_run(
                       zeroshot_root=zeroshot_root, zeroshot_sets=zeroshot_sets, log=log)
     json_path = out / "metrics.json"
     results = _start_results(run, json_path, method, skipped)
+    # what the numbers depend on, so a later reader (or script) can tell whether they are reusable
+    results["options"] = {"limit": limit, "rra_size": rra_size, "patch_size": patch_size, "steps": steps,
+                          "channel_samples": channel_samples, "heatmap_samples": heatmap_samples, "seed": seed}
     atomic_write_json(json_path, results, indent=1)
     for name, fn in METRIC_FUNCTIONS.items():
         if name in metrics:

@@ -17,10 +17,12 @@ import torch.nn as nn
 from ..metrics import evaluate_accuracy, relevance_rank_accuracy, summarize_rra
 from ..train.load import LoadedRun
 
-__all__ = ["EvalContext", "test_batches", "relevance_kwargs", "METRIC_FUNCTIONS", "DECOY_PREFIX"]
+__all__ = ["EvalContext", "test_batches", "relevance_kwargs", "METRIC_FUNCTIONS", "DECOY_PREFIX", "RRA_CANVAS"]
 
 #: the decoy metric applies to datasets whose name starts with this
 DECOY_PREFIX = "decoy_"
+#: the RRA benchmark's canvas side (CIFAR-10 tiles placed on a 64×64 canvas)
+RRA_CANVAS = 64
 
 
 def test_batches(info: Any, n: int | None, batch_size: int, device: torch.device, seed: int = 0
@@ -137,7 +139,7 @@ def rra_metric(ctx: EvalContext) -> dict[str, Any]:
 
     t = ctx.timed("rra")
     info, model, n_show = ctx.info, ctx.model, ctx.heatmap_samples
-    bench = load_placed_tiles(ctx.data_root(), "test", size=ctx.rra_size)
+    bench = load_placed_tiles(ctx.data_root(), "test", size=ctx.rra_size, canvas=RRA_CANVAS)
     scores, masks, hits, shown = [], [], 0, None
     for x, y, m in bench.batches(ctx.batch_size, mean=info.mean, std=info.std, device=ctx.dev):
         r = ctx.attributor()(x, y)

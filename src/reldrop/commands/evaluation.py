@@ -34,7 +34,7 @@ import torch
 
 from ..runs import atomic_write_json
 from ..train.load import LoadedRun, load_run
-from .eval_metrics import DECOY_PREFIX, METRIC_FUNCTIONS, EvalContext
+from .eval_metrics import DECOY_PREFIX, METRIC_FUNCTIONS, RRA_CANVAS, EvalContext
 
 __all__ = ["METRICS", "DEFAULT_METRICS", "LoadedRun", "load_run", "evaluate_run", "DECOY_PREFIX", "resolve_eval_method",
            "EVAL_METHOD"]
@@ -50,8 +50,6 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 #: the paper's evaluation preset (Fig. 3, RRA, MoRF); ``method="auto"`` uses it where it has a rule for every layer
 EVAL_METHOD = "epsilon_gamma_box"
-#: the RRA benchmark's canvas side (CIFAR-10 tiles placed on a 64×64 canvas)
-RRA_CANVAS = 64
 
 
 def _lrp_gaps(model: Any) -> list[str]:
@@ -62,13 +60,14 @@ def _lrp_gaps(model: Any) -> list[str]:
     return lrp_coverage_problems(unwrap_model(model))
 
 
-def resolve_eval_method(model: Any, method: str | None) -> str:
+def resolve_eval_method(model: Any, method: str | None, *, gaps: Sequence[str] | None = None) -> str:
     """The attribution preset ``reldrop evaluate`` uses: ``method`` as given, or for ``None``/``"auto"``
     :data:`EVAL_METHOD` (ε-γ-box, the paper's) when its rules cover every layer of ``model``, else the
-    model's default preset (:func:`reldrop.attribution.default_method`, e.g. ``cp_lrp`` for a ViT)."""
+    model's default preset (:func:`reldrop.attribution.default_method`, e.g. ``cp_lrp`` for a ViT).
+    ``gaps``: the model's layers without a zennit LRP rule when the caller has them already."""
     if method not in (None, "auto"):
         return str(method)
-    if not _lrp_gaps(model):
+    if not (_lrp_gaps(model) if gaps is None else gaps):
         return EVAL_METHOD
     from ..attribution import default_method, unwrap_model
 
@@ -80,21 +79,21 @@ def _takes_canvas(model: Any, channels: int) -> str | None:
     (fixed-size models such as a ViT built for 32×32)."""
     from ..attribution.state import preserve_model_state
 
-    net = model
     try:
-        device = next(net.parameters()).device
+        device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    with preserve_model_state(net), torch.no_grad():
-        net.eval()
+    with preserve_model_state(model), torch.no_grad():
+        model.eval()
         try:
-            net(torch.zeros(1, channels, RRA_CANVAS, RRA_CANVAS, device=device))
+            model(torch.zeros(1, channels, RRA_CANVAS, RRA_CANVAS, device=device))
         except Exception as err:  # any failure means: this model cannot take the canvases
             return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     return None
 
 
-def _not_applicable(metric: str, run: LoadedRun, *, patch_size: int, steps: int | None) -> str | None:
+def _not_applicable(metric: str, run: LoadedRun, *, patch_size: int, steps: int | None,
+                    gaps: Sequence[str] = ()) -> str | None:
     """Why ``metric`` does not apply to ``run`` (None when it does). Modality mismatches are handled
     by the caller's error; this covers image runs the image metrics cannot take."""
     info = run.test
@@ -117,7 +116,6 @@ def _not_applicable(metric: str, run: LoadedRun, *, patch_size: int, steps: int 
             return (f"the placed-tile benchmark shows {RRA_CANVAS}x{RRA_CANVAS} canvases and this model does not "
                     f"take that input size ({err})")
     if metric == "channel_auc":
-        gaps = _lrp_gaps(run.model)
         if gaps:
             more = f" and {len(gaps) - 4} more" if len(gaps) > 4 else ""
             return (f"the channel-relevance AUC uses {EVAL_METHOD} LRP through zennit, which has no rule for "
@@ -134,14 +132,14 @@ def _not_applicable(metric: str, run: LoadedRun, *, patch_size: int, steps: int 
 
 
 def _select(run: LoadedRun, metrics: Sequence[str], *, patch_size: int, steps: int | None, skip_inapplicable: bool,
-            log: Any) -> tuple[list[str], dict[str, str]]:
+            log: Any, gaps: Sequence[str] = ()) -> tuple[list[str], dict[str, str]]:
     """``(metrics to compute, {skipped metric: why})``; ValueError for unknown or (unless skipped) inapplicable ones."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
     skipped: dict[str, str] = {}
     for m in metrics:
-        why = _not_applicable(m, run, patch_size=patch_size, steps=steps)
+        why = _not_applicable(m, run, patch_size=patch_size, steps=steps, gaps=gaps)
         if why is not None:
             if not skip_inapplicable:
                 raise ValueError(f"{m} does not apply to {run.name}: {why}")
@@ -211,9 +209,11 @@ def evaluate_run(
     under ``"skipped"``; otherwise such a metric is a ValueError. One function per metric:
     :data:`reldrop.commands.eval_metrics.METRIC_FUNCTIONS`.
     """
+    # the layers zennit has no LRP rule for decide both "auto" and channel_auc's applicability: found once
+    gaps = _lrp_gaps(run.model) if method in (None, "auto") or "channel_auc" in metrics else []
     metrics, skipped = _select(run, metrics, patch_size=patch_size, steps=steps,
-                               skip_inapplicable=skip_inapplicable, log=log)
-    method = resolve_eval_method(run.model, method)
+                               skip_inapplicable=skip_inapplicable, log=log, gaps=gaps)
+    method = resolve_eval_method(run.model, method, gaps=gaps)
     dev = torch.device(device)
     out = Path(out_dir) if out_dir is not None else run.run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)

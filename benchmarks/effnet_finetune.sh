@@ -13,16 +13,8 @@ OUT=${1:-runs/effnet_finetune}
 ROOT=${2:-../shared/data}
 export OMP_NUM_THREADS=1
 reldrop compare -c cifar10_efficientnet_lite0_finetune_cpu --out "$OUT" --data-root "$ROOT"
-runs=()
-for v in baseline RE RelDrop; do
-  for s in 0 1 2; do
-    if [ ! -f "$OUT/$v/seed$s/eval/metrics.json" ] || ! grep -q '"morf"' "$OUT/$v/seed$s/eval/metrics.json" \
-        || ! grep -q '"limit": 300,' "$OUT/$v/seed$s/eval/metrics.json"; then
-      reldrop evaluate --checkpoint "$OUT/$v/seed$s" --which last --metrics corruption,morf --limit 300 \
-        --patch-size 8 --steps 16 --threads 1 --data-root "$ROOT"
-    fi
-    runs+=("$OUT/$v/seed$s")
-  done
-done
-reldrop report "${runs[@]}" --out "$OUT/eval_table.md" --csv "$OUT/eval_stats.csv" --figures "$OUT/eval_figures"
+source "$(dirname "$0")/_evaluate_runs.sh"
+evaluate_runs "$OUT" "baseline RE RelDrop" "0 1 2" corruption,morf 300 \
+  --patch-size 8 --steps 16 --threads 1 --data-root "$ROOT"
+reldrop report "${RUNS[@]}" --out "$OUT/eval_table.md" --csv "$OUT/eval_stats.csv" --figures "$OUT/eval_figures"
 echo "tables: $OUT/results.md $OUT/eval_table.md"

@@ -12,18 +12,10 @@ OUT=${1:-runs/vit_tiny}
 ROOT=${2:-../shared/data}
 export OMP_NUM_THREADS=1
 reldrop compare -c cifar10_cpu_vit_tiny --out "$OUT" --data-root "$ROOT"
-runs=()
-for v in baseline RE RelDrop; do
-  for s in 0 1 2; do
-    if [ ! -f "$OUT/$v/seed$s/eval/metrics.json" ] || ! grep -q '"morf"' "$OUT/$v/seed$s/eval/metrics.json" \
-        || ! grep -q '"limit": 100,' "$OUT/$v/seed$s/eval/metrics.json"; then
-      reldrop evaluate --checkpoint "$OUT/$v/seed$s" --which last --metrics acc,corruption,morf --limit 100 \
-        --steps 16 --threads 1 --data-root "$ROOT"
-    fi
-    runs+=("$OUT/$v/seed$s")
-  done
-done
-reldrop report "${runs[@]}" --out "$OUT/eval_table.md" --csv "$OUT/eval_stats.csv" --figures "$OUT/eval_figures"
+source "$(dirname "$0")/_evaluate_runs.sh"
+evaluate_runs "$OUT" "baseline RE RelDrop" "0 1 2" acc,corruption,morf 100 \
+  --steps 16 --threads 1 --data-root "$ROOT"
+reldrop report "${RUNS[@]}" --out "$OUT/eval_table.md" --csv "$OUT/eval_stats.csv" --figures "$OUT/eval_figures"
 reldrop evaluate --checkpoint "$OUT/baseline/seed0" --which last --metrics heatmaps --heatmap-samples 8 \
   --threads 1 --data-root "$ROOT" --compare "$OUT/RE/seed0" "$OUT/RelDrop/seed0" --out "$OUT/figure" > /dev/null
 echo "tables: $OUT/results.md $OUT/eval_table.md; figure: $OUT/figure/heatmaps.png"

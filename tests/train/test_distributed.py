@@ -34,6 +34,9 @@ def _worker(rank: int, cfg: dict[str, Any], out: str) -> None:
         Path(out, f"rank{rank}.json").write_text(json.dumps({
             "world": res["world_size"], "final": res["final"], "best": res["best_acc"],
             "is_dist": dist.is_initialized(), "ckpt_sum": model_sum}))
+        # both ranks reach teardown together: rank 1 destroying the Gloo group while rank 0 still read the
+        # checkpoint aborted a process once ("terminate called without an active exception", SIGABRT)
+        dist.barrier()
     finally:
         cleanup()
 

@@ -20,7 +20,7 @@ import torch
 
 from reldrop import models
 from reldrop.attribution import Attributor
-from reldrop.attribution import fast_points
+from reldrop.attribution.backends.points import lrp as fast_points
 from reldrop.models import pointnet2
 
 

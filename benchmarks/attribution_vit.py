@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from reldrop.attribution.vit import ViTLRP
+from reldrop.attribution.backends.vit import ViTLRP
 from reldrop.models import build
 
 

@@ -41,7 +41,7 @@ class RelDrop:
             ``"epsilon_flat"`` for images and ``"zplus_flat"`` for points. Checked here, with
             ``backend`` and ``method_kwargs`` (a bad name fails now, not at the first step).
         backend: attribution backend, ``"auto"`` | ``"fast"`` | ``"zennit"`` | any registered
-            name (:mod:`reldrop.attribution.backends`).
+            name (:mod:`reldrop.attribution.registry`).
         p: per-sample erasing probability. Images: default 0.5 (paper); relevance is computed only
             for the samples the coin selects. Points: default 1.0 (Alg. A.2 drops points in every
             sample; the α/β rule decides how many).
@@ -96,7 +96,7 @@ class RelDrop:
             raise ValueError(f"modality must be 'image' or 'points', got {modality!r}")
         if target not in ("label", "predicted"):
             raise ValueError(f"target must be 'label' or 'predicted', got {target!r}")
-        from .attribution import backends as _backends
+        from .attribution import registry as _backends
         from .attribution.core import resolve_method
         from .attribution.presets import check_method_kwargs
 

@@ -1,4 +1,4 @@
-"""The backend registry (reldrop.attribution.backends): order, registration, default methods,
+"""The backend registry (reldrop.attribution.registry): order, registration, default methods,
 methods without a zennit composite, and RelDrop's up-front validation."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torchvision.models.resnet import BasicBlock
 
 import reldrop
 from reldrop import models
-from reldrop.attribution import Attributor, backends, presets
+from reldrop.attribution import Attributor, presets, registry
 from resnet_zoo import tiny_resnet
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -38,13 +38,13 @@ def registered():
     names: list[str] = []
 
     def add(name, backend, **kw):
-        backends.register_backend(name, backend, **kw)
+        registry.register_backend(name, backend, **kw)
         names.append(name)
 
     yield add
     for name in names:
-        if name in backends.backend_names():
-            backends.unregister_backend(name)
+        if name in registry.backend_names():
+            registry.unregister_backend(name)
 
 
 @pytest.fixture(scope="module")
@@ -53,29 +53,29 @@ def resnet():
 
 
 def test_builtin_order_and_names():
-    assert backends.backend_names() == ["fast", "vit", "zennit"]
-    assert backends.FALLBACK == "zennit"
-    with pytest.raises(ValueError, match="backend must be one of auto, fast, vit, zennit"):
-        backends.check_backend_name("cuda")
+    assert registry.backend_names() == ["fast", "points", "vit", "zennit"]
+    assert registry.FALLBACK == "zennit"
+    with pytest.raises(ValueError, match="backend must be one of auto, fast, points, vit, zennit"):
+        registry.check_backend_name("cuda")
 
 
 def test_registration_positions(registered):
     registered("a", _Const())
-    assert backends.backend_names() == ["fast", "vit", "a", "zennit"]  # default: ahead of the fallback
+    assert registry.backend_names() == ["fast", "points", "vit", "a", "zennit"]  # default: ahead of the fallback
     registered("b", _Const(), before="fast")
-    assert backends.backend_names() == ["b", "fast", "vit", "a", "zennit"]
+    assert registry.backend_names() == ["b", "fast", "points", "vit", "a", "zennit"]
     with pytest.raises(ValueError, match="already registered"):
-        backends.register_backend("a", _Const())
-    backends.register_backend("a", _Const(5.0), replace=True)  # keeps its place
-    assert backends.backend_names() == ["b", "fast", "vit", "a", "zennit"]
+        registry.register_backend("a", _Const())
+    registry.register_backend("a", _Const(5.0), replace=True)  # keeps its place
+    assert registry.backend_names() == ["b", "fast", "points", "vit", "a", "zennit"]
     with pytest.raises(ValueError, match="before="):
-        backends.register_backend("c", _Const(), before="nope")
+        registry.register_backend("c", _Const(), before="nope")
     with pytest.raises(ValueError, match="auto"):
-        backends.register_backend("auto", _Const())
+        registry.register_backend("auto", _Const())
     with pytest.raises(TypeError, match="supports"):
-        backends.register_backend("c", object())
+        registry.register_backend("c", object())
     with pytest.raises(KeyError):
-        backends.unregister_backend("c")
+        registry.unregister_backend("c")
 
 
 def test_auto_asks_in_order_and_named_backend_is_used(resnet, registered):
@@ -92,7 +92,7 @@ def test_default_method_hook(resnet, registered):
     assert Attributor(resnet, None).method == "epsilon_flat"
     assert Attributor(resnet, "auto").method == "epsilon_flat"
     net = models.build("pointnet", num_classes=4)
-    assert backends.default_method(net) == "zplus_flat"  # the fast backend's answer
+    assert registry.default_method(net) == "zplus_flat"  # the fast backend's answer
     assert reldrop.RelDrop(net, modality="points").method == "zplus_flat"
     registered("vitlike", _Const(default_for=type(resnet)), before="fast")
     assert Attributor(resnet, None).method == "gradient_x_input"

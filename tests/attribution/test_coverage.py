@@ -121,7 +121,7 @@ def test_non_finite_input_raises_on_every_backend(backend):
         x[0, 0, 0, 0] = bad
         with pytest.raises(ValueError, match="NaN or infinite"):
             Attributor(model, "epsilon_flat", backend=backend)(x, Y)
-    from reldrop.attribution.fast import FastLRP
+    from reldrop.attribution.backends.fast import FastLRP
 
     with pytest.raises(ValueError, match="NaN or infinite"):
         FastLRP(model)(torch.full_like(X, float("nan")), Y)

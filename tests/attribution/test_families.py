@@ -116,7 +116,7 @@ def test_fast_backend_equals_zennit_and_reference(case, seed):
 
 
 def test_fast_backend_supports_the_real_efficientnet_lite0():
-    from reldrop.attribution.fast import supports
+    from reldrop.attribution.backends.fast import supports
     from reldrop.models import build
 
     model = build("efficientnet_lite0", num_classes=10).eval()

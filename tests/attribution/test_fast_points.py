@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from reldrop import RelDrop, models
 from reldrop.attribution import Attributor
-from reldrop.attribution.fast import build, supports
-from reldrop.attribution.fast_points import FastPointLRP
+from reldrop.attribution import registry
+from reldrop.attribution.backends.points import FastPointLRP, supports
 
 from model_state import assert_unchanged, snapshot
 from point_models import TinyPointNet2, randomize_bn, unit_clouds
@@ -46,7 +46,7 @@ def test_fast_equals_zennit(case, dtype, tol):
     net, x, t = make(case, dtype)
     r_z = Attributor(net, "zplus_flat", backend="zennit")(x, t)
     fast = Attributor(net, "zplus_flat")
-    assert fast.backend == "fast"  # auto picks it
+    assert fast.backend == "points"  # auto picks it
     r_f = fast(x, t)
     assert r_f.shape == x.shape and r_f.dtype == dtype
     assert float(r_z.abs().amax()) > 0
@@ -86,6 +86,19 @@ def test_real_modelnet10_clouds_same_dropped_points(modelnet10_root, tmp_path, m
     assert (m_z == m_f).float().mean() >= 0.99 and int(m_z.sum()) > 0
 
 
+def test_points_is_its_own_backend_and_answers_fast():
+    """"points" is registered on its own (the CNN backend "fast" declines point nets) and an explicit
+    backend="fast" on a point net still reaches it; the Attributor names the backend that computes."""
+    net, x, t = make("ssg", torch.float64)
+    assert registry.get_backend("fast").supports(net, "zplus_flat") is not True
+    via_alias = Attributor(net, "zplus_flat", backend="fast")
+    direct = Attributor(net, "zplus_flat", backend="points")
+    assert via_alias.backend == direct.backend == "points"
+    assert torch.equal(via_alias(x, t), direct(x, t))
+    with pytest.raises(ValueError, match="(?s)backend='fast' does not support.*fast: .*points: "):
+        Attributor(models.build("small_cnn", num_classes=3), "zplus_flat", backend="fast")
+
+
 @pytest.mark.parametrize("case", ["msg", "pointnet_tnets"])
 def test_model_untouched_also_on_error(case):
     net, x, t = make(case)
@@ -123,10 +136,11 @@ def test_what_is_supported():
     swapped.head[2] = nn.GELU()
     assert not supports(swapped, "zplus_flat")
     with pytest.raises(ValueError, match="does not handle"):
-        build(swapped, "zplus_flat")
+        FastPointLRP(swapped, "zplus_flat")
     with pytest.raises(ValueError, match="does not support"):
         Attributor(swapped, "zplus_flat", backend="fast")
-    assert isinstance(build(models.build("pointnet", num_classes=4), "zplus_flat"), FastPointLRP)
+    assert isinstance(registry.get_backend("points").build(models.build("pointnet", num_classes=4), "zplus_flat"),
+                      FastPointLRP)
 
 
 def test_conv2d_layout_zennit_equals_rows_fast():
@@ -166,7 +180,7 @@ def test_bad_arguments():
 def test_reldrop_points_uses_the_fast_backend():
     net, x, t = make("ssg")
     fn = RelDrop(net, modality="points", alpha=0.0, beta=0.2, generator=torch.Generator().manual_seed(0))
-    assert fn.attributor.backend == "fast"
+    assert fn.attributor.backend == "points"
     x_aug, mask = fn(x, t, return_mask=True)
     assert x_aug.shape == x.shape and bool(mask.any()) and net.training
 
@@ -178,7 +192,7 @@ def test_custom_canonizers_or_first_layers_never_go_to_the_fast_backend():
     assert only_first.backend == "zennit"
     with pytest.raises(ValueError, match="not merged"):  # no canonizers: unmerged BNs, refused (no silent garbage)
         Attributor(net, "zplus_flat", canonizers=[])
-    from reldrop.attribution.canonize import SequentialMergeBatchNorm
+    from reldrop.attribution.canonizers import SequentialMergeBatchNorm
 
     bn_only = Attributor(net, "zplus_flat", canonizers=[SequentialMergeBatchNorm()])  # no centroid handling
     assert bn_only.backend == "zennit"

@@ -13,8 +13,8 @@ from zennit.types import Linear as LinearOrConv
 
 from point_models import TinyPointNet2, randomize_bn, unit_clouds
 from reldrop.attribution import Attributor, attribute
-from reldrop.attribution.canonize import SequentialMergeBatchNorm
-from reldrop.attribution.canonize_points import PointNet2Canonizer, PointNetCanonizer, canonizers_for, input_layers
+from reldrop.attribution.canonizers import SequentialMergeBatchNorm
+from reldrop.attribution.canonizers.points import PointNet2Canonizer, PointNetCanonizer, canonizers_for, input_layers
 from reldrop.models import build
 from reldrop.models.pointnet2 import ball_query, farthest_point_sample, index_points
 
@@ -128,3 +128,19 @@ def test_attributor_uses_the_point_canonizer():
     att = Attributor(MODELS["ssg"], "zplus_flat", backend="zennit")  # auto would pick the fast backend
     assert any(isinstance(c, PointNet2Canonizer) for c in att.canonizers)
     assert canonizers_for(nn.Sequential(nn.Linear(3, 3))) is None
+
+
+def test_point_models_are_recognised_by_class_not_by_name():
+    """The point canonizers claim instances of reldrop's classes (subclasses included) and nothing that
+    merely shares a class name."""
+    from reldrop.attribution.canonizers import points
+    from reldrop.models.pointnet import PointNetClassifier
+
+    class MyPointNet(PointNetClassifier):  # defined outside reldrop.models: the class, not its name, counts
+        pass
+
+    SetAbstraction = type("SetAbstraction", (nn.Linear,), {"__module__": "reldrop.models.pointnet2"})
+    assert points.claims(MyPointNet(num_classes=3))
+    assert isinstance(points.factory(MyPointNet(num_classes=3))[0], PointNetCanonizer)
+    assert not points.claims(nn.Sequential(SetAbstraction(3, 3)))  # same name and module string, other class
+    assert input_layers(nn.Sequential(SetAbstraction(3, 3))) == []

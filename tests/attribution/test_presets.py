@@ -11,7 +11,9 @@ from zennit.types import Activation
 from zennit.types import Linear as LinearOrConv
 
 from resnet_zoo import tiny_resnet
-from reldrop.attribution import Attributor, attribute, backends, method_names
+from reldrop import models
+from reldrop.attribution import Attributor, attribute, method_names, registry
+from reldrop.attribution.canonizers.points import input_layers
 
 X = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 Y = torch.tensor([0, 4, 2])
@@ -213,12 +215,12 @@ class _FakeBackend:
 def fake_first():
     """Register a fake backend ahead of every other one; yield a setter for its supports()."""
     state = {"fn": lambda m, meth: True}
-    backends.register_backend("fake", _FakeBackend(lambda m, meth: state["fn"](m, meth)),
-                              before=backends.backend_names()[0])
+    registry.register_backend("fake", _FakeBackend(lambda m, meth: state["fn"](m, meth)),
+                              before=registry.backend_names()[0])
     try:
         yield state
     finally:
-        backends.unregister_backend("fake")
+        registry.unregister_backend("fake")
 
 
 def test_auto_uses_the_first_backend_that_supports(model, fake_first):
@@ -289,12 +291,8 @@ def test_several_input_layers_all_get_flat():
 
 
 def test_pointnet2_msg_declares_every_radius_as_input_layer():
-    registry = pytest.importorskip("reldrop.models.registry")
-    points = pytest.importorskip("reldrop.attribution.canonize_points")
-    if "pointnet2_msg" not in registry.names() or not hasattr(points, "input_layers"):
-        pytest.skip("PointNet++ MSG or canonize_points.input_layers not available")
-    m = registry.build("pointnet2_msg", num_classes=4).eval()
+    m = models.build("pointnet2_msg", num_classes=4).eval()
     a = Attributor(m, "zplus_flat", backend="zennit")
-    declared = points.input_layers(m)
+    declared = input_layers(m)
     assert len(declared) > 1 and a.first_layers == declared
     assert _flat_modules(a, m) == declared

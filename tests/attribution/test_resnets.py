@@ -15,7 +15,7 @@ from zennit.types import Activation, Convolution
 from lrp_reference import lrp_resnet
 from resnet_zoo import resnet18_3x3, timm_resnet18_3x3, tiny_resnet, tv_to_timm_state_dict
 from reldrop.attribution import Attributor, canonizers_for, register_canonizer
-from reldrop.attribution import canonize as C
+from reldrop.attribution import canonizers as C
 from tolerance import assert_close_scaled
 
 timm = pytest.importorskip("timm")

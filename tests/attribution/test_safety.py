@@ -8,7 +8,7 @@ from torchvision.models.resnet import BasicBlock
 
 from resnet_zoo import resnet18_3x3, tiny_resnet
 from reldrop.attribution import Attributor, attribute, preserve_model_state
-from reldrop.attribution.canonize import SequentialMergeBatchNorm
+from reldrop.attribution.canonizers import SequentialMergeBatchNorm
 
 from model_state import assert_unchanged, snapshot
 

@@ -1,4 +1,4 @@
-"""CP-LRP for Vision Transformers (reldrop.attribution.vit): equality with an explicit float64
+"""CP-LRP for Vision Transformers (reldrop.attribution.backends.vit): equality with an explicit float64
 reference, conservation, the model-state contract, no global patching, torchvision and timm."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from model_state import assert_unchanged, snapshot  # noqa: E402
 from tolerance import assert_close_scaled  # noqa: E402
 from vit_reference import reference_cp_lrp  # noqa: E402
 
-from reldrop.attribution import vit  # noqa: E402
-from reldrop.attribution._vit_plan import timm_classes  # noqa: E402
-from reldrop.attribution.vit import ViTLRP, supports, unsupported_reason  # noqa: E402
+from reldrop.attribution.backends.vit import lrp as vit  # noqa: E402
+from reldrop.attribution.backends.vit.plan import timm_classes  # noqa: E402
+from reldrop.attribution.backends.vit import ViTLRP, supports, unsupported_reason  # noqa: E402
 
 
 def _randomize(model: nn.Module, seed: int, std: float = 0.3) -> nn.Module:

@@ -1,4 +1,4 @@
-"""How relevance is computed: LRP presets through zennit (+ an optional fast backend).
+"""How relevance is computed: LRP presets through registered backends (zennit and hand-written ones).
 
 Public API::
 
@@ -9,19 +9,25 @@ Public API::
 
 Methods: ``method_names()`` -> epsilon_flat, zplus_flat, epsilon_gamma_box, gradient,
 gradient_x_input (see :mod:`reldrop.attribution.presets`; new ones: ``register_preset``).
-Backends: "auto", "fast", "zennit" and whatever ``register_backend`` adds - the one place that
-decides how a model is attributed is :mod:`reldrop.attribution.backends`.
-Canonization (BN merge with zennit's eps bug fixed; torchvision and timm ResNets; generic
-conv→BN chains): :mod:`reldrop.attribution.canonize`. Safety contract:
-:func:`reldrop.attribution.state.preserve_model_state`.
+Backends: "auto", "fast" (ReLU CNNs), "points" (reldrop's point nets), "vit" (Vision
+Transformers), "zennit" (the general fallback) and whatever ``register_backend`` adds - the one
+place that decides how a model is attributed is :mod:`reldrop.attribution.registry`; the built-in
+backends live in :mod:`reldrop.attribution.backends`, one subpackage each, and register themselves.
+
+Layout: :mod:`.core` (``attribute``/``Attributor``), :mod:`.presets` (methods), :mod:`.registry`
+(backend selection), :mod:`.backends` (zennit, fast, points, vit), :mod:`.canonizers` (BN merge with
+zennit's eps bug fixed; torchvision and timm ResNets; inverted residuals; point nets; generic
+conv→BN chains), :mod:`.rules` (the numerics the backends share), :mod:`.coverage` (layers without
+an LRP rule), :mod:`.tracing` (the fx tracer), :mod:`.state` (the safety contract,
+:func:`~reldrop.attribution.state.preserve_model_state`).
 """
 from __future__ import annotations
 
-from .backends import backend_names, default_method, register_backend, unregister_backend
-from . import canonize_points  # noqa: F401 (registers the point-cloud canonizers)
-from .canonize import canonizers_for, register_canonizer
+from . import backends  # noqa: F401 (each backend registers itself)
+from .canonizers import canonizers_for, register_canonizer
 from .core import BACKENDS, Attributor, attribute, resolve_method, unwrap_model
 from .presets import PRESETS, method_names, register_preset
+from .registry import backend_names, default_method, register_backend, unregister_backend
 from .state import preserve_model_state
 
 __all__ = [

@@ -18,7 +18,7 @@ Conventions (all backends):
   wrappers are unwrapped; the inner module is evaluated directly (no DDP hooks, no buffer sync).
 * **First layer.** "First" means first conv/linear module *executed* (forward trace of one sample,
   done once per :class:`Attributor`), not first registered - unless the model declares its input
-  layers (``canonize_points.input_layers``: every radius branch of PointNet++ MSG) or the caller
+  layers (``canonizers.points.input_layers``: every radius branch of PointNet++ MSG) or the caller
   passes ``first_layers``.
 """
 from __future__ import annotations
@@ -28,16 +28,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import backends as _backends
-from ._shared import SEEDS, check_seed  # noqa: F401 (SEEDS: its old address)
+from . import registry as _registry
 from ._wrappers import unwrap_model
 from .presets import check_method_kwargs, get_preset
+from .rules import check_seed
 from .state import preserve_model_state
 
 __all__ = ["Attributor", "attribute", "unwrap_model", "resolve_method", "BACKENDS"]
 
-#: the built-in backend names (the live list: ``reldrop.attribution.backends.backend_names()``)
-BACKENDS = ("auto", "zennit", "fast")
+#: the built-in backend names (the live list: ``reldrop.attribution.registry.backend_names()``)
+BACKENDS = ("auto", "fast", "points", "vit", "zennit")
 Target = torch.Tensor | str
 
 
@@ -92,16 +92,16 @@ class Attributor:
         method: a preset name (``reldrop.attribution.method_names()``): ``"epsilon_flat"``,
             ``"zplus_flat"``, ``"epsilon_gamma_box"``, ``"gradient"``, ``"gradient_x_input"``;
             ``None`` (default) / ``"auto"``: the default the backend registry gives for the model
-            (:func:`~reldrop.attribution.backends.default_method`: CP-LRP for Vision Transformers,
+            (:func:`~reldrop.attribution.registry.default_method`: CP-LRP for Vision Transformers,
             z⁺ for reldrop's point nets, else ε/Flat). ``self.method`` holds the method chosen.
         backend: ``"auto"`` (default: the registered backends are asked in order, see
-            :mod:`reldrop.attribution.backends`: ``"fast"`` when it supports the model/method and
+            :mod:`reldrop.attribution.registry`: ``"fast"`` when it supports the model/method and
             neither ``canonizers`` nor ``first_layers`` is given, else ``"zennit"``) or a registered
-            name (``"zennit"``, ``"fast"``, ...; ``ValueError`` with the reason when it does not
+            name (``"zennit"``, ``"fast"``, ``"points"``, ``"vit"``, ...; ``ValueError`` with the reason when it does not
             support the model/method). ``self.backend`` is the name of the backend chosen.
-        canonizers: override the canonizers (default :func:`~reldrop.attribution.canonize.canonizers_for`).
+        canonizers: override the canonizers (default :func:`~reldrop.attribution.canonizers.canonizers_for`).
         first_layers: override the input layer(s) that get the first-layer rule (Flat/ZBox).
-            Default: the layers ``reldrop.attribution.canonize_points.input_layers(model)`` declares
+            Default: the layers ``reldrop.attribution.canonizers.points.input_layers(model)`` declares
             (PointNet++ MSG: one per radius), else the first conv/linear executed in a forward trace.
         seed: output relevance of the LRP presets, ``"one_hot"`` (default) or ``"logit"`` (see above).
         **method_kwargs: the preset's options (e.g. ``epsilon=1e-3``; see :mod:`.presets`).
@@ -134,7 +134,7 @@ class Attributor:
         self.method = method
         check_method_kwargs(method, method_kwargs)
         self.method_kwargs = dict(method_kwargs)
-        _backends.check_backend_name(backend)
+        _registry.check_backend_name(backend)
         if first_layers is not None and not all(isinstance(m, nn.Module) for m in first_layers):
             raise TypeError("first_layers must be a list of modules of the model")
         opts = dict(self.method_kwargs, seed=seed)
@@ -143,7 +143,7 @@ class Attributor:
         if first_layers is not None:
             opts["first_layers"] = list(first_layers)
         #: the backend that computes the relevance (its registry name) and its built function
-        self.backend, self.impl = _backends.select_backend(self.model, method, backend, **opts)
+        self.backend, self.impl = _registry.select_backend(self.model, method, backend, **opts)
 
     @property
     def composite(self) -> Any:
@@ -195,9 +195,9 @@ class Attributor:
 
 def resolve_method(model: nn.Module, method: str | None, fallback: str = "epsilon_flat") -> str:
     """``method`` itself, or for ``None``/``"auto"`` the registry's default for ``model``
-    (:func:`reldrop.attribution.backends.default_method`, else ``fallback``). Validates the name."""
+    (:func:`reldrop.attribution.registry.default_method`, else ``fallback``). Validates the name."""
     if method is None or method == "auto":
-        method = _backends.default_method(unwrap_model(model), fallback)
+        method = _registry.default_method(unwrap_model(model), fallback)
     get_preset(method)
     return method
 
@@ -220,7 +220,7 @@ def attribute(
         method: preset name; default ``None`` (= ``"auto"``): picked from the model by the backend
             registry — ``"cp_lrp"`` for Vision Transformers, ``"zplus_flat"`` for reldrop's point
             nets, else ``"epsilon_flat"`` (Flat first layer, ε = 1e-3 elsewhere).
-        backend: ``"auto"`` or a registered backend name (``"fast"``, ``"vit"``, ``"zennit"``, ...).
+        backend: ``"auto"`` or a registered backend name (``"fast"``, ``"points"``, ``"vit"``, ``"zennit"``, ...).
     Returns:
         relevance, same shape and dtype as ``x``, detached. For LRP presets the output seed is
         ``one_hot`` (``seed="one_hot"``, default) or ``one_hot · logit`` (``seed="logit"``, then

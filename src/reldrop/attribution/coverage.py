@@ -135,7 +135,7 @@ def _unmerged_batchnorms(model: nn.Module, canonizers: Sequence[Any]) -> list[st
 
 def _functional_problems(model: nn.Module) -> list[str]:
     """Functional calls without an LRP rule in the fx-traced forward (best effort: [] if untraceable)."""
-    from ._fast_plan import LeafTracer  # tracer that keeps timm's leaf modules whole
+    from .tracing import LeafTracer  # tracer that keeps timm's leaf modules whole
 
     try:
         graph = LeafTracer().trace(model)
@@ -161,7 +161,7 @@ def lrp_coverage_problems(model: nn.Module, canonizers: Sequence[Any] | None = N
     ``canonizers``: those the attribution will apply (default: ``canonizers_for(model)``); used
     to check that every BatchNorm gets merged. The model is left unchanged.
     """
-    from .canonize import canonizers_for
+    from .canonizers import canonizers_for
 
     problems = _leaf_problems(model)
     canon = list(canonizers) if canonizers is not None else canonizers_for(model)

@@ -22,7 +22,7 @@ trace once per model, see :class:`~reldrop.attribution.Attributor`):
 * ``gradient_x_input`` - x ⊙ ∂ logit_t / ∂x.
 * ``cp_lrp`` - CP-LRP for Vision Transformers (attention probabilities and LayerNorm's 1/σ held
   constant, ε on Linear layers, Flat on the patch embedding); no zennit composite: computed by the
-  ``"vit"`` backend only (:mod:`reldrop.attribution.vit`), the default method for ViTs.
+  ``"vit"`` backend only (:mod:`reldrop.attribution.backends.vit`), the default method for ViTs.
 * ``attnlrp`` - AttnLRP (Achtibat et al. 2024) for Vision Transformers: as ``cp_lrp`` outside
   attention; inside, the softmax rule and the uniform rule on ``A v`` and ``q kᵀ`` (``"vit"`` backend).
 
@@ -182,7 +182,7 @@ class Preset:
 
     ``build(canonizers, **kwargs)`` returns the zennit Composite (``None`` for plain gradients);
     ``build=None``: the method has no zennit composite and is computed only by backends that
-    support it (registered with :func:`reldrop.attribution.backends.register_backend`);
+    support it (registered with :func:`reldrop.attribution.registry.register_backend`);
     ``multiply_input``: the result is ``x ⊙ gradient``; ``lrp``: canonizers apply and the output
     relevance is seeded with ``one_hot(target)`` (default) or ``one_hot · logit`` with ``seed="logit"``
     (see :class:`reldrop.attribution.Attributor`).

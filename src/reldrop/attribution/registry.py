@@ -28,15 +28,22 @@ Interface of a backend (any object with these attributes; subclass :class:`Backe
 
     register_backend("mine", MyBackend(), before="zennit")   # default position: ahead of zennit
 
-Built in, in this order: ``"fast"`` (one-pass ε-LRP of ReLU CNNs, :mod:`.fast`; z⁺ of reldrop's
-point nets, :mod:`.fast_points`), ``"vit"`` (CP-LRP of timm/torchvision Vision Transformers,
-:mod:`.vit`; the default method for them) and ``"zennit"`` (:mod:`.zennit_lrp`, the general fallback:
-every preset on every model whose layers all have a rule; it refuses models with layers that
-LRP would only pass a plain gradient through, see :mod:`.coverage`).
+This module imports no backend: each built-in backend module registers itself when imported, and
+:mod:`reldrop.attribution.backends` imports them all (``import reldrop.attribution`` does). Built
+in, in this order: ``"fast"`` (one-pass ε-LRP of ReLU CNNs, :mod:`.backends.fast`), ``"points"``
+(one-pass z⁺ of reldrop's PointNet++/PointNet, :mod:`.backends.points`; the default method for
+them), ``"vit"`` (CP-LRP of timm/torchvision Vision Transformers, :mod:`.backends.vit`; the default
+method for them) and ``"zennit"`` (:mod:`.backends.zennit`, the general fallback: every preset on
+every model whose layers all have a rule; it refuses models with layers that LRP would only pass a
+plain gradient through, see :mod:`.coverage`). No backend calls another.
 
 * ``backend="auto"`` → the first backend whose ``supports`` is True and whose ``build`` succeeds;
   if none, ``ValueError`` listing every backend's reason.
 * ``backend="<name>"`` → that backend; ``ValueError`` with its reason if it does not support the pair.
+  A backend registered with ``aliases=(...)`` also answers those names, after the backend of that
+  name (if any) declined: ``"points"`` answers ``backend="fast"``, so ``backend="fast"`` means "a
+  hand-written one-pass backend" for CNNs and point nets alike. ``Attributor.backend`` names the
+  backend that computes (``"points"`` for a point net).
 * :func:`default_method` (``method=None`` or ``"auto"`` in ``Attributor``/``RelDrop``): the first
   backend's ``default_method(model)`` that is not None, else the caller's fallback (ε/Flat for
   images, z⁺ for point clouds). A Vision-Transformer backend answers its own method for ViTs.
@@ -46,7 +53,7 @@ LRP would only pass a plain gradient through, see :mod:`.coverage`).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -70,11 +77,6 @@ AttributionFn = Callable[[torch.Tensor, "torch.Tensor | str"], torch.Tensor]
 FALLBACK = "zennit"
 
 
-class BackendLike(Protocol):  # pragma: no cover - typing only
-    def supports(self, model: nn.Module, method: str, **opts: Any) -> bool | str: ...
-
-    def build(self, model: nn.Module, method: str, **opts: Any) -> AttributionFn: ...
-
 
 class Backend:
     """Base class with the optional parts of the interface (see the module docstring)."""
@@ -95,9 +97,11 @@ class Backend:
 
 
 _BACKENDS: dict[str, Any] = {}  # insertion order = the order `auto` asks them in
+_ALIASES: dict[str, tuple[str, ...]] = {}  # backend name -> the other names it answers
 
 
-def register_backend(name: str, backend: Any, *, before: str | None = None, replace: bool = False) -> None:
+def register_backend(name: str, backend: Any, *, before: str | None = None, replace: bool = False,
+                     aliases: tuple[str, ...] = ()) -> None:
     """Register ``backend`` under ``name``.
 
     Args:
@@ -108,6 +112,8 @@ def register_backend(name: str, backend: Any, *, before: str | None = None, repl
             fallback ``"zennit"`` (i.e. after every other backend), so ``auto`` asks it first.
         replace: allow replacing a backend of the same name (it keeps its position unless
             ``before`` is given).
+        aliases: other names an explicit ``backend=...`` may use for it (asked after the backend
+            registered under that name, if any, declined).
     """
     if not isinstance(name, str) or not name or name == "auto":
         raise ValueError(f"backend name must be a non-empty string other than 'auto', got {name!r}")
@@ -115,8 +121,11 @@ def register_backend(name: str, backend: Any, *, before: str | None = None, repl
         raise TypeError("backend must have callable supports(model, method, **opts) and build(model, method, **opts)")
     if name in _BACKENDS and not replace:
         raise ValueError(f"backend {name!r} is already registered (pass replace=True to replace it)")
+    if isinstance(aliases, str) or not all(isinstance(a, str) and a and a not in ("auto", name) for a in aliases):
+        raise ValueError(f"aliases must be a tuple of names other than 'auto' and {name!r}, got {aliases!r}")
     if before is not None and (before not in _BACKENDS or before == name):
         raise ValueError(f"before={before!r} names no other registered backend; known: {', '.join(_BACKENDS)}")
+    _ALIASES[name] = tuple(aliases)
     if before is None and name in _BACKENDS:  # replace in place
         _BACKENDS[name] = backend
         return
@@ -133,6 +142,7 @@ def unregister_backend(name: str) -> Any:
     """Remove and return the backend registered as ``name`` (``KeyError`` if none)."""
     if name not in _BACKENDS:
         raise KeyError(f"no backend {name!r}; known: {', '.join(_BACKENDS)}")
+    _ALIASES.pop(name, None)
     return _BACKENDS.pop(name)
 
 
@@ -147,9 +157,14 @@ def backend_names() -> list[str]:
     return list(_BACKENDS)
 
 
+def _answering(name: str) -> list[str]:
+    """The backends an explicit ``backend=name`` asks, in order: ``name`` itself, then those aliased to it."""
+    return ([name] if name in _BACKENDS else []) + [b for b in _BACKENDS if name in _ALIASES.get(b, ())]
+
+
 def check_backend_name(backend: Any) -> str:
-    """``backend`` if it is ``"auto"`` or a registered name, else ``ValueError`` naming the known ones."""
-    if not isinstance(backend, str) or (backend != "auto" and backend not in _BACKENDS):
+    """``backend`` if it is ``"auto"``, a registered name or alias, else ``ValueError`` naming the known ones."""
+    if not isinstance(backend, str) or (backend != "auto" and not _answering(backend)):
         known = ", ".join(["auto", *_BACKENDS])
         raise ValueError(f"backend must be one of {known}, got {backend!r}")
     return backend
@@ -179,12 +194,15 @@ def select_backend(model: nn.Module, method: str, backend: str = "auto", **opts:
     """
     check_backend_name(backend)
     if backend != "auto":
-        impl = _BACKENDS[backend]
-        answer = _ask(backend, impl, model, method, opts, auto=False)
-        if answer is not True:
-            raise ValueError(f"backend={backend!r} does not support method {method!r} on "
-                             f"{type(model).__name__}: {answer}")
-        return backend, impl.build(model, method, **opts)
+        names = _answering(backend)
+        answers: list[str] = []
+        for name in names:
+            answer = _ask(name, _BACKENDS[name], model, method, opts, auto=False)
+            if answer is True:
+                return name, _BACKENDS[name].build(model, method, **opts)
+            answers.append(str(answer) if len(names) == 1 else f"{name}: {answer}")
+        raise ValueError(f"backend={backend!r} does not support method {method!r} on "
+                         f"{type(model).__name__}: {'; '.join(answers)}")
     reasons: list[str] = []
     for name, impl in list(_BACKENDS.items()):
         answer = _ask(name, impl, model, method, opts, auto=True)
@@ -214,16 +232,3 @@ def default_method(model: nn.Module, fallback: str = "epsilon_flat") -> str:
         if answer is not None:
             return str(answer)
     return fallback
-
-
-def _register_builtin() -> None:
-    from .fast import FastBackend
-    from .vit import ViTBackend
-    from .zennit_lrp import ZennitBackend
-
-    register_backend(FALLBACK, ZennitBackend())
-    register_backend("fast", FastBackend())  # ahead of the fallback
-    register_backend("vit", ViTBackend())  # CP-LRP of timm/torchvision ViTs, ahead of the fallback
-
-
-_register_builtin()

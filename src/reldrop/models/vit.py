@@ -3,7 +3,7 @@
 ``timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4, ...)``:
 an 8×8 grid of 4×4 patches plus a class token (65 tokens), embedding 192, 12 blocks of 3 heads,
 MLP 768, class-token head; 5.4 M parameters. Randomly initialized (nothing is downloaded).
-Attributed with CP-LRP (:mod:`reldrop.attribution.vit`, the default method for ViTs).
+Attributed with CP-LRP (:mod:`reldrop.attribution.backends.vit`, the default method for ViTs).
 
 Input ``(B, in_channels, 32, 32)`` (``img_size`` changes it) → logits ``(B, num_classes)``.
 """

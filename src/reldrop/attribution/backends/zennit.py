@@ -3,7 +3,7 @@
 :class:`ZennitAttribution` holds the composite and canonizers of one (model, method) pair, built
 once; each call registers them, runs one forward and one modified backward
 (``torch.autograd.grad`` w.r.t. the input only) and removes them. :class:`ZennitBackend` is its
-entry in the backend registry (:mod:`.backends`).
+entry in the backend registry (:mod:`reldrop.attribution.registry`).
 """
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import torch
 import torch.nn as nn
 from zennit.types import Linear as LinearOrConv
 
-from .canonize import canonizers_for
-from .canonize_points import input_layers as _declared_input_layers
-from .coverage import coverage_message, lrp_coverage_problems
-from .presets import get_preset
-from .state import preserve_model_state
-from .vit import is_vision_transformer
+from ..canonizers import canonizers_for
+from ..canonizers.points import input_layers as _declared_input_layers
+from ..coverage import coverage_message, lrp_coverage_problems
+from ..presets import get_preset
+from ..registry import FALLBACK, register_backend
+from ..state import preserve_model_state
+from .vit.plan import is_vision_transformer
 
 __all__ = ["ZennitAttribution", "ZennitBackend", "first_executed_layer"]
 
@@ -62,9 +63,9 @@ class ZennitAttribution:
         model: the (unwrapped) model.
         method: preset name.
         seed: ``"one_hot"`` | ``"logit"`` (LRP presets only).
-        canonizers: override (default :func:`~reldrop.attribution.canonize.canonizers_for`).
+        canonizers: override (default :func:`~reldrop.attribution.canonizers.canonizers_for`).
         first_layers: override the input layer(s) of the first-layer rule (default: the layers
-            ``canonize_points.input_layers`` declares, else the first conv/linear executed, found
+            ``canonizers.points.input_layers`` declares, else the first conv/linear executed, found
             by a forward trace of one sample at the first call).
         **method_kwargs: the preset's options.
 
@@ -163,3 +164,6 @@ class ZennitBackend:
 
     def __repr__(self) -> str:
         return "ZennitBackend()"
+
+
+register_backend(FALLBACK, ZennitBackend())  # the general fallback: stays last

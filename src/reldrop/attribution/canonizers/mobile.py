@@ -1,7 +1,7 @@
 """Canonizers for inverted-residual CNNs: timm EfficientNet/MobileNet blocks and torchvision MobileNetV2.
 
 What LRP needs from these networks besides the BN merge (done by
-:class:`~reldrop.attribution.canonize.SequentialMergeBatchNorm`, which treats every BatchNorm,
+:class:`~reldrop.attribution.canonizers.batchnorm.SequentialMergeBatchNorm`, which treats every BatchNorm,
 including timm's ``BatchNormAct2d`` whose activation is a child module, as one leaf; the merged
 ``BatchNormAct2d`` still applies its activation):
 

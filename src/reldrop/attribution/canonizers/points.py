@@ -4,7 +4,7 @@ Two changes, both undone by ``remove()`` (zennit ``Canonizer`` protocol):
 
 1. **BatchNorm merge** into the preceding Linear/Conv1d/Conv2d (every MLP layer of
    :mod:`reldrop.models.pointnet2` is ``Linear|Conv → BN → ReLU`` in one ``nn.Sequential``), with
-   the corrected merge of :mod:`reldrop.attribution.canonize` (zennit 0.5.1 leaves the BN's eps).
+   the corrected merge of :mod:`reldrop.attribution.canonizers.batchnorm` (zennit 0.5.1 leaves the BN's eps).
 2. **Centroids as constants in the local coordinates.** A set abstraction feeds its MLP the
    grouped coordinates *relative to the centroid*, ``xyz[j] - xyz[c]``. Left to the gradient, the
    relevance of that difference goes ``+R`` to the neighbour ``j`` and ``-R`` to the centroid ``c``:
@@ -23,29 +23,26 @@ exactly 0. Max pooling over a group is winner-take-all (the gradient of ``max``)
 For plain PointNet (:mod:`reldrop.models.pointnet`) the BN merge applies as well, and its optional
 T-Nets' transforms are held constant in ``x @ T(x)`` (:class:`TransformDetachCanonizer`).
 
-Entry points used by :func:`reldrop.attribution.canonize.canonizers_for`:
-``canonizers_for(model) -> list | None`` (``None``: not a point model); :func:`input_layers` names
-the layers that should get the first-layer (Flat) rule.
+Entry points: :func:`claims` / :func:`factory`, the provider :mod:`reldrop.attribution.canonizers`
+registers; ``canonizers_for(model) -> list | None`` (``None``: not a point model); :func:`input_layers`
+names the layers that should get the first-layer (Flat) rule.
 """
 from __future__ import annotations
-
 
 import torch
 import torch.nn as nn
 from zennit.canonizers import AttributeCanonizer, Canonizer, CompositeCanonizer
 
-from .canonize import SequentialMergeBatchNorm, register_canonizer
+from ...models import pointnet as _pointnet
+from ...models import pointnet2 as _pointnet2
+from .batchnorm import SequentialMergeBatchNorm
 
 __all__ = ["PointNet2Canonizer", "CentroidDetachCanonizer", "PointNetCanonizer", "TransformDetachCanonizer",
-           "canonizers_for",
-           "is_point_model", "input_layers", "POINT_MODEL_MODULES"]
-
-POINT_MODEL_MODULES = ("reldrop.models.pointnet2", "reldrop.models.pointnet")
+           "canonizers_for", "claims", "factory", "input_layers"]
 
 
 def _is_sa(module: nn.Module) -> bool:
-    return type(module).__module__ == "reldrop.models.pointnet2" and type(module).__name__ in (
-        "SetAbstraction", "SetAbstractionMsg")
+    return isinstance(module, (_pointnet2.SetAbstraction, _pointnet2.SetAbstractionMsg))
 
 
 class _SetAttribute(Canonizer):
@@ -111,7 +108,7 @@ class PointNet2Canonizer(CompositeCanonizer):
 
 
 def _is_pointnet(module: nn.Module) -> bool:
-    return type(module).__module__ == "reldrop.models.pointnet" and type(module).__name__ == "PointNetClassifier"
+    return isinstance(module, _pointnet.PointNetClassifier)
 
 
 class _EpsilonBmm(torch.autograd.Function):
@@ -176,11 +173,6 @@ class PointNetCanonizer(CompositeCanonizer):
         super().__init__((SequentialMergeBatchNorm(), TransformDetachCanonizer()))
 
 
-def is_point_model(model: nn.Module) -> bool:
-    """True if ``model`` contains modules of :mod:`reldrop.models.pointnet2` / ``pointnet``."""
-    return any(type(m).__module__ in POINT_MODEL_MODULES for m in model.modules())
-
-
 def input_layers(model: nn.Module) -> list[nn.Module]:
     """The layers that read the input points directly: the first layer of every level-1 shared MLP.
 
@@ -209,11 +201,11 @@ def canonizers_for(model: nn.Module) -> list[Canonizer] | None:
     return None
 
 
-def _claims(model: nn.Module) -> bool:
+def claims(model: nn.Module) -> bool:
+    """True for a model holding a PointNet++ set abstraction or a PointNet classifier."""
     return any(_is_sa(m) or _is_pointnet(m) for m in model.modules())
 
 
-# canonize.canonizers_for asks the registered providers first; this one (built in, registered when
-# reldrop.attribution is imported) claims reldrop's PointNet++/PointNet models; providers a user
-# registers later still win
-register_canonizer(_claims, lambda model: canonizers_for(model) or [], name="reldrop points")
+def factory(model: nn.Module) -> list[Canonizer]:
+    """Fresh canonizers for a model :func:`claims` accepts."""
+    return canonizers_for(model) or []

@@ -1,8 +1,8 @@
 """Fast LRP backend: ε-LRP with a Flat first layer as ONE modified backward pass.
 
 Entry points: :func:`supports` and :func:`build`, registered as backend ``"fast"`` by :class:`FastBackend`
-(:mod:`.backends`). ``epsilon_flat`` on ReLU ResNets is :class:`FastLRP` (this module); ``zplus_flat`` on
-reldrop's PointNet++ / PointNet is :class:`~reldrop.attribution.fast_points.FastPointLRP`.
+(:mod:`reldrop.attribution.registry`). z⁺ of reldrop's point nets is the separate backend
+``"points"`` (:mod:`reldrop.attribution.backends.points`).
 
 Same maths as the zennit backend with the ``epsilon_flat`` composite and the corrected BN
 canonization (BN merged into the preceding conv, ``eps`` included), for ReLU ResNets
@@ -37,32 +37,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import check_class_target, check_image_batch
-from . import fast_points
-from ._fast_ops import (
+from ...._checks import check_class_target, check_image_batch
+from ..._wrappers import unwrap_model
+from ...registry import register_backend
+from ...rules import Unsupported, bn_scale, check_seed, crop, flat_conv2d, pair, stab_div
+from .ops import (
     HAS_CONV_POINTWISE,
     act_stab_div,
     activate,
     conv_input_grad,
     conv_relu,
-    conv_transpose,
-    crop,
-    pair,
     same_pads,
-    stab_div,
 )
-from ._fast_plan import Op, Plan, build_plan
-from ._shared import Unsupported, bn_scale, check_seed
-from ._wrappers import unwrap_model
-from .fast_points import FastPointLRP
+from .plan import Op, Plan, build_plan
 
-__all__ = ["supports", "build", "FastLRP", "FastPointLRP", "FastBackend", "METHODS"]
+__all__ = ["supports", "build", "FastLRP", "FastBackend", "METHODS"]
 
-#: presets this module computes: ``epsilon_flat`` (ResNets, :class:`FastLRP`) and ``zplus_flat``
-#: (PointNet++ / PointNet, :class:`~reldrop.attribution.fast_points.FastPointLRP`).
-METHODS = ("epsilon_flat", "zplus_flat")
-RESNET_METHODS = ("epsilon_flat",)
-#: output relevance conventions (see :class:`FastLRP`).
+#: presets this backend computes (ReLU CNNs, :class:`FastLRP`).
+METHODS = ("epsilon_flat",)
 #: zennit's default stabilizer of the Norm (residual Sum, average pool) and Flat rules.
 NORM_STABILIZER = 1e-6
 
@@ -74,11 +66,9 @@ def supports(model: nn.Module, method: str) -> bool:
     (any stem of Conv2d/BatchNorm2d/ReLU/MaxPool2d, global average pool, Linear head); timm
     EfficientNet-Lite/MobileNet blocks (``InvertedResidual``, ``DepthwiseSeparableConv``,
     ``BatchNormAct2d`` with ReLU/ReLU6, ``Conv2dSame``), torchvision MobileNetV2 and VGG(-BN).
-    ``"zplus_flat"``: reldrop's PointNet++ (``layout="rows"``) and PointNet. Never raises for a bad model.
+    Never raises for a bad model.
     """
-    if method in fast_points.METHODS:
-        return fast_points.supports(model, method)
-    if method not in RESNET_METHODS or not isinstance(model, nn.Module):
+    if method not in METHODS or not isinstance(model, nn.Module):
         return False
     try:
         build_plan(model)
@@ -87,20 +77,17 @@ def supports(model: nn.Module, method: str) -> bool:
     return True
 
 
-def build(model: nn.Module, method: str = "epsilon_flat", **kwargs: Any) -> "FastLRP | FastPointLRP":
-    """The fast attributor for ``method``: :class:`FastLRP` (``epsilon_flat``) or
-    :class:`FastPointLRP` (``zplus_flat``); ``kwargs`` go to its constructor. ``ValueError`` when
+def build(model: nn.Module, method: str = "epsilon_flat", **kwargs: Any) -> "FastLRP":
+    """:class:`FastLRP` for ``method``; ``kwargs`` go to its constructor. ``ValueError`` when
     the model is not supported (check :func:`supports` first)."""
-    if method in fast_points.METHODS:
-        return FastPointLRP(model, method, **kwargs)
     return FastLRP(model, method, **kwargs)
 
 
 class FastBackend:
-    """Registry entry ``"fast"`` (:mod:`.backends`): :func:`supports` / :func:`build` of this module.
+    """Registry entry ``"fast"`` (:mod:`reldrop.attribution.registry`): :func:`supports` / :func:`build`.
 
-    Custom ``canonizers``/``first_layers`` are refused (the plans hard-code the default
-    canonization and input layers); the default method of reldrop's point nets is ``zplus_flat``.
+    Custom ``canonizers``/``first_layers`` are refused (the plan hard-codes the default
+    canonization and input layer).
     """
 
     name = "fast"
@@ -117,11 +104,11 @@ class FastBackend:
         return f"does not support method {method!r} on {type(unwrap_model(model)).__name__}"
 
     def build(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
-              **kwargs: Any) -> "FastLRP | FastPointLRP":
+              **kwargs: Any) -> "FastLRP":
         return build(model, method, **kwargs)
 
     def default_method(self, model: nn.Module) -> str | None:
-        return "zplus_flat" if fast_points.supports(model, "zplus_flat") else None
+        return None
 
     def __repr__(self) -> str:
         return "FastBackend()"
@@ -149,9 +136,9 @@ class FastLRP:
                  stabilizer: float = NORM_STABILIZER, seed: str = "one_hot") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if method not in RESNET_METHODS:
-            raise ValueError(f"method must be one of {RESNET_METHODS} for FastLRP (zplus_flat: FastPointLRP), "
-                             f"got {method!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS} for FastLRP (zplus_flat on point nets: "
+                             f"reldrop.attribution.backends.points.FastPointLRP), got {method!r}")
         for name, val in (("epsilon", epsilon), ("stabilizer", stabilizer)):
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0 \
                     or val == float("inf"):
@@ -350,7 +337,7 @@ class FastLRP:
                 fac, in_shape, w, pads = st
                 c = fac.mul_(g)
                 if op.rule == "flat":
-                    relevance = self._flat(op, c, in_shape, delta, pads)
+                    relevance = flat_conv2d(op.module, c, in_shape, delta, pads)
                     continue
                 if kind == "conv":
                     m = op.module
@@ -384,27 +371,5 @@ class FastLRP:
             raise RuntimeError("relevance did not reach the input")
         return relevance
 
-    @staticmethod
-    def _flat(op: Op, r_out: torch.Tensor, in_shape: torch.Size, delta: float,
-              pads: tuple[int, int, int, int] | None = None) -> torch.Tensor:
-        """Flat rule at the first conv: ``R_out`` spread uniformly over each receptive field.
 
-        ``in_shape`` is the (padded, for Conv2dSame) input of the conv; explicit padding counts as
-        zeros (zennit puts the ones in place of the input, before the module pads)."""
-        m = op.module
-        kh, kw = m.kernel_size
-        cin = in_shape[1]
-        groups = m.groups
-        ones_k = torch.ones(1, 1, kh, kw, dtype=r_out.dtype, device=r_out.device)
-        if pads is None:
-            ones_x = torch.ones(1, 1, in_shape[2], in_shape[3], dtype=r_out.dtype, device=r_out.device)
-        else:
-            left, right, top, bottom = pads
-            ones_x = torch.ones(1, 1, in_shape[2] - top - bottom, in_shape[3] - left - right,
-                                dtype=r_out.dtype, device=r_out.device)
-            ones_x = F.pad(ones_x, pads)
-        count = F.conv2d(ones_x, ones_k, None, m.stride, m.padding, m.dilation) * (cin // groups)
-        s = r_out.sum(dim=1, keepdim=True) / (count + delta)  # count > 0: sign +1
-        r = conv_transpose(s, ones_k, in_shape[-2:], m.stride, m.padding, m.dilation, 1)
-        r = crop(r, pads)
-        return r.expand(in_shape[0], cin, r.shape[2], r.shape[3]).contiguous()
+register_backend("fast", FastBackend())  # ahead of the general fallback

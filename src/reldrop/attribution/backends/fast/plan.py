@@ -27,24 +27,17 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._shared import Unsupported
-from ._wrappers import unwrap_model
-from .canonize import merge_leaves, resnet_block_classes
-from .canonize_mobile import inverted_residual_classes
+from ...canonizers.batchnorm import merge_leaves
+from ...canonizers.mobile import inverted_residual_classes
+from ...canonizers.resnet import resnet_block_classes
+from ...rules import Unsupported
+from ..._wrappers import unwrap_model
+from ...tracing import LeafTracer
 
 
 def _block_types() -> tuple[type, ...]:
     """Residual block classes whose sums zennit's (and our) canonizers turn into Sum."""
     return (*resnet_block_classes(), *inverted_residual_classes())
-
-
-def _timm_leaf_types() -> tuple[type, ...]:
-    """timm modules traced as leaves: TF-"same" conv, BN+activation, drop path (identity in eval)."""
-    try:
-        from timm.layers import BatchNormAct2d, Conv2dSame, DropPath
-    except Exception:  # pragma: no cover - timm is optional or changed
-        return ()
-    return (Conv2dSame, BatchNormAct2d, DropPath)
 
 
 def _is_conv_same(m: nn.Module) -> bool:
@@ -83,21 +76,6 @@ class Plan:
     output_slot: int
     first_conv: nn.Module
     num_classes: int | None = None  # out_features of the output Linear, if the output is one
-
-
-class LeafTracer(fx.Tracer):
-    """torch.nn modules stay leaves (default behaviour); so do timm's Conv2dSame, BatchNormAct2d
-    and DropPath (their forwards read tensor sizes / the training flag)."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        leaf_types = _timm_leaf_types()
-        if leaf_types and type(m) in leaf_types:
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
-
-
-def _is_relu_module(m: nn.Module) -> bool:
-    return type(m) is nn.ReLU
 
 
 def _act_kind(m: nn.Module) -> str | None:

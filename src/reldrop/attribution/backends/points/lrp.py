@@ -1,7 +1,7 @@
 """Fast LRP-z⁺ (Flat input layers) for the point-cloud models: PointNet++ SSG/MSG and PointNet.
 
 Same maths as the zennit backend with the ``zplus_flat`` composite and the point canonizers of
-:mod:`.canonize_points` (BN merged into each Linear with ``eps`` included, centroids held constant
+:mod:`reldrop.attribution.canonizers.points` (BN merged into each Linear with ``eps`` included, centroids held constant
 in ``xyz - centre``, T-Net transforms held constant with the ε-rule, ε = 1e-6, across ``x @ T``):
 
 * **z⁺** (zennit ``ZPlus``, every Linear except the input layers): with ``c = R_out / (z⁺ + δ)``
@@ -30,20 +30,22 @@ uses zennit.
 """
 from __future__ import annotations
 
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import check_class_target, check_point_cloud
-from ._points_plan import Dense, TNetPlan, parse_point_model
-from ._shared import Unsupported, check_seed, fold_batchnorm
-from ._wrappers import unwrap_model
+from ...._checks import check_class_target, check_point_cloud
+from ..._wrappers import unwrap_model
+from ...registry import register_backend
+from ...rules import Unsupported, check_seed, fold_batchnorm
+from .plan import Dense, TNetPlan, parse_point_model
 
-__all__ = ["supports", "FastPointLRP", "METHODS"]
+__all__ = ["supports", "FastPointLRP", "PointsBackend", "METHODS"]
 
 METHODS = ("zplus_flat",)
-#: ε of the ε-rule across the T-Net products ``x @ T`` (as in :mod:`.canonize_points`).
+#: ε of the ε-rule across the T-Net products ``x @ T`` (as in :mod:`reldrop.attribution.canonizers.points`).
 TRANSFORM_EPSILON = 1e-6
 
 
@@ -278,7 +280,7 @@ class FastPointLRP:
 
     # ------------------------------------------------------------------------------ PointNet++
     def _pointnet2(self, points: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
-        from ..models import pointnet2 as pn2
+        from ....models import pointnet2 as pn2
 
         levels, head, fc = self._arch
         dtype, delta = points.dtype, self.stabilizer
@@ -416,3 +418,39 @@ class FastPointLRP:
         if trans is not None:
             out[..., :3] = _eps_bmm_back(points[..., :3], trans, out[..., :3].contiguous(), TRANSFORM_EPSILON)
         return out
+
+
+class PointsBackend:
+    """Registry entry ``"points"`` (:mod:`reldrop.attribution.registry`): :class:`FastPointLRP` for
+    the models :func:`supports` accepts; ``default_method`` is ``"zplus_flat"`` for them. Also
+    answers an explicit ``backend="fast"`` (registered with ``aliases=("fast",)``) on such a model.
+
+    Custom ``canonizers``/``first_layers`` are refused (the pass hard-codes the point canonizers
+    and the Flat input layers).
+    """
+
+    name = "points"
+
+    def supports(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
+                 **opts: Any) -> bool | str:
+        if canonizers is not None or first_layers is not None:
+            return ("the fast point backend computes the default canonization and input layers; "
+                    "custom canonizers/first_layers need backend='zennit' (or 'auto')")
+        if method not in METHODS:
+            return f"computes only {', '.join(METHODS)}"
+        if supports(model, method):
+            return True
+        return f"does not support method {method!r} on {type(unwrap_model(model)).__name__}"
+
+    def build(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
+              **kwargs: Any) -> FastPointLRP:
+        return FastPointLRP(model, method, **kwargs)
+
+    def default_method(self, model: nn.Module) -> str | None:
+        return "zplus_flat" if supports(model, "zplus_flat") else None
+
+    def __repr__(self) -> str:
+        return "PointsBackend()"
+
+
+register_backend("points", PointsBackend(), aliases=("fast",))  # ahead of the general fallback

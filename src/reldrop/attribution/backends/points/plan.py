@@ -8,7 +8,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ._shared import Unsupported
+from ...rules import Unsupported
 
 __all__ = ["Dense", "Branch", "SetAbs", "TNetPlan", "parse_point_model"]
 
@@ -83,7 +83,7 @@ def _needs_relu(layers: list[Dense], what: str) -> list[Dense]:
 
 
 def _parse_pointnet2(model: nn.Module) -> tuple[list[SetAbs], list[Dense], nn.Linear]:
-    from ..models import pointnet2 as pn2
+    from ....models import pointnet2 as pn2
 
     if getattr(model, "layout", None) != "rows":
         raise Unsupported("layout='conv2d' PointNet++ is handled by the zennit backend")
@@ -120,7 +120,7 @@ class TNetPlan:
 
 
 def _parse_tnet(tnet: nn.Module | None) -> TNetPlan | None:
-    from ..models.pointnet import TNet as ModelTNet
+    from ....models.pointnet import TNet as ModelTNet
 
     if tnet is None:
         return None
@@ -130,8 +130,8 @@ def _parse_tnet(tnet: nn.Module | None) -> TNetPlan | None:
 
 
 def parse_point_model(model: nn.Module) -> tuple[str, Any]:
-    from ..models.pointnet import PointNetClassifier
-    from ..models.pointnet2 import PointNet2Classifier
+    from ....models.pointnet import PointNetClassifier
+    from ....models.pointnet2 import PointNet2Classifier
 
     if _exact(model, PointNet2Classifier):
         return "pointnet2", _parse_pointnet2(model)

@@ -3,7 +3,7 @@
 Methods ``"cp_lrp"`` (conservative propagation, Ali et al. ICML 2022, with AttnLRP's LayerNorm
 rule, Achtibat et al. ICML 2024; the default for ViTs) and ``"attnlrp"`` (AttnLRP inside attention
 as well), computed as ONE eval-mode forward that keeps what the
-backward needs and a hand-written backward (like :mod:`.fast`): no autograd, no hooks, no
+backward needs and a hand-written backward (like :mod:`..fast`): no autograd, no hooks, no
 patched classes or modules, nothing of the model is written (parameters, buffers, modes, hooks
 and ``.grad`` are only read; no submodule's ``forward`` is called).
 
@@ -58,10 +58,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import check_class_target, check_image_batch
-from ._shared import Unsupported, check_seed
-from ._vit_plan import build_spec, is_vision_transformer
-from ._wrappers import unwrap_model
+from ...._checks import check_class_target, check_image_batch
+from ..._wrappers import unwrap_model
+from ...registry import register_backend
+from ...rules import Unsupported, check_seed, flat_conv2d, stab_div
+from .plan import build_spec, is_vision_transformer
 
 __all__ = ["METHODS", "supports", "build", "unsupported_reason", "is_vision_transformer", "ViTLRP", "ViTBackend",
            "Unsupported"]
@@ -100,13 +101,6 @@ def build(model: nn.Module, method: str = "cp_lrp", **kwargs: Any) -> "ViTLRP":
 
 
 # --------------------------------------------------------------------------------- numerics
-def _self_ratio(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """``z / stab_eps(z)`` as ``|z| / (|z| + eps)`` (bit-identical for z < 0; 0 at z = ±0), a new tensor."""
-    a = z.abs()
-    den = a + eps
-    return torch.div(a, den, out=den)
-
-
 def _ratio(num: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
     """``num / stab_eps(z)``, ``stab_eps(z) = z + eps·sign(z)`` (sign(+0) = +1), a new tensor."""
     den = z.abs().add_(eps).copysign_(z)  # -0.0 gives -eps: only where num is 0 anyway (act(0) = 0)
@@ -211,10 +205,10 @@ class ViTLRP:
         elif spec.pos_covers_prefix:
             s = torch.cat(prefix + [t], dim=1) if prefix else t
             h = s + spec.pos_embed.to(dt)
-            pos_fac = _self_ratio(h, delta)  # Norm rule on s + pos (gradient form: ⊙ h / stab(h))
+            pos_fac = stab_div(h, delta)  # Norm rule on s + pos (gradient form: ⊙ h / stab(h))
         else:
             h = t + spec.pos_embed.to(dt)
-            pos_fac = _self_ratio(h, delta)
+            pos_fac = stab_div(h, delta)
             if prefix:
                 h = torch.cat(prefix + [h], dim=1)
         ln_pre = None
@@ -239,28 +233,28 @@ class ViTLRP:
                 k, lnk = _layer_norm(k_raw, blk.k_norm, dt)
             attn = torch.matmul(q * blk.scale, k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
             o = torch.matmul(attn, v)  # (B, H, N, hd)
-            fac_v = _self_ratio(v, eps)  # ε at the value outputs of the qkv Linear
+            fac_v = stab_div(v, eps)  # ε at the value outputs of the qkv Linear
             if attn_lrp:  # and at the query/key outputs; q, k (after qk-norm) for the score gradient
-                attn_saved = (attn, fac_v, v, q, k, _self_ratio(q_raw, eps), _self_ratio(k_raw, eps), lnq, lnk)
+                attn_saved = (attn, fac_v, v, q, k, stab_div(q_raw, eps), stab_div(k_raw, eps), lnq, lnk)
             else:
                 attn_saved = (attn, fac_v)
             o = o.transpose(1, 2).reshape(B, N, H * hd)
             a, w_proj = _linear(o, blk.proj, dt)
-            fac_proj = _self_ratio(a, eps)
+            fac_proj = stab_div(a, eps)
             if blk.ls1 is not None:
                 a = a * blk.ls1.to(dt)
             s1 = h + a
-            fac_s1 = _self_ratio(s1, delta)  # Norm rule: R_h = h·R/stab(s1), R_a = a·R/stab(s1)
+            fac_s1 = stab_div(s1, delta)  # Norm rule: R_h = h·R/stab(s1), R_a = a·R/stab(s1)
             y2, ln2 = _layer_norm(s1, blk.norm2, dt)
             z1, w1 = _linear(y2, blk.fc1, dt)
             u = blk.act(z1)
             m, w2 = _linear(u, blk.fc2, dt)
             fac1 = _ratio(u, z1, eps)  # identity rule on the activation, ε on fc1: act(z)/stab(z)
-            fac2 = _self_ratio(m, eps)
+            fac2 = stab_div(m, eps)
             if blk.ls2 is not None:
                 m = m * blk.ls2.to(dt)
             h = s1 + m
-            fac_s2 = _self_ratio(h, delta)
+            fac_s2 = stab_div(h, delta)
             saved.append((ln1, w_qkv, attn_saved, w_proj, fac_proj, fac_s1, ln2, w1, fac1, w2, fac2, fac_s2))
 
         # ---- head ----
@@ -273,7 +267,7 @@ class ViTLRP:
             f = h[:, 0]
         else:
             f = h[:, spec.pool_from:].mean(dim=1)
-            pool_fac = _self_ratio(f, delta)
+            pool_fac = stab_div(f, delta)
         ln_fc = None
         if spec.fc_norm is not None:
             f, ln_fc = _layer_norm(f, spec.fc_norm, dt)
@@ -358,33 +352,12 @@ class ViTLRP:
             g = _layer_norm_back(g, ln_patch)
         g = g.transpose(1, 2).reshape(B, -1, gh, gw)
         r_patch = z_patch * g  # relevance at the patch-embedding output
-        return _flat(conv, r_patch, x.shape, delta)
+        return flat_conv2d(conv, r_patch, x.shape, delta)
 
-
-def _pair(v: Any) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def _flat(conv: nn.Conv2d, r_out: torch.Tensor, in_shape: torch.Size, delta: float) -> torch.Tensor:
-    """Flat rule at the patch conv: each output's relevance spread uniformly over its receptive
-    field (all input channels): ``R_in = Σ_out R_out / (n_in(out) + δ)`` (zennit's ``Flat``)."""
-    kh, kw = _pair(conv.kernel_size)
-    st, pd, dl = _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
-    cin = in_shape[1]
-    dt, dev = r_out.dtype, r_out.device
-    ones_k = torch.ones(1, 1, kh, kw, dtype=dt, device=dev)
-    ones_x = torch.ones(1, 1, in_shape[2], in_shape[3], dtype=dt, device=dev)
-    count = F.conv2d(ones_x, ones_k, None, st, pd, dl) * cin
-    s = r_out.sum(dim=1, keepdim=True) / (count + delta)
-    oh, ow = s.shape[-2:]
-    op_h = in_shape[2] - ((oh - 1) * st[0] - 2 * pd[0] + dl[0] * (kh - 1) + 1)
-    op_w = in_shape[3] - ((ow - 1) * st[1] - 2 * pd[1] + dl[1] * (kw - 1) + 1)
-    r = F.conv_transpose2d(s, ones_k, None, st, pd, (op_h, op_w), 1, dl)
-    return r.expand(in_shape[0], cin, in_shape[2], in_shape[3]).contiguous()
 
 
 class ViTBackend:
-    """Registry entry ``"vit"`` (:mod:`reldrop.attribution.backends`): CP-LRP of supported ViTs.
+    """Registry entry ``"vit"`` (:mod:`reldrop.attribution.registry`): CP-LRP of supported ViTs.
 
     ``supports`` answers True for ``method="cp_lrp"``/``"attnlrp"`` on a model :func:`supports`
     accepts, and a reason otherwise; ``default_method`` is ``"cp_lrp"`` for every supported ViT (so
@@ -412,3 +385,6 @@ class ViTBackend:
 
     def __repr__(self) -> str:
         return "ViTBackend()"
+
+
+register_backend("vit", ViTBackend())  # CP-LRP of timm/torchvision ViTs, ahead of the fallback

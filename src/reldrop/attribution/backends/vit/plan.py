@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._shared import Unsupported
-from ._wrappers import unwrap_model
+from ..._wrappers import unwrap_model
+from ...rules import Unsupported
 
 __all__ = ["timm_classes", "torchvision_classes", "is_vision_transformer", "build_spec"]
 

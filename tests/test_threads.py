@@ -29,7 +29,7 @@ def test_library_leaves_openmp_alone_and_the_cli_sets_a_passive_wait_policy_befo
             "print('LIBRARY', os.environ.get('OMP_WAIT_POLICY'))\n"
             "reldrop.cli.main(['train', '--print-config'])\n"
             "print('CLI', os.environ.get('OMP_WAIT_POLICY'))\n"
-            "import torch; n = torch.get_num_threads(); reldrop.RelDrop; import reldrop.train.engine\n"
+            "import torch; n = torch.get_num_threads(); reldrop.RelDrop; import reldrop.train.loop\n"
             "print('THREADS_KEPT', torch.get_num_threads() == n)")
     out = _python(code)
     assert "LIBRARY None" in out and "THREADS_KEPT True" in out and "CLI PASSIVE" in out

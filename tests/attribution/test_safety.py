@@ -7,6 +7,7 @@ import torch.nn as nn
 from torchvision.models.resnet import BasicBlock
 
 from resnet_zoo import resnet18_3x3, tiny_resnet
+from reldrop import models
 from reldrop.attribution import Attributor, attribute, preserve_model_state
 from reldrop.attribution.canonizers import SequentialMergeBatchNorm
 
@@ -240,12 +241,9 @@ def test_ddp_wrapped_model_single_process(tmp_path):
 
 
 def test_point_model_through_registry_is_left_unchanged():
-    """Integration: PointNet++ (reldrop.models) with its canonizer from canonize_points, zplus_flat."""
-    registry = pytest.importorskip("reldrop.models.registry")
-    if "pointnet2_ssg" not in registry.names():
-        pytest.skip("pointnet2_ssg not registered")
+    """Integration: PointNet++ (reldrop.models) with its canonizer from canonizers.points, zplus_flat."""
     torch.manual_seed(0)
-    m = registry.build("pointnet2_ssg", num_classes=4).eval()
+    m = models.build("pointnet2_ssg", num_classes=4).eval()
     pts = torch.randn(2, 128, 3, generator=torch.Generator().manual_seed(1))
     before = snapshot(m)
     R = attribute(m, pts, torch.tensor([1, 2]), "zplus_flat")

@@ -41,7 +41,7 @@ def test_evaluate_decoy_metric_on_decoy_digits(tmp_path, capsys) -> None:
     from reldrop.data import build_dataset, data_root
     from reldrop.metrics import evaluate_accuracy
     from reldrop.train.config import DEFAULTS
-    from reldrop.train.engine import build_model
+    from reldrop.train.factory import build_model
 
     cfg = copy.deepcopy(DEFAULTS)
     cfg["data"]["name"] = "decoy_digits"

@@ -52,7 +52,7 @@ def _images(folder: Path, colours: list[int]) -> None:
 def _fixture(tmp_path: Path) -> tuple[Path, Path]:
     from reldrop.data import build_dataset
     from reldrop.train.config import DEFAULTS
-    from reldrop.train.engine import build_model
+    from reldrop.train.factory import build_model
 
     data = tmp_path / "data"
     for k, w in enumerate(WNIDS):

@@ -11,7 +11,9 @@ import torch
 import reldrop
 from reldrop.train.aug_schedule import AugState, aug_state
 from reldrop.train.config import DEFAULTS, load_config
-from reldrop.train.engine import METRIC_KEYS, RandomErasing, build_augmentation, load_checkpoint, train
+from reldrop.augment import RandomErasing, build_augmentation
+from reldrop.runs import load_checkpoint
+from reldrop.train.loop import METRIC_KEYS, train
 
 
 def _rows(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -74,7 +76,8 @@ def test_stop_epoch_and_p_schedule_resume_exactly(tmp_path: Path, make_cfg: Any)
 
 
 def test_compare_reuses_runs_saved_before_the_new_aug_keys(tmp_path: Path) -> None:
-    from reldrop.runs import RunConfigMismatchError, check_run_config
+    from reldrop.runs import RunConfigMismatchError
+    from reldrop.train.config import check_run_config
     from reldrop.train.config import dump_config
 
     cfg = load_config(None, ["aug.name=re"])

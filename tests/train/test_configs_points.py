@@ -36,7 +36,7 @@ def test_cpu_configs_compare_baseline_random_reldrop(name):
 
 
 def test_shapes_preset_trains_end_to_end_with_reldrop(tmp_path):
-    from reldrop.train.engine import train
+    from reldrop.train.loop import train
 
     cfg = apply_overrides(load_config("points_shapes"), [
         "data.subset=44", "data.kwargs.npoints=64", "data.kwargs.num_per_class=4", "train.epochs=1",
@@ -48,8 +48,8 @@ def test_shapes_preset_trains_end_to_end_with_reldrop(tmp_path):
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["epoch"] == 1
     # Fig. 4 and Fig. A.1 straight from the run directory
-    from reldrop.metrics.flipping import flipping_report
-    from reldrop.metrics.suite import load_run
+    from reldrop.commands.flipping import flipping_report
+    from reldrop.train.load import load_run
     from reldrop.viz.pointclouds import plot_dropped_points_for_model
 
     report = flipping_report({"tiny": tmp_path / "run"}, tmp_path / "fig4", step_size=16, limit=10)

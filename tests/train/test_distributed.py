@@ -21,7 +21,8 @@ def test_shard_indices_matches_distributed_sampler_split() -> None:
 
 def _worker(rank: int, cfg: dict[str, Any], out: str) -> None:
     from reldrop.train.distributed import cleanup
-    from reldrop.train.engine import load_checkpoint, train
+    from reldrop.runs import load_checkpoint
+    from reldrop.train.loop import train
 
     try:
         res = train(cfg, quiet=True)

@@ -12,8 +12,10 @@ import torch.nn as nn
 
 import reldrop
 from reldrop.data.tensor_dataset import TensorImageDataset
-from reldrop.train.engine import (METRIC_KEYS, RandomErasing, build_augmentation, evaluate, load_checkpoint,
-                                  save_checkpoint, train)
+from reldrop.augment import RandomErasing, build_augmentation
+from reldrop.runs import load_checkpoint, save_checkpoint
+from reldrop.train.evaluate import evaluate
+from reldrop.train.loop import METRIC_KEYS, train
 
 
 

@@ -14,11 +14,12 @@ import torch
 
 from faults import MarkerPayload, SimulatedKill, kill_during_write
 from reldrop import runs
-from reldrop.metrics.suite import load_run
 from reldrop.models import build
 from reldrop.models.checkpoint import load_init
 from reldrop.train import loop
-from reldrop.train.engine import load_checkpoint, train
+from reldrop.runs import load_checkpoint
+from reldrop.train.load import load_run
+from reldrop.train.loop import train
 
 
 def _epochs(run: Path) -> list[int]:
@@ -344,7 +345,7 @@ def test_evaluate_digits_with_default_metrics_skips_what_does_not_apply(tmp_path
 
 def test_each_finished_metric_is_saved_before_a_later_one_fails(tmp_path: Path, make_cfg: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from reldrop.metrics import suite
+    from reldrop.commands import evaluation
 
     res = train(make_cfg(tmp_path, train__epochs=1), quiet=True)
     run = load_run(res["run_dir"])
@@ -356,6 +357,6 @@ def test_each_finished_metric_is_saved_before_a_later_one_fails(tmp_path: Path, 
 
     monkeypatch.setattr(importlib.import_module("reldrop.metrics.channel_auc"), "layer_channel_auc", boom)
     with pytest.raises(SimulatedKill):
-        suite.evaluate_run(run, ["acc", "channel_auc"], log=lambda *_: None)
+        evaluation.evaluate_run(run, ["acc", "channel_auc"], log=lambda *_: None)
     saved = json.loads((Path(res["run_dir"]) / "eval" / "metrics.json").read_text())
     assert 0 <= saved["acc"]["accuracy"] <= 100 and "channel_auc" not in saved

@@ -12,7 +12,7 @@ import reldrop
 from reldrop.cli import main
 from reldrop.data import build_dataset
 from reldrop.train.config import load_config, validate
-from reldrop.train.engine import train
+from reldrop.train.loop import train
 
 BASE = ["train", "--epochs", "1", "--set", "data.subset=60", "data.test_subset=30", "model.kwargs={width: 4}",
         "--quiet"]

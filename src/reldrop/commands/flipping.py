@@ -1,7 +1,6 @@
 """Fig. 4 for trained point-cloud run directories: point-flipping curves of several runs in one figure.
 
-``python -m reldrop.commands.flipping LABEL=RUN_DIR ... --out DIR`` (also reachable as
-``python -m reldrop.metrics.flipping``, its old address); the metric itself is
+``python -m reldrop.commands.flipping LABEL=RUN_DIR ... --out DIR``; the metric itself is
 :func:`reldrop.metrics.flipping.point_flipping_dataset`.
 """
 from __future__ import annotations
@@ -45,8 +44,8 @@ def flipping_report(runs: Mapping[str, str], out_dir: str, *, step_size: int = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reldrop.metrics.flipping LABEL=RUN_DIR ... --out DIR``: Fig. 4 for trained point runs."""
-    ap = argparse.ArgumentParser(prog="python -m reldrop.metrics.flipping", description=main.__doc__)
+    """``python -m reldrop.commands.flipping LABEL=RUN_DIR ... --out DIR``: Fig. 4 for trained point runs."""
+    ap = argparse.ArgumentParser(prog="python -m reldrop.commands.flipping", description=main.__doc__)
     ap.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     ap.add_argument("--out", required=True)
     ap.add_argument("--step-size", type=int, default=32)

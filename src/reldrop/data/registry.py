@@ -32,7 +32,6 @@ class DatasetInfo:
 _DATASETS: dict[str, Callable[..., DatasetInfo]] = {}
 
 
-
 def register_dataset(name: str) -> Callable[[Callable[..., DatasetInfo]], Callable[..., DatasetInfo]]:
     def deco(fn: Callable[..., DatasetInfo]) -> Callable[..., DatasetInfo]:
         if name in _DATASETS:
@@ -56,11 +55,3 @@ def reject_unknown_kwargs(dataset: str, unknown: Mapping[str, Any], builder: Cal
         known = [p.name for p in inspect.signature(builder).parameters.values()
                  if p.kind is p.KEYWORD_ONLY and p.name != "train_transform"]
         raise TypeError(f"{dataset}: unknown keyword argument(s) {sorted(unknown)}; known: {known}")
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: build_dataset / dataset_names moved to reldrop.data.catalog
-    if name in ("build_dataset", "dataset_names"):
-        from . import catalog
-
-        return getattr(catalog, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -219,17 +219,3 @@ def compare_point_flipping(models: Mapping[str, nn.Module], data: Dataset | Data
                            **kwargs: Any) -> dict[str, PointFlippingResult]:
     """:func:`point_flipping_dataset` for several models on the same data: ``{name: result}``."""
     return {name: point_flipping_dataset(m, data, **kwargs) for name, m in models.items()}
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: flipping_report (run directories -> figure) moved to commands
-    if name == "flipping_report":
-        from ..commands.flipping import flipping_report
-
-        return flipping_report
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if __name__ == "__main__":  # python -m reldrop.metrics.flipping: the command line lives in reldrop.commands.flipping
-    from reldrop.commands.flipping import main
-
-    raise SystemExit(main())

@@ -3,7 +3,7 @@ are in :mod:`reldrop.models.catalog`, which imports the built-in model modules).
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import torch.nn as nn
 
@@ -25,11 +25,3 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 def builders() -> Mapping[str, Callable[..., nn.Module]]:
     """The registered builders ``{name: fn}`` (a read-only view; :mod:`reldrop.models.catalog` fills it)."""
     return MappingProxyType(_REGISTRY)
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: build / names moved to reldrop.models.catalog
-    if name in ("build", "names"):
-        from . import catalog
-
-        return getattr(catalog, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

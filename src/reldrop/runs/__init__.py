@@ -10,8 +10,6 @@ Every name is re-exported here (``reldrop.runs.save_checkpoint`` etc.).
 """
 from __future__ import annotations
 
-from typing import Any
-
 from .directory import MetricsLogger, environment, read_env, repair_best, resolve_run_dir, seed_all
 from .files import (
     CheckpointError,
@@ -34,13 +32,3 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atom
            "rng_state", "set_rng_state", "CheckpointError", "RunConfigMismatchError",
            "saved_config", "CONFIG_HASH_IGNORED", "resolve_run_dir", "environment", "seed_all", "repair_best",
            "read_env", "MetricsLogger"]
-
-
-def __getattr__(name: str) -> Any:
-    """``reldrop.runs.check_run_config``: its old address (it needs the config defaults, so it lives in
-    :mod:`reldrop.train.config`, above this module)."""
-    if name == "check_run_config":
-        from ..train.config import check_run_config
-
-        return check_run_config
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -66,7 +66,7 @@ def check_probability(name: str, v: object) -> float:
 def check_range_pair(name: str, v: object, *, positive: bool = True) -> tuple[float, float]:
     """``v`` must be a pair ``(low, high)`` of finite numbers with ``low <= high`` (and ``low > 0`` if positive)."""
     try:
-        low, high = (float(t) for t in v)  # type: ignore[union-attr]
+        low, high = (float(t) for t in v)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a pair (low, high) of numbers, got {v!r}") from None
     if not (torch.isfinite(torch.tensor([low, high])).all()):

@@ -12,7 +12,7 @@ Usage (timm ``Mixup``-style, one call per batch, after normalization)::
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 import torch.nn as nn
@@ -108,8 +108,8 @@ class RelDrop:
         self.p = check_probability("p", (0.5 if modality == "image" else 1.0) if p is None else p)
         self.alpha = check_probability("alpha", alpha)
         self.beta = check_probability("beta", beta)
-        self.scale = tuple(scale)
-        self.ratio = tuple(ratio)
+        self.scale = cast("tuple[float, float]", tuple(scale))  # checked as a pair by the mask functions
+        self.ratio = cast("tuple[float, float]", tuple(ratio))
         self.value = value
         self.centre = centre
         self.border = border
@@ -217,7 +217,7 @@ class RelDrop:
         else:
             rel = self.relevance(xs, y.index_select(0, idx))
         xs_out, ms = relevance_point_drop(xs, rel, alpha=self.alpha, beta=self.beta,
-                                          value=self.value,
+                                          value=cast("float | Sequence[float]", self.value),  # str refused for points
                                           generator=self.generator)
         x_out = x.clone()
         x_out.index_copy_(0, idx, xs_out.to(x.dtype))
@@ -246,7 +246,9 @@ class RandomErasing:
     def __init__(self, *, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.4),
                  ratio: tuple[float, float] = (0.3, 1 / 0.3), value: Any = 0.0, border: str = "clip",
                  generator: torch.Generator | None = None, count: int = 1, max_count: int | None = None) -> None:
-        self.p, self.scale, self.ratio, self.value, self.border = p, tuple(scale), tuple(ratio), value, border
+        self.p, self.value, self.border = p, value, border
+        self.scale = cast("tuple[float, float]", tuple(scale))  # checked as a pair by random_erase
+        self.ratio = cast("tuple[float, float]", tuple(ratio))
         self.count, self.max_count = count, max_count
         self.generator = generator
         self.enabled = True
@@ -301,7 +303,7 @@ def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: s
             kw["epsilon"] = aug_cfg["epsilon"]
     kw.update(aug_cfg.get("kwargs") or {})
     try:
-        return RelDrop(model, **kw)
+        return cast(Aug, RelDrop(model, **kw))  # called as aug(x, y) (return_mask=False)
     except TypeError as err:  # a typo in aug.kwargs: name the config key, no traceback
         raise ValueError(f"config aug.kwargs {dict(aug_cfg.get('kwargs') or {})}: {err}") from err
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 SUBCOMMANDS = ("demo", "train", "compare", "evaluate", "report")
 
 
-def _available() -> dict[str, object]:
+def _available() -> dict[str, Any]:
     """The subcommand modules, imported here (not at module import: main() sets the thread policy first)."""
     from .commands import compare, demo, evaluate, report, train
 
@@ -27,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module in _available().items():
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)  # type: ignore[attr-defined]
-        module.add_arguments(p)  # type: ignore[attr-defined]
-        p.set_defaults(_run=module.run)  # type: ignore[attr-defined]
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
     return parser
 
 

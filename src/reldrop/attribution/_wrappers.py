@@ -16,10 +16,9 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     wrappers: tuple[type, ...] = (nn.DataParallel, nn.parallel.DistributedDataParallel)
     for _ in range(16):
-        if isinstance(model, wrappers):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod  # torch._dynamo OptimizedModule
+        inner = getattr(model, "module", None) if isinstance(model, wrappers) else getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):  # DP/DDP .module, or torch._dynamo OptimizedModule ._orig_mod
+            model = inner
         else:
             break
     return model

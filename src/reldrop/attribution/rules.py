@@ -27,7 +27,7 @@ def check_seed(seed: object) -> str:
     """``seed`` when it is one of :data:`SEEDS`, else ValueError naming them."""
     if seed not in SEEDS:
         raise ValueError(f"seed must be one of {', '.join(SEEDS)}, got {seed!r}")
-    return seed  # type: ignore[return-value]
+    return seed
 
 
 def stab_div(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -66,7 +66,7 @@ def crop(r: torch.Tensor, pads: tuple[int, int, int, int] | None) -> torch.Tenso
     return r[..., top:r.shape[-2] - bottom, left:r.shape[-1] - right]
 
 
-def flat_conv2d(conv: nn.Module, r_out: torch.Tensor, in_shape: torch.Size, delta: float,
+def flat_conv2d(conv: nn.Conv2d, r_out: torch.Tensor, in_shape: torch.Size, delta: float,
                 pads: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """zennit's Flat rule at a 2-D convolution: ``R_out (B, C_out, H', W')`` spread uniformly over each
     receptive field, ``R_in = Σ_out R_out / (n_in(out) + δ)``; returns ``(B, C_in, H, W)``.
@@ -92,14 +92,14 @@ def flat_conv2d(conv: nn.Module, r_out: torch.Tensor, in_shape: torch.Size, delt
     return r.expand(in_shape[0], cin, r.shape[2], r.shape[3]).contiguous()
 
 
-def bn_scale(bn: nn.Module) -> torch.Tensor:
+def bn_scale(bn: Any) -> torch.Tensor:
     """``gamma / sqrt(running_var + eps)`` per channel ``(C,)`` (``1 / sqrt(...)`` without affine weight);
     the same arithmetic as zennit's ``MergeBatchNorm``."""
     denominator = (bn.running_var + bn.eps) ** 0.5
     return bn.weight / denominator if bn.weight is not None else 1.0 / denominator
 
 
-def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module, *, out_dim: int = 0
+def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: Any, *, out_dim: int = 0
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of a linear/conv layer followed by ``bn`` in eval mode, merged into one layer.
 

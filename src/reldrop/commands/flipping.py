@@ -33,7 +33,8 @@ def flipping_report(runs: Mapping[str, str], out_dir: str, *, step_size: int = 3
         loaded = load_run(run_dir, device=device, data_root=data_root)
         if loaded.test.modality != "points":
             raise ValueError(f"{run_dir}: point flipping needs a point-cloud run, got modality {loaded.test.modality!r}")
-        kw = dict(step_size=step_size, steps=steps, batch_size=batch_size, device=device, max_samples=limit, seed=seed)
+        kw: dict[str, Any] = dict(step_size=step_size, steps=steps, batch_size=batch_size, device=device,
+                                  max_samples=limit, seed=seed)
         ordered[label] = point_flipping_dataset(loaded.model, loaded.test.dataset, relevance=relevance, mode=mode, **kw)
         controls[label] = point_flipping_dataset(loaded.model, loaded.test.dataset, mode="random", **kw)
         report[label] = {"run_dir": str(run_dir), mode: ordered[label].to_dict(), "random": controls[label].to_dict()}

@@ -115,15 +115,15 @@ def statistics_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     base = names[0] if names else None
     out = []
     for header, path, _ in COLUMNS:
-        vals = {g: {r.get("key", r["name"]): float(v) for r in rs
+        vals: dict[str, dict[object, float | None]] = {g: {r.get("key", r["name"]): float(v) for r in rs
                     if isinstance(v := _get(r["metrics"], path), (int, float))} for g, rs in groups.items()}
         if not any(vals.values()):
             continue
         st = compare_groups(vals, baseline=base, reference=ref, vs_reference=rel)
         for g in names:
             s = st[g]
-            out.append({"group": g, "metric": header, **{k: (None if isinstance(s[k], float) and math.isnan(s[k])
-                                                                  else s[k]) for k in STAT_COLUMNS[2:]}})
+            out.append({"group": g, "metric": header, **{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                                          for k in STAT_COLUMNS[2:] for v in (s[k],)}})
     return out
 
 

@@ -29,7 +29,7 @@ from .transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD,
 
 __all__ = ["load_cifar_pickle", "find_cifar", "load_cifar_split", "build_cifar"]
 
-_PICKLE = {
+_PICKLE: dict[int, dict[str, Any]] = {
     10: {"dir": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"],
          "meta": "batches.meta", "names": b"label_names", "labels": b"labels"},
     100: {"dir": "cifar-100-python", "train": ["train"], "test": ["test"], "meta": "meta",
@@ -147,11 +147,12 @@ def build_cifar(root: Path, split: str, *, train_transform: bool, num_classes: i
     reject_unknown_kwargs(f"cifar{num_classes}", unknown, build_cifar)
     if (mean is None) != (std is None):
         raise ValueError(f"cifar{num_classes}: give both mean and std or neither, got mean={mean!r}, std={std!r}")
-    if mean is not None and (len(mean) != 3 or len(std) != 3):
+    if mean is not None and std is not None and (len(mean) != 3 or len(std) != 3):
         raise ValueError(f"cifar{num_classes}: mean and std need 3 values (R, G, B), got {mean!r}, {std!r}")
     images, labels, names, layout, folder = load_cifar_split(root, split, num_classes, path, cache=cache)
     if mean is None:
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if num_classes == 10 else (CIFAR100_MEAN, CIFAR100_STD)
+    assert std is not None  # given together with mean (checked above)
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     steps: list = [RandomCropFlip(pad=4, flip=True)] if (train_transform and augment) else []
     if size is not None:

@@ -379,7 +379,8 @@ def build_modelnet40_h5(root: Path, split: str, *, train_transform: bool, **kwar
                          f"got range [{int(labels.min())}, {int(labels.max())}]")
 
     def load() -> tuple[list[np.ndarray], list[str]]:
-        arrays, sources = [], []
+        arrays: list[np.ndarray] = []
+        sources: list[str] = []
         for f in files:
             try:
                 with h5py.File(f, "r") as h:

@@ -44,7 +44,8 @@ def build_shapenet(root: Path, split: str, *, train_transform: bool, include_val
                           lambda p: (p / "synsetoffset2category.txt").is_file(),
                           f"{_DIRNAME}/ with synsetoffset2category.txt, train_test_split/"
                           "shuffled_{train,val,test}_file_list.json and <synset>/<id>.txt")
-    classes, synset_to_label = [], {}
+    classes: list[str] = []
+    synset_to_label: dict[str, int] = {}
     for line in read_lines(folder / "synsetoffset2category.txt"):
         parts = line.split()
         if len(parts) != 2:

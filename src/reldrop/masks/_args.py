@@ -1,7 +1,7 @@
 """Argument checks and option names of the image masks (:mod:`reldrop.masks.image`)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -28,7 +28,7 @@ REJECT_TRIES = 10
 TOPK_FRACTION = 0.01
 
 
-def check_generator(generator: object) -> Optional[torch.Generator]:
+def check_generator(generator: object) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     return generator
@@ -54,7 +54,7 @@ def check_bool(name: str, v: object) -> bool:
     return v
 
 
-def check_k(k: object, centre: str) -> Optional[int]:
+def check_k(k: object, centre: str) -> int | None:
     if k is None:
         return None
     if centre != "topk":
@@ -82,7 +82,7 @@ def parse_value(value: object, channels: int, name: str = "value") -> tuple[str,
     return ("channel" if kind == "sequence" else kind), v
 
 
-def check_count(count: object, max_count: object) -> tuple[int, Optional[int]]:
+def check_count(count: object, max_count: object) -> tuple[int, int | None]:
     """``count >= 1``; ``max_count`` None or an int ``>= count`` (timm's ``min_count``/``max_count``)."""
     for name, v in (("count", count), ("max_count", max_count)):
         if v is None and name == "max_count":
@@ -110,7 +110,7 @@ def check_images(x: object) -> Tensor:
     return x
 
 
-def check_finite_images(x: Tensor, r2d: Optional[Tensor], relevance: Optional[Tensor]) -> None:
+def check_finite_images(x: Tensor, r2d: Tensor | None, relevance: Tensor | None) -> None:
     """NaN/inf check of ``x`` and (via its channel sum ``r2d``) ``relevance`` with one host sync.
 
     ``aminmax`` propagates NaN and exposes +-inf, and reads each tensor once without a temporary

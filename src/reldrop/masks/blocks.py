@@ -5,7 +5,7 @@ masks, fills. See :mod:`reldrop.masks.image` for the public functions and the or
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -17,7 +17,7 @@ __all__ = ["BlockSizes", "Centres", "sample_block_sizes", "relevance_2d", "norma
            "centres_from_relevance", "random_centres", "block_bounds", "block_fits", "block_mask", "fill_masked",
            "fill_where", "Value"]
 
-Value = Union[float, Sequence[float], Tensor, str]
+Value = float | Sequence[float] | Tensor | str
 
 
 class BlockSizes(NamedTuple):
@@ -45,7 +45,7 @@ def sample_block_sizes(
     scale: tuple[float, float] = (0.02, 0.4),
     ratio: tuple[float, float] = (0.3, 1 / 0.3),
     tries: int = 1,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     device: Device = None,
 ) -> BlockSizes:
     """Draw block sizes with the Random Erasing law (paper Eq. 4-5), before any clipping.
@@ -94,7 +94,7 @@ def random_centres(
     height: int,
     width: int,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     device: Device = None,
 ) -> tuple[Tensor, Tensor]:
     """Uniformly random pixel per sample: ``(rows, cols)``, each ``(batch,)`` long. One draw of ``(batch,)``."""
@@ -106,8 +106,8 @@ def centres_from_relevance(
     relevance: Tensor,
     *,
     centre: str = "argmax",
-    k: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
+    k: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> Centres:
     """Block centres from relevance ``(B, C, H, W)`` or ``(B, H, W)``; returns :class:`Centres`.
 
@@ -185,7 +185,7 @@ def fill_masked(
     mask: Tensor,
     value: Value = 0.0,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     inplace: bool = False,
 ) -> Tensor:
     """Images ``x (B, C, H, W)`` with the pixels where ``mask (B, H, W)`` is True replaced by ``value``.
@@ -197,7 +197,7 @@ def fill_masked(
     modified only when ``inplace=True``; the result keeps ``x``'s dtype, device and memory format.
     """
     kind, v = parse_value(value, x.shape[1])
-    fill: Union[float, Tensor]
+    fill: float | Tensor
     if kind == "scalar":
         if inplace:
             return x.masked_fill_(mask[:, None], v)
@@ -212,7 +212,7 @@ def fill_masked(
     return fill_where(x, mask, fill, inplace)
 
 
-def fill_where(x: Tensor, mask: Tensor, fill: Union[float, Tensor], inplace: bool) -> Tensor:
+def fill_where(x: Tensor, mask: Tensor, fill: float | Tensor, inplace: bool) -> Tensor:
     """``where(mask[:, None], fill, x)``: into ``x`` (inplace), else a new tensor in ``x``'s memory format."""
     m = mask[:, None]
     if inplace:
@@ -220,4 +220,4 @@ def fill_where(x: Tensor, mask: Tensor, fill: Union[float, Tensor], inplace: boo
     if x.requires_grad and torch.is_grad_enabled():  # out= does not support autograd
         return torch.where(m, fill, x)
     out = torch.empty_like(x)  # keeps the memory format (channels_last stays channels_last)
-    return torch.where(m, fill, x, out=out)
+    return torch.where(m, fill, x, out=out)  # type: ignore[arg-type]  # a float fill works; the stubs want a Tensor

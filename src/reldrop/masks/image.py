@@ -29,7 +29,6 @@ Fill values and timm's ``mode``: ``const`` = ``0.0`` (or any float / per-channel
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -96,11 +95,11 @@ __all__ = [
 
 def _relevance_centres(
     flat: Tensor,
-    covered: Optional[Tensor],
+    covered: Tensor | None,
     centre: str,
     kk: int,
     fallback_idx: Tensor,
-    generator: Optional[torch.Generator],
+    generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor]:
     """One block centre per sample from flattened relevance ``flat (B, H*W)``: ``(idx (B,), degenerate (B,))``.
 
@@ -138,7 +137,7 @@ def _relevance_centres(
 
 def _erase(
     x: Tensor,
-    relevance: Optional[Tensor],
+    relevance: Tensor | None,
     *,
     p: float,
     scale: tuple[float, float],
@@ -146,12 +145,12 @@ def _erase(
     value: Value,
     centre: str,
     border: str,
-    generator: Optional[torch.Generator],
-    k: Optional[int],
+    generator: torch.Generator | None,
+    k: int | None,
     inplace: bool,
-    stats: Optional[dict],
+    stats: dict | None,
     count: int = 1,
-    max_count: Optional[int] = None,
+    max_count: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The one code path of :func:`relevance_erase` and :func:`random_erase` (arguments checked).
 
@@ -161,7 +160,7 @@ def _erase(
     device = x.device
     coin = draw_uniform((B,), generator, device) < p
     K = count if max_count is None else max_count
-    n_blocks: Optional[Tensor] = None  # per-image block count; None = K for every image
+    n_blocks: Tensor | None = None  # per-image block count; None = K for every image
     if max_count is not None and max_count > count:
         n_blocks = count + draw_integers(max_count - count + 1, (B,), generator, device)
     tries = REJECT_TRIES if border == "reject" else 1
@@ -174,14 +173,14 @@ def _erase(
         all_w = torch.sqrt(areas / sizes.aspects).round().clamp_min(1).long()
     all_h, all_w = all_h.view(B, K, tries), all_w.view(B, K, tries)
     rand_idx = draw_integers(H * W, (K * B,), generator, device).view(K, B)  # one random centre per block
-    flat: Optional[Tensor] = None
+    flat: Tensor | None = None
     kk = 1
     if centre != "random":
         assert relevance is not None
         flat = relevance_2d(relevance).reshape(B, H * W)
         kk = min(max(1, round(TOPK_FRACTION * H * W)) if k is None else int(k), H * W)
     no = torch.zeros(B, dtype=torch.bool, device=device)
-    covered: Optional[Tensor] = None
+    covered: Tensor | None = None
     parts: dict[str, list[Tensor]] = {n: [] for n in ("rows", "cols", "heights", "widths", "placed",
                                                       "degenerate", "active", "mask")}
     for j in range(K):
@@ -259,7 +258,7 @@ def _check_common(
 
 def relevance_erase(
     x: Tensor,
-    relevance: Optional[Tensor],
+    relevance: Tensor | None,
     *,
     p: float = 0.5,
     scale: tuple[float, float] = (0.02, 0.4),
@@ -267,12 +266,12 @@ def relevance_erase(
     value: Value = 0.0,
     centre: str = "argmax",
     border: str = "clip",
-    generator: Optional[torch.Generator] = None,
-    k: Optional[int] = None,
+    generator: torch.Generator | None = None,
+    k: int | None = None,
     inplace: bool = False,
-    stats: Optional[dict] = None,
+    stats: dict | None = None,
     count: int = 1,
-    max_count: Optional[int] = None,
+    max_count: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """RelDrop for images (paper Sec. 3.1, Alg. A.1): erase a block centred on the most relevant pixel.
 
@@ -352,11 +351,11 @@ def random_erase(
     ratio: tuple[float, float] = (0.3, 1 / 0.3),
     value: Value = 0.0,
     border: str = "clip",
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     inplace: bool = False,
-    stats: Optional[dict] = None,
+    stats: dict | None = None,
     count: int = 1,
-    max_count: Optional[int] = None,
+    max_count: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Random Erasing (Zhong et al.), the RelDrop baseline: :func:`relevance_erase` with ``centre="random"``.
 

@@ -8,7 +8,7 @@ points with ``Rnorm >= 1 - beta``). The building blocks :func:`normalize_relevan
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -62,10 +62,10 @@ def relevance_point_drop(
     *,
     alpha: float = 0.5,
     beta: float = 0.15,
-    value: Union[float, Sequence[float], Tensor] = 0.0,
-    generator: Optional[torch.Generator] = None,
+    value: float | Sequence[float] | Tensor = 0.0,
+    generator: torch.Generator | None = None,
     inplace: bool = False,
-    stats: Optional[dict] = None,
+    stats: dict | None = None,
 ) -> tuple[Tensor, Tensor]:
     """RelDrop for point clouds: drop relevant points, mixed with random ones (Eq. 8-9, Alg. A.2).
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Any, Callable, Iterable, Mapping, cast
 
 import torch
 import torch.nn as nn
@@ -40,7 +40,7 @@ __all__ = ["FLIP_MODES", "PointFlippingResult", "point_flipping", "point_flippin
 FLIP_MODES = ("fixed", "recompute", "random")
 
 RelevanceFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-RelevanceArg = Union[str, RelevanceFn]
+RelevanceArg = str | RelevanceFn
 
 
 @dataclass
@@ -195,7 +195,8 @@ def point_flipping_dataset(model: nn.Module, data: Dataset | DataLoader | Iterab
     whole set, not averaged per batch). ``max_samples`` stops early (for quick looks).
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False) if _is_item_dataset(data) else data
+    loader: Iterable = (DataLoader(cast(Dataset, data), batch_size=batch_size, shuffle=False)
+                        if _is_item_dataset(data) else cast(Iterable, data))
     fn = point_relevance_fn(model, relevance) if mode != "random" else (lambda x, y: x)
     gen = torch.Generator().manual_seed(seed)
     parts: list[torch.Tensor] = []

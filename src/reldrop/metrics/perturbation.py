@@ -106,7 +106,7 @@ class RegionPerturbationResult:
 
 
 def patch_order(relevance: torch.Tensor, patch_size: int, order: str = "morf",
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
     """Rank the patches of each sample.
 
     Args:

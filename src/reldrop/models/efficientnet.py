@@ -104,7 +104,7 @@ def efficientnet_lite0(num_classes: int = 1000, *, pretrained: bool = False, in_
         if in_channels != 3 or width_mult != 1.0 or depth_mult != 1.0:
             raise ValueError("pretrained=True needs the ImageNet architecture: in_channels=3, width_mult=depth_mult=1")
         path = pretrained_weights_path()  # before building: fail fast without the package
-        model = _timm_lite(1000, 3, 1.0, 1.0, **kwargs)
+        model: Any = _timm_lite(1000, 3, 1.0, 1.0, **kwargs)  # a timm EfficientNet (reset_classifier)
         state = torch.load(path, map_location="cpu", weights_only=True)
         if len(state) != _NUM_TENSORS:
             raise ValueError(f"{path} holds {len(state)} tensors, expected {_NUM_TENSORS}")

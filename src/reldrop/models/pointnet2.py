@@ -32,7 +32,7 @@ the input points, so gradients (and relevance) flow back to every input point th
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, cast
 
 import torch
 import torch.nn as nn
@@ -298,7 +298,7 @@ class SetAbstractionMsg(nn.Module):
             idx = ball_query(radius, nsample, xyz, new_xyz, sqdist)
             centre = new_xyz.detach() if self.detach_centre else new_xyz
             grouped = group(xyz, features, centre, idx, xyz_first=False)  # (B, S, K, D + 3)
-            outs.append(mlp_max(mlp, grouped, self.layout))
+            outs.append(mlp_max(cast(nn.Sequential, mlp), grouped, self.layout))
         return new_xyz, torch.cat(outs, -1)
 
 

@@ -43,7 +43,7 @@ def cifar_resnet(
     """
     check_int("num_classes", num_classes)
     check_int("in_channels", in_channels)
-    model = ResNet(block, layers, num_classes=num_classes, **kwargs)  # type: ignore[arg-type]
+    model = ResNet(block, layers, num_classes=num_classes, **kwargs)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()

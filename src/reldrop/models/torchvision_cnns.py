@@ -23,8 +23,9 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
     for parent in model.modules():
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d):
-                new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride, child.padding,
-                                child.dilation, child.groups if child.groups == 1 else in_channels,
+                new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size,  # type: ignore[arg-type]
+                                child.stride, child.padding,  # type: ignore[arg-type]
+                                child.dilation, child.groups if child.groups == 1 else in_channels,  # type: ignore[arg-type]
                                 bias=child.bias is not None)
                 nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
                 if new.bias is not None:

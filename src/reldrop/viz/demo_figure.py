@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -21,7 +21,7 @@ def to_display(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[floa
     return x.clamp(0, 1).permute(1, 2, 0)
 
 
-def _outline(ax, mask: torch.Tensor, colour: str) -> None:  # type: ignore[no-untyped-def]
+def _outline(ax: Any, mask: torch.Tensor, colour: str) -> None:
     """Draw the bounding box of a boolean ``(H, W)`` mask (a block) on ``ax``."""
     import matplotlib.patches as patches
 

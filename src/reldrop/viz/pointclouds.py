@@ -5,7 +5,7 @@ Both functions write a PNG (matplotlib, Agg backend) and return its path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -18,8 +18,8 @@ from ._figure import pyplot as _plt
 from ._figure import save_figure
 
 
-def _scatter(ax, xyz: torch.Tensor, colors, title: str, size: float) -> None:  # noqa: ANN001
-    xyz = xyz.numpy()
+def _scatter(ax: Any, points: torch.Tensor, colors: Any, title: str, size: float) -> None:
+    xyz = points.numpy()
     ax.scatter(xyz[:, 0], xyz[:, 2], xyz[:, 1], c=colors, s=size, depthshade=False, linewidths=0)
     ax.set_title(title, fontsize=10)
     lim = float(abs(xyz).max()) if xyz.size else 1.0
@@ -30,7 +30,7 @@ def _scatter(ax, xyz: torch.Tensor, colors, title: str, size: float) -> None:  #
     ax.view_init(elev=20, azim=-60)
 
 
-def plot_dropped_points(points: torch.Tensor, relevance: torch.Tensor, path: Union[str, Path], *,
+def plot_dropped_points(points: torch.Tensor, relevance: torch.Tensor, path: str | Path, *,
                         alpha: float = 0.5, betas: Sequence[float] = (0.15, 0.5, 0.85), seed: int = 0,
                         title: str | None = None, point_size: float = 4.0) -> Path:
     """Fig. A.1: one 3D scatter per ``beta``, side by side: dropped points red, kept points blue.
@@ -64,7 +64,7 @@ def plot_dropped_points(points: torch.Tensor, relevance: torch.Tensor, path: Uni
     return save_figure(fig, path)
 
 
-def plot_dropped_points_for_model(model: "torch.nn.Module", points: torch.Tensor, label: int, path: Union[str, Path], *,
+def plot_dropped_points_for_model(model: "torch.nn.Module", points: torch.Tensor, label: int, path: str | Path, *,
                                   method: str = "zplus_flat", alpha: float = 0.5,
                                   betas: Sequence[float] = (0.15, 0.5, 0.85), seed: int = 0,
                                   title: str | None = None) -> Path:
@@ -76,7 +76,7 @@ def plot_dropped_points_for_model(model: "torch.nn.Module", points: torch.Tensor
     return plot_dropped_points(points, rel.sum(-1), path, alpha=alpha, betas=betas, seed=seed, title=title)
 
 
-def plot_point_relevance(points: torch.Tensor, relevance: torch.Tensor, path: Union[str, Path], *,
+def plot_point_relevance(points: torch.Tensor, relevance: torch.Tensor, path: str | Path, *,
                          title: str | None = None, point_size: float = 4.0) -> Path:
     """One 3D scatter coloured by per-point relevance (``relevance`` ``(N,)`` or ``(N, D)``, summed)."""
     check_float_tensor("points", points, (2,), "(N, D) with D >= 3")
@@ -90,9 +90,9 @@ def plot_point_relevance(points: torch.Tensor, relevance: torch.Tensor, path: Un
     return save_figure(fig, path, tight=False)
 
 
-def plot_flipping_curves(results: Mapping[str, object], path: Union[str, Path], *,
+def plot_flipping_curves(results: Mapping[str, Any], path: str | Path, *,
                          title: str = "Point flipping: accuracy vs. removed points",
-                         controls: Mapping[str, object] | None = None) -> Path:
+                         controls: Mapping[str, Any] | None = None) -> Path:
     """Fig. 4: accuracy after each point-flipping step for several models on one plot.
 
     ``results``: ``{label: PointFlippingResult}`` (or anything with ``fractions``, ``accuracy_curve``
@@ -105,13 +105,13 @@ def plot_flipping_curves(results: Mapping[str, object], path: Union[str, Path], 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors = {}
     for label, res in results.items():
-        line, = ax.plot((100 * res.fractions).tolist(), (100 * res.accuracy_curve).tolist(),  # type: ignore[attr-defined]
-                        marker="o", ms=3, label=f"{label} (AUC {res.auc:.3f})")  # type: ignore[attr-defined]
+        line, = ax.plot((100 * res.fractions).tolist(), (100 * res.accuracy_curve).tolist(),
+                        marker="o", ms=3, label=f"{label} (AUC {res.auc:.3f})")
         colors[label] = line.get_color()
     for label, res in (controls or {}).items():
-        ax.plot((100 * res.fractions).tolist(), (100 * res.accuracy_curve).tolist(),  # type: ignore[attr-defined]
+        ax.plot((100 * res.fractions).tolist(), (100 * res.accuracy_curve).tolist(),
                 ls="--", color=colors.get(label), alpha=0.7,
-                label=f"{label}, random order (AUC {res.auc:.3f})")  # type: ignore[attr-defined]
+                label=f"{label}, random order (AUC {res.auc:.3f})")
     ax.set_xlabel("points removed (%)")
     ax.set_ylabel("accuracy (%)")
     ax.set_xlim(0, 100)

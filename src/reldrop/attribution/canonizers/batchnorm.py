@@ -17,7 +17,7 @@ merged into it (the BN becomes the identity).
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -31,7 +31,7 @@ from ..rules import bn_scale
 __all__ = ["MergeBatchNorm", "SequentialMergeBatchNorm", "merge_leaves", "merge_pairs", "mergeable_bn",
            "sequential_pairs"]
 
-def mergeable_bn(bn: nn.Module) -> bool:
+def mergeable_bn(bn: Any) -> bool:
     """A BN can be merged when it uses running statistics in eval mode (else it is not affine)."""
     return (
         isinstance(bn, _BatchNormType)
@@ -53,8 +53,8 @@ class MergeBatchNorm(Canonizer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.linears: list[nn.Module] = []
-        self.batch_norm: nn.Module | None = None
+        self.linears: list[Any] = []  # conv/linear layers (their weight/bias are read and swapped)
+        self.batch_norm: Any = None  # a BatchNorm (or timm BatchNormAct2d)
         self.linear_params: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         self.batch_norm_params: dict[str, torch.Tensor] = {}
         self.batch_norm_eps: float | None = None
@@ -62,7 +62,7 @@ class MergeBatchNorm(Canonizer):
     def apply(self, root_module: nn.Module) -> list[Canonizer]:  # pragma: no cover - abstract use
         return []
 
-    def register(self, linears: Sequence[nn.Module], batch_norm: nn.Module) -> None:  # type: ignore[override]
+    def register(self, linears: Sequence[nn.Module], batch_norm: Any) -> None:
         """Store the originals of ``linears`` and ``batch_norm`` and merge the BN into them."""
         self.linears = list(linears)
         self.batch_norm = batch_norm

@@ -19,7 +19,7 @@ attribution runs).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -78,7 +78,7 @@ def is_torchvision_mobilenet_v2(module: nn.Module) -> bool:
     return type(module) is MobileNetV2
 
 
-def _timm_inverted_residual_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _timm_inverted_residual_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     """timm ``InvertedResidual.forward`` with the residual add done by ``canonizer_sum``."""
     shortcut = x
     if self.conv_s2d is not None:
@@ -97,7 +97,7 @@ def _timm_inverted_residual_forward(self: nn.Module, x: torch.Tensor) -> torch.T
     return x
 
 
-def _timm_depthwise_separable_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _timm_depthwise_separable_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     """timm ``DepthwiseSeparableConv.forward`` with the residual add done by ``canonizer_sum``."""
     shortcut = x
     if self.conv_s2d is not None:
@@ -132,14 +132,14 @@ class TimmInvertedResidualCanonizer(AttributeCanonizer):
         return TimmInvertedResidualCanonizer()
 
 
-def _tv_inverted_residual_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _tv_inverted_residual_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     """torchvision ``InvertedResidual.forward`` with the residual add done by ``canonizer_sum``."""
     if self.use_res_connect:
         return self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))
     return self.conv(x)
 
 
-def _tv_mobilenet_v2_forward_impl(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _tv_mobilenet_v2_forward_impl(self: Any, x: torch.Tensor) -> torch.Tensor:
     """torchvision ``MobileNetV2._forward_impl`` with the global pool as a module (Norm rule)."""
     x = self.features(x)
     x = self.canonizer_pool(x)

@@ -29,6 +29,8 @@ names the layers that should get the first-layer (Flat) rule.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 from zennit.canonizers import AttributeCanonizer, Canonizer, CompositeCanonizer
@@ -57,7 +59,7 @@ class _SetAttribute(Canonizer):
     def apply(self, root_module: nn.Module) -> list[Canonizer]:  # pragma: no cover - used via register
         return []
 
-    def register(self, module: nn.Module) -> None:  # type: ignore[override]
+    def register(self, module: nn.Module) -> None:
         self.module, self.old = module, getattr(module, self.name)
         setattr(module, self.name, self.value)
 
@@ -129,7 +131,7 @@ class _EpsilonBmm(torch.autograd.Function):
         return x * torch.bmm(rel / denom, trans.transpose(1, 2)), None, None
 
 
-def _pointnet_forward(self: nn.Module, points: torch.Tensor) -> torch.Tensor:
+def _pointnet_forward(self: Any, points: torch.Tensor) -> torch.Tensor:
     """``PointNetClassifier.forward`` with the T-Net transforms held constant in ``x @ T(x)`` (same values)."""
     b, n, d = points.shape
     x = points
@@ -182,7 +184,8 @@ def input_layers(model: nn.Module) -> list[nn.Module]:
     (its local coordinates are exactly 0, so no positive contribution carries it). Empty list for
     a model without a PointNet++ level 1.
     """
-    for m in model.modules():
+    for module in model.modules():
+        m: Any = module  # a set abstraction or a PointNet: their MLPs are nn.Sequential
         if _is_sa(m):
             mlps = [m.mlp] if hasattr(m, "mlp") else list(m.mlps)
             return [mlp[0] for mlp in mlps]

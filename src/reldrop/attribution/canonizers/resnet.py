@@ -9,7 +9,7 @@ can attach the Norm rule to it).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -68,7 +68,7 @@ def is_timm_resnet_block(module: nn.Module) -> bool:
     return bool(classes) and isinstance(module, classes)
 
 
-def _timm_residual_tail(self: nn.Module, shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _timm_residual_tail(self: Any, shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The end both timm ResNet blocks share: SE, drop-path, downsampled shortcut, and the residual
     add done by the ``canonizer_sum`` module (before the last activation)."""
     if self.se is not None:
@@ -80,7 +80,7 @@ def _timm_residual_tail(self: nn.Module, shortcut: torch.Tensor, x: torch.Tensor
     return self.canonizer_sum(torch.stack([shortcut, x], dim=-1))
 
 
-def _timm_basic_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _timm_basic_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     """timm BasicBlock forward with the residual add done by the ``canonizer_sum`` module."""
     shortcut = x
     x = self.conv1(x)
@@ -93,7 +93,7 @@ def _timm_basic_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return self.act2(_timm_residual_tail(self, shortcut, x))
 
 
-def _timm_bottleneck_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _timm_bottleneck_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     """timm Bottleneck forward with the residual add done by the ``canonizer_sum`` module."""
     shortcut = x
     x = self.conv1(x)
@@ -158,7 +158,7 @@ class TimmResNetMergeBatchNorm(Canonizer):
     (the stem). Each BN is merged at most once."""
 
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
-        pairs: list[tuple[nn.Module, nn.Module]] = []
+        pairs: list[tuple[Any, Any]] = []
         claimed: set[int] = set()
         for module in root_module.modules():
             if not is_timm_resnet_block(module):

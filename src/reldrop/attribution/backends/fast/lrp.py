@@ -299,12 +299,11 @@ class FastLRP:
                     vals[s_] = None
 
         logits = vals[plan.output_slot]
-        vals = None  # type: ignore[assignment]
-        if isinstance(target, str):
-            target = logits.argmax(dim=1)
+        del vals  # the forward values are dead: free them before the backward
         if logits.ndim != 2:
             raise ValueError(f"the model must return logits (B, classes), got {tuple(logits.shape)}")
-        seed = torch.zeros_like(logits).scatter_(1, target.to(logits.device).long().unsqueeze(1), 1.0)
+        index = logits.argmax(dim=1) if isinstance(target, str) else target.to(logits.device).long()
+        seed = torch.zeros_like(logits).scatter_(1, index.unsqueeze(1), 1.0)
         if self.seed == "one_hot":  # R_out = one-hot: the top factor is 1 / stab_ε(z) instead of z / stab_ε(z)
             fac, in_shape, w, pads = store[-1]
             store[-1] = (torch.where(logits >= 0, logits + eps, logits - eps).reciprocal_(), in_shape, w, pads)

@@ -236,7 +236,7 @@ class FastPointLRP:
                 or not 0 < stabilizer < float("inf"):
             raise ValueError(f"stabilizer must be a finite float > 0, got {stabilizer!r}")
         check_seed(seed)
-        self.model = unwrap_model(model)
+        self.model: Any = unwrap_model(model)  # a PointNet2Classifier or PointNetClassifier (parsed below)
         try:
             self._kind, self._arch = parse_point_model(self.model)
         except Unsupported as exc:
@@ -289,7 +289,7 @@ class FastPointLRP:
         feats = points[..., 3:] if D > 3 else None
 
         # ---- forward (eval semantics), keeping what the backward needs ----
-        saved = []
+        saved: list[Any] = []  # per level: (level, fps, branches, n_src)
         cur_xyz, cur_f = xyz, feats
         for lvl in levels:
             n_src = cur_xyz.shape[1]
@@ -306,7 +306,8 @@ class FastPointLRP:
             fps = pn2.farthest_point_sample(cur_xyz, lvl.npoint)
             new_xyz = pn2.index_points(cur_xyz, fps)
             sqdist = pn2.square_distance(new_xyz, cur_xyz) if lvl.msg else None
-            outs, per_branch = [], []
+            outs: list[torch.Tensor] = []
+            per_branch: list[Any] = []  # (params, tape, arg, idx, width)
             for branch in lvl.branches:
                 assert branch.radius is not None and branch.nsample is not None
                 idx = pn2.ball_query(branch.radius, branch.nsample, cur_xyz, new_xyz, sqdist)
@@ -324,6 +325,7 @@ class FastPointLRP:
 
         # ---- head, then relevance back through the levels ----
         scratch = _Scratch()
+        assert cur_f is not None  # the group-all level's features
         r_f = self._head(cur_f.reshape(B, -1), head, fc, target, None, scratch)  # (B, C3)
         r_xyz: torch.Tensor | None = None  # relevance of the current level's centre coordinates
         r_pts: torch.Tensor | None = None  # Flat relevance per input point (every channel)
@@ -405,6 +407,7 @@ class FastPointLRP:
         params = [_fold(layer, dtype) for layer in mlp2]
         tape: list[torch.Tensor] = []
         pooled, arg = _run(params, [layer.relu for layer in mlp2], h, tape, (B, 1, N))
+        assert arg is not None  # pooled over the N points
         signed_pool = None if mlp2[-1].relu else slice(None)
         scratch = _Scratch()
         r = self._head(pooled.view(B, -1), head, fc, target, signed_pool, scratch)

@@ -82,7 +82,7 @@ def _needs_relu(layers: list[Dense], what: str) -> list[Dense]:
     return layers
 
 
-def _parse_pointnet2(model: nn.Module) -> tuple[list[SetAbs], list[Dense], nn.Linear]:
+def _parse_pointnet2(model: Any) -> tuple[list[SetAbs], list[Dense], nn.Linear]:
     from ....models import pointnet2 as pn2
 
     if getattr(model, "layout", None) != "rows":
@@ -119,7 +119,7 @@ class TNetPlan:
     k: int
 
 
-def _parse_tnet(tnet: nn.Module | None) -> TNetPlan | None:
+def _parse_tnet(tnet: Any) -> TNetPlan | None:
     from ....models.pointnet import TNet as ModelTNet
 
     if tnet is None:
@@ -129,7 +129,7 @@ def _parse_tnet(tnet: nn.Module | None) -> TNetPlan | None:
     return TNetPlan(_parse_seq(tnet.mlp), _parse_seq(tnet.head), tnet.fc, tnet.k)
 
 
-def parse_point_model(model: nn.Module) -> tuple[str, Any]:
+def parse_point_model(model: Any) -> tuple[str, Any]:
     from ....models.pointnet import PointNetClassifier
     from ....models.pointnet2 import PointNet2Classifier
 

@@ -234,6 +234,7 @@ class ViTLRP:
             attn = torch.matmul(q * blk.scale, k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
             o = torch.matmul(attn, v)  # (B, H, N, hd)
             fac_v = stab_div(v, eps)  # ε at the value outputs of the qkv Linear
+            attn_saved: tuple[Any, ...]
             if attn_lrp:  # and at the query/key outputs; q, k (after qk-norm) for the score gradient
                 attn_saved = (attn, fac_v, v, q, k, stab_div(q_raw, eps), stab_div(k_raw, eps), lnq, lnk)
             else:
@@ -302,6 +303,7 @@ class ViTLRP:
             gt[:, 0] = g
         else:
             gt = torch.zeros(B, n_tok, g.shape[-1], dtype=dt, device=x.device)
+            assert pool_fac is not None  # set for the average pool above
             gt[:, spec.pool_from:] = (g * pool_fac / (n_tok - spec.pool_from)).unsqueeze(1)
         g = gt
         if ln_final is not None:

@@ -25,11 +25,12 @@ def timm_classes() -> dict[str, Any]:
         from timm.models import vision_transformer as tv
     except Exception:  # pragma: no cover - timm is a dependency
         return {}
+    attention_cls: Any
     try:
-        from timm.layers.attention import Attention
+        from timm.layers.attention import Attention as attention_cls
     except Exception:  # pragma: no cover - timm < 1.0
-        Attention = tv.Attention
-    return dict(vit=tv.VisionTransformer, block=tv.Block, attention=Attention, mlp=Mlp,
+        attention_cls = tv.Attention
+    return dict(vit=tv.VisionTransformer, block=tv.Block, attention=attention_cls, mlp=Mlp,
                 layer_scale=getattr(tv, "LayerScale", LayerScale), patch_embed=PatchEmbed,
                 patch_dropout=PatchDropout)
 
@@ -121,7 +122,7 @@ def _stock_ln_forwards() -> tuple:
 _LN_FORWARDS = _stock_ln_forwards()
 
 
-def _activation(m: nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def _activation(m: Any, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The elementwise function of an activation module (identity rule: only its values matter)."""
     t = type(m)
     if t is nn.GELU:
@@ -133,6 +134,7 @@ def _activation(m: nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tenso
         return F.silu
     if t is nn.Tanh:
         return torch.tanh
+    ta: Any
     try:
         from timm.layers import activations as ta
     except Exception:  # pragma: no cover
@@ -147,7 +149,7 @@ def _activation(m: nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tenso
     raise Unsupported(f"{name}: activation {t.__name__}")
 
 
-def _inert(m: nn.Module, name: str) -> None:
+def _inert(m: Any, name: str) -> None:
     """Dropout-like modules (identity in eval mode) or Identity."""
     if isinstance(m, (nn.Identity, nn.Dropout)):
         return
@@ -174,7 +176,7 @@ def _check_patch_conv(m: Any, name: str) -> nn.Conv2d:
     return m
 
 
-def _timm_spec(model: nn.Module, c: dict[str, Any]) -> _Spec:
+def _timm_spec(model: Any, c: dict[str, Any]) -> _Spec:
     vit_cls = c["vit"]
     for meth in ("forward", "forward_features", "forward_head", "pool", "_pos_embed"):
         if getattr(type(model), meth, None) is not getattr(vit_cls, meth):
@@ -215,7 +217,7 @@ def _timm_spec(model: nn.Module, c: dict[str, Any]) -> _Spec:
             raise Unsupported(f"{name}.mlp.norm: {type(mlp.norm).__name__}")
         _inert(mlp.drop1, f"{name}.mlp.drop1")
         _inert(mlp.drop2, f"{name}.mlp.drop2")
-        lss = []
+        lss: list[Any] = []
         for j, ls in ((1, blk.ls1), (2, blk.ls2)):
             if isinstance(ls, nn.Identity):
                 lss.append(None)
@@ -255,14 +257,15 @@ def _need(name: str) -> nn.LayerNorm:
     raise Unsupported(f"{name}: Identity where the block needs a LayerNorm")
 
 
-def _torchvision_spec(model: nn.Module, c: dict[str, Any]) -> _Spec:
+def _torchvision_spec(model: Any, c: dict[str, Any]) -> _Spec:
     vit_cls = c["vit"]
     for meth in ("forward", "_process_input"):
         if getattr(type(model), meth, None) is not getattr(vit_cls, meth):
             raise Unsupported(f"VisionTransformer subclass {type(model).__name__} overrides {meth}")
     patch = _check_patch_conv(model.conv_proj, "conv_proj")  # a conv stem is a Sequential: refused
     enc = model.encoder
-    if type(enc).forward is not type(enc).__mro__[0].forward or type(enc).__name__ != "Encoder":
+    enc_cls: Any = type(enc)
+    if enc_cls.forward is not enc_cls.__mro__[0].forward or type(enc).__name__ != "Encoder":
         raise Unsupported(f"encoder: {type(enc).__name__}")
     _inert(enc.dropout, "encoder.dropout")
     blocks: list[_Block] = []

@@ -20,8 +20,6 @@ from typing import Any
 
 HELP = "train one model (images or point clouds) from a YAML config, with --aug none|re|reldrop|random"
 
-_NAMED = ("seed", "epochs", "out", "device", "aug", "init")
-
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, single_run: bool = True) -> None:
     """The config flags shared by ``train`` and ``compare``."""

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 import reldrop
 
-from model_state import assert_unchanged, snapshot
+from helpers.model_state import assert_unchanged, snapshot
 
 
 def small_resnet() -> nn.Module:

@@ -1,15 +1,8 @@
-"""Make the helper modules of this directory (lrp_reference, resnet_zoo) importable by name."""
+"""One intra-op thread for every attribution test."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
 
 
 @pytest.fixture(autouse=True)

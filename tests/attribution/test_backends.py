@@ -10,7 +10,7 @@ from torchvision.models.resnet import BasicBlock
 import reldrop
 from reldrop import models
 from reldrop.attribution import Attributor, presets, registry
-from resnet_zoo import tiny_resnet
+from helpers.resnet_zoo import tiny_resnet
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 Y = torch.tensor([0, 3])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from resnet_zoo import bias_free, resnet18_3x3, tiny_resnet
+from helpers.resnet_zoo import bias_free, resnet18_3x3, tiny_resnet
 from reldrop.attribution import Attributor
 
 

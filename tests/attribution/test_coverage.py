@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock
 
 import reldrop
-from model_state import assert_unchanged, snapshot
+from helpers.model_state import assert_unchanged, snapshot
 from reldrop.attribution import Attributor, attribute
 from reldrop.attribution.coverage import lrp_coverage_problems
-from resnet_zoo import randomize_bn, tiny_resnet
+from helpers.resnet_zoo import randomize_bn, tiny_resnet
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 Y = torch.tensor([0, 1])

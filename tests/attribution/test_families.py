@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from family_zoo import FAMILIES, family_input
-from lrp_reference import family_forward, lrp_family
-from model_state import assert_unchanged, snapshot
-from resnet_zoo import bias_free
+from helpers.family_zoo import FAMILIES, family_input
+from helpers.lrp_reference import family_forward, lrp_family
+from helpers.model_state import assert_unchanged, snapshot
+from helpers.resnet_zoo import bias_free
 from reldrop.attribution import Attributor, canonizers_for
-from tolerance import assert_close_scaled
+from helpers.tolerance import assert_close_scaled
 
 pytest.importorskip("timm")
 TOL = 1e-10  # relative to max|R|, float64

@@ -11,8 +11,8 @@ import torchvision
 from reldrop.attribution import Attributor, attribute
 from reldrop.attribution.backends.fast import FastLRP, supports
 
-from lrp_reference import lrp_resnet  # explicit float64 layer-by-layer LRP (tests/attribution)
-from model_state import assert_unchanged, snapshot
+from helpers.lrp_reference import lrp_resnet  # explicit float64 layer-by-layer LRP (tests/attribution)
+from helpers.model_state import assert_unchanged, snapshot
 
 timm = pytest.importorskip("timm")
 

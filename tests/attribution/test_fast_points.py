@@ -12,8 +12,8 @@ from reldrop.attribution import Attributor
 from reldrop.attribution import registry
 from reldrop.attribution.backends.points import FastPointLRP, supports
 
-from model_state import assert_unchanged, snapshot
-from point_models import TinyPointNet2, randomize_bn, unit_clouds
+from helpers.model_state import assert_unchanged, snapshot
+from helpers.point_models import TinyPointNet2, randomize_bn, unit_clouds
 
 SMALL = dict(npoint=(32, 8))
 CASES = {

@@ -11,7 +11,7 @@ from zennit.rules import Flat, Pass, ZPlus
 from zennit.types import Activation, BatchNorm
 from zennit.types import Linear as LinearOrConv
 
-from point_models import TinyPointNet2, randomize_bn, unit_clouds
+from helpers.point_models import TinyPointNet2, randomize_bn, unit_clouds
 from reldrop.attribution import Attributor, attribute
 from reldrop.attribution.canonizers import SequentialMergeBatchNorm
 from reldrop.attribution.canonizers.points import PointNet2Canonizer, PointNetCanonizer, canonizers_for, input_layers

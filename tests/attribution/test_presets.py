@@ -10,7 +10,7 @@ from zennit.rules import Epsilon, Flat, Pass
 from zennit.types import Activation
 from zennit.types import Linear as LinearOrConv
 
-from resnet_zoo import tiny_resnet
+from helpers.resnet_zoo import tiny_resnet
 from reldrop import models
 from reldrop.attribution import Attributor, attribute, method_names, registry
 from reldrop.attribution.canonizers.points import input_layers

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torchvision.models.resnet import BasicBlock
 
-from resnet_zoo import tiny_resnet
+from helpers.resnet_zoo import tiny_resnet
 from reldrop.attribution import Attributor
 
 MODEL = tiny_resnet(BasicBlock, seed=31, dtype=torch.float32, widths=(2, 4, 4), num_classes=3)

@@ -6,10 +6,10 @@ import torch
 import zennit.torchvision as zt
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from lrp_reference import lrp_resnet, resnet_forward
-from resnet_zoo import tiny_resnet
+from helpers.lrp_reference import lrp_resnet, resnet_forward
+from helpers.resnet_zoo import tiny_resnet
 from reldrop.attribution import Attributor
-from tolerance import assert_close_scaled
+from helpers.tolerance import assert_close_scaled
 
 TOL = 1e-10  # relative to max|R|; float64 (observed: exactly 0 - same arithmetic, different code)
 

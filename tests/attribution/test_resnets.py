@@ -12,11 +12,11 @@ from zennit.layer import Sum
 from zennit.rules import Epsilon, Flat, Pass
 from zennit.types import Activation, Convolution
 
-from lrp_reference import lrp_resnet
-from resnet_zoo import resnet18_3x3, timm_resnet18_3x3, tiny_resnet, tv_to_timm_state_dict
+from helpers.lrp_reference import lrp_resnet
+from helpers.resnet_zoo import resnet18_3x3, timm_resnet18_3x3, tiny_resnet, tv_to_timm_state_dict
 from reldrop.attribution import Attributor, canonizers_for, register_canonizer
 from reldrop.attribution import canonizers as C
-from tolerance import assert_close_scaled
+from helpers.tolerance import assert_close_scaled
 
 timm = pytest.importorskip("timm")
 
@@ -133,7 +133,7 @@ def test_bottleneck_and_downsample_avg_timm():
     canonizer merges all BNs and matches the explicit LRP (Norm rule on the downsample AvgPool)."""
     from timm.models.resnet import ResNet, Bottleneck as TimmBottleneck
 
-    from resnet_zoo import randomize_bn
+    from helpers.resnet_zoo import randomize_bn
 
     torch.manual_seed(0)
     m = ResNet(TimmBottleneck, [1, 1, 1, 1], num_classes=4, avg_down=True, stem_width=8, channels=(4, 8, 8, 8))
@@ -151,7 +151,7 @@ def test_generic_sequential_merge_for_conv_bn_chains():
         nn.Conv1d(8, 16, 1, bias=False), nn.BatchNorm1d(16, affine=False), nn.ReLU(),
         nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 4),
     ).double()
-    from resnet_zoo import randomize_bn
+    from helpers.resnet_zoo import randomize_bn
 
     for m in model.modules():
         if isinstance(m, nn.BatchNorm1d) and not m.affine:

@@ -6,12 +6,12 @@ import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock
 
-from resnet_zoo import resnet18_3x3, tiny_resnet
+from helpers.resnet_zoo import resnet18_3x3, tiny_resnet
 from reldrop import models
 from reldrop.attribution import Attributor, attribute, preserve_model_state
 from reldrop.attribution.canonizers import SequentialMergeBatchNorm
 
-from model_state import assert_unchanged, snapshot
+from helpers.model_state import assert_unchanged, snapshot
 
 
 def _decorate(model: nn.Module) -> dict:

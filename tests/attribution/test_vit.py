@@ -10,9 +10,9 @@ timm = pytest.importorskip("timm")
 from timm.models.vision_transformer import VisionTransformer as TimmViT  # noqa: E402
 from torchvision.models.vision_transformer import VisionTransformer as TvViT  # noqa: E402
 
-from model_state import assert_unchanged, snapshot  # noqa: E402
-from tolerance import assert_close_scaled  # noqa: E402
-from vit_reference import reference_cp_lrp  # noqa: E402
+from helpers.model_state import assert_unchanged, snapshot  # noqa: E402
+from helpers.tolerance import assert_close_scaled  # noqa: E402
+from helpers.vit_reference import reference_cp_lrp  # noqa: E402
 
 from reldrop.attribution.backends.vit import lrp as vit  # noqa: E402
 from reldrop.attribution.backends.vit.plan import timm_classes  # noqa: E402

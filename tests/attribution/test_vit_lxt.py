@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tolerance import assert_close_scaled
+from helpers.tolerance import assert_close_scaled
 
 if importlib.util.find_spec("lxt") is None:
     pytest.skip("lxt is not installed (pip install lxt; it needs transformers<5)", allow_module_level=True)

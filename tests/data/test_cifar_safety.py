@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faults import MarkerPayload
+from helpers.faults import MarkerPayload
 from reldrop.data import build_dataset
 
 

@@ -1,17 +1,15 @@
 """Decoy (shortcut) datasets: patch placement, class coding, rho, test modes, masks, determinism."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers.cifar_files import write_cifar_pickle
 from reldrop.data import build_dataset, dataset_names
 from reldrop.data.decoy import add_decoy, decoy_colours
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_images import _write_cifar_pickle  # noqa: E402  (tiny CIFAR pickle fixture files)
 
 
 def _raw(info) -> torch.Tensor:
@@ -113,7 +111,7 @@ def test_decoy_digits_splits_and_masks(tmp_path: Path) -> None:
 
 
 def test_decoy_cifar10_on_pickle_fixture(tmp_path: Path) -> None:
-    _write_cifar_pickle(tmp_path, n_per_batch=20)
+    write_cifar_pickle(tmp_path, n_per_batch=20)
     tr = build_dataset("decoy_cifar10", tmp_path, "train", colour="palette")
     assert tr.input_shape == (3, 32, 32) and len(tr.dataset) == 100 and tr.dataset.images.dtype == torch.uint8
     m = tr.extra["decoy_mask"]

@@ -1,13 +1,13 @@
 """Image datasets: digits, CIFAR pickle + ImageFolder layouts (tiny fixture files), ImageNet folder, transforms."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers.cifar_files import write_cifar_pickle
 from reldrop.data import build_dataset
 from reldrop.data.cifar import load_cifar_pickle
 from reldrop.data.imagefolder import load_imagefolder_tensor
@@ -105,35 +105,8 @@ def test_random_crop_no_pad_no_flip_is_identity_and_normalize() -> None:
 # ---------------------------------------------------------------------------------------- CIFAR pickle
 
 
-def _write_cifar_pickle(root: Path, n_per_batch: int = 6, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    if num_classes == 10:
-        folder = root / "cifar10" / "cifar-10-batches-py"
-        folder.mkdir(parents=True)
-        with open(folder / "batches.meta", "wb") as f:
-            pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
-        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-        key = b"labels"
-    else:
-        folder = root / "cifar-100-python"
-        folder.mkdir(parents=True)
-        with open(folder / "meta", "wb") as f:
-            pickle.dump({b"fine_label_names": [f"f{i}".encode() for i in range(100)]}, f)
-        names = ["train", "test"]
-        key = b"fine_labels"
-    all_data, all_labels = [], []
-    for name in names:
-        data = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
-        labels = rng.integers(0, num_classes, size=n_per_batch).tolist()
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": data, key: labels, b"batch_label": name.encode()}, f)
-        all_data.append(data)
-        all_labels.append(np.asarray(labels))
-    return np.concatenate(all_data), np.concatenate(all_labels)
-
-
 def test_cifar10_pickle_layout_roundtrip(tmp_path: Path) -> None:
-    data, labels = _write_cifar_pickle(tmp_path)
+    data, labels = write_cifar_pickle(tmp_path)
     tr = build_dataset("cifar10", tmp_path, "train")
     te = build_dataset("cifar10", tmp_path, "test")
     assert (len(tr.dataset), len(te.dataset)) == (30, 6)
@@ -148,14 +121,14 @@ def test_cifar10_pickle_layout_roundtrip(tmp_path: Path) -> None:
 
 
 def test_cifar100_pickle_layout(tmp_path: Path) -> None:
-    data, labels = _write_cifar_pickle(tmp_path, n_per_batch=8, num_classes=100)
+    data, labels = write_cifar_pickle(tmp_path, n_per_batch=8, num_classes=100)
     te = build_dataset("cifar100", tmp_path, "test")
     assert te.num_classes == 100 and len(te.class_names) == 100
     assert torch.equal(te.dataset.labels, torch.from_numpy(labels[8:]))
 
 
 def test_cifar_pickle_missing_and_corrupt_files_are_named(tmp_path: Path) -> None:
-    _write_cifar_pickle(tmp_path)
+    write_cifar_pickle(tmp_path)
     folder = tmp_path / "cifar10" / "cifar-10-batches-py"
     (folder / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
@@ -274,7 +247,7 @@ def test_resize_transform_and_cifar_size(tmp_path: Path) -> None:
     assert torch.allclose(Resize(64)(ramp).mean(), ramp.mean(), atol=1e-6)  # no brightness shift
     with pytest.raises(ValueError, match="size"):
         Resize(0)
-    _write_cifar_pickle(tmp_path)
+    write_cifar_pickle(tmp_path)
     for split, train_tf in (("train", True), ("test", False)):
         info = build_dataset("cifar10", tmp_path, split, train_transform=train_tf, size=48)
         assert info.input_shape == (3, 48, 48)
@@ -285,7 +258,7 @@ def test_resize_transform_and_cifar_size(tmp_path: Path) -> None:
 def test_cifar_custom_normalization(tmp_path: Path) -> None:
     """data.kwargs mean/std replace the CIFAR statistics (the pixels and the reported info), both or
     neither, three values each."""
-    data, _ = _write_cifar_pickle(tmp_path)
+    data, _ = write_cifar_pickle(tmp_path)
     info = build_dataset("cifar10", tmp_path, "test", train_transform=False, mean=[0.5] * 3, std=[0.5] * 3)
     assert info.mean == (0.5, 0.5, 0.5) and info.std == (0.5, 0.5, 0.5)
     xb, _ = info.dataset.get_batch(torch.arange(2))

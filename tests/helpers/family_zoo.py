@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from resnet_zoo import randomize_bn
+from helpers.resnet_zoo import randomize_bn
 from reldrop.models import build
 
 __all__ = ["tiny_effnet", "tiny_mobilenet", "tiny_vgg", "FAMILIES", "family_input"]

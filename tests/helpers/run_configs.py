@@ -1,4 +1,5 @@
-"""Tiny configs and a tiny point-cloud dataset/model for the engine tests (fast on 2 shared cores)."""
+"""Tiny configs and a tiny point-cloud dataset/model for the training and run tests (fast on 2 shared cores);
+the ``conftest.py`` of ``tests/train`` and ``tests/runs`` expose its fixtures."""
 from __future__ import annotations
 
 import copy

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from point_models import TinyPointNet2
+from helpers.point_models import TinyPointNet2
 from reldrop.data.shapes import generate_shapes
 from reldrop.metrics.flipping import compare_point_flipping, point_flipping, point_flipping_dataset
 

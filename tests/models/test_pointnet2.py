@@ -13,7 +13,7 @@ from reldrop.models.pointnet2 import (
     index_points,
     square_distance,
 )
-from tolerance import assert_close_scaled
+from helpers.tolerance import assert_close_scaled
 
 
 def naive_fps(xyz: torch.Tensor, npoint: int, start: int) -> list[int]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from faults import MarkerPayload, SimulatedKill, kill_during_write
+from helpers.faults import MarkerPayload, SimulatedKill, kill_during_write
 from reldrop import runs
 from reldrop.models import build
 from reldrop.models.checkpoint import load_init

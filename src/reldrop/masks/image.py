@@ -135,6 +135,69 @@ def _relevance_centres(
     return torch.where(degenerate, fallback_idx, idx), degenerate
 
 
+def _block_sizes(B: int, H: int, W: int, K: int, tries: int, n_blocks: Tensor | None, *, scale: tuple[float, float],
+                 ratio: tuple[float, float], generator: torch.Generator | None, device: torch.device
+                 ) -> tuple[Tensor, Tensor]:
+    """Candidate block heights and widths ``(B, K, tries)``; with ``K > 1`` blocks each block's area is
+    divided by the image's block count (timm)."""
+    sizes = sample_block_sizes(B, H, W, scale=scale, ratio=ratio, tries=K * tries, generator=generator, device=device)
+    all_h, all_w = sizes.heights, sizes.widths  # (B, K * T)
+    if K > 1:
+        per = torch.full((B,), float(K), device=device) if n_blocks is None else n_blocks.to(sizes.areas.dtype)
+        areas = sizes.areas / per[:, None]
+        all_h = torch.sqrt(areas * sizes.aspects).round().clamp_min(1).long()
+        all_w = torch.sqrt(areas / sizes.aspects).round().clamp_min(1).long()
+    return all_h.view(B, K, tries), all_w.view(B, K, tries)
+
+
+def _block_size_at(H: int, W: int, rows: Tensor, cols: Tensor, heights: Tensor, widths: Tensor, border: str
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(heights (B,), widths (B,), placed (B,))`` of a block centred at ``rows, cols`` from the candidate
+    sizes ``(B, T)``: the first that fits for ``border="reject"`` (placed: one fits), else the first."""
+    if border == "reject":
+        fits = block_fits(H, W, rows[:, None], cols[:, None], heights, widths)  # (B, T)
+        first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # first size that fits (0 if none)
+        return heights.gather(1, first).squeeze(1), widths.gather(1, first).squeeze(1), fits.any(dim=1)
+    return heights[:, 0], widths[:, 0], torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
+
+
+def _fill_blocks(x: Tensor, mask: Tensor, block_masks: list[Tensor], value: Value, generator: torch.Generator | None,
+                 inplace: bool) -> Tensor:
+    """``x`` with ``mask (B, H, W)`` filled; several blocks with ``value="rand"`` get one colour each
+    (a later block covers an earlier one)."""
+    B, C, H, W = x.shape
+    K = len(block_masks)
+    if K > 1 and parse_value(value, C)[0] == "rand":
+        colours = draw_normal((B, K, C), generator, x.device).to(x.dtype)[..., None, None]  # (B, K, C, 1, 1)
+        fill = colours[:, 0]
+        for j in range(1, K):
+            fill = torch.where(block_masks[j][:, None], colours[:, j], fill)
+        return fill_where(x, mask, fill.expand(B, C, H, W), inplace)
+    return fill_masked(x, mask, value, generator=generator, inplace=inplace)
+
+
+def _write_stats(stats: dict, parts: dict[str, list[Tensor]], coin: Tensor, n_blocks: Tensor | None) -> None:
+    """Fill ``stats`` in place: per-sample ``(B,)`` tensors for one block, ``(B, K)`` per block for several."""
+    K = len(parts["mask"])
+    one = K == 1
+    st = {n: (v[0] if one else torch.stack(v, dim=1)) for n, v in parts.items() if n != "mask"}
+    active, placed = st.pop("active"), st.pop("placed")
+    fallback = st.pop("degenerate") & active
+    erased = active & placed
+    stats.clear()
+    stats.update(
+        coin=coin,
+        erased=erased if one else erased.any(dim=1),
+        fallback=fallback,
+        rejected=active & ~placed,
+        **st,
+        num_erased=int(erased.sum()) if one else int(erased.any(dim=1).sum()),
+        num_fallback=int(fallback.sum()),
+    )
+    if not one:
+        stats.update(blocks=erased, count=n_blocks if n_blocks is not None else torch.full_like(parts["rows"][-1], K))
+
+
 def _erase(
     x: Tensor,
     relevance: Tensor | None,
@@ -163,15 +226,8 @@ def _erase(
     n_blocks: Tensor | None = None  # per-image block count; None = K for every image
     if max_count is not None and max_count > count:
         n_blocks = count + draw_integers(max_count - count + 1, (B,), generator, device)
-    tries = REJECT_TRIES if border == "reject" else 1
-    sizes = sample_block_sizes(B, H, W, scale=scale, ratio=ratio, tries=K * tries, generator=generator, device=device)
-    all_h, all_w = sizes.heights, sizes.widths  # (B, K * T)
-    if K > 1:  # timm: the area of each block is scaled by the image's block count
-        per = torch.full((B,), float(K), device=device) if n_blocks is None else n_blocks.to(sizes.areas.dtype)
-        areas = sizes.areas / per[:, None]
-        all_h = torch.sqrt(areas * sizes.aspects).round().clamp_min(1).long()
-        all_w = torch.sqrt(areas / sizes.aspects).round().clamp_min(1).long()
-    all_h, all_w = all_h.view(B, K, tries), all_w.view(B, K, tries)
+    all_h, all_w = _block_sizes(B, H, W, K, REJECT_TRIES if border == "reject" else 1, n_blocks, scale=scale,
+                                ratio=ratio, generator=generator, device=device)
     rand_idx = draw_integers(H * W, (K * B,), generator, device).view(K, B)  # one random centre per block
     flat: Tensor | None = None
     kk = 1
@@ -189,51 +245,17 @@ def _erase(
         else:
             idx, degenerate = _relevance_centres(flat, covered, centre, kk, rand_idx[j], generator)
         rows, cols = idx // W, idx % W
-        if border == "reject":
-            fits = block_fits(H, W, rows[:, None], cols[:, None], all_h[:, j], all_w[:, j])  # (B, T)
-            first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # first size that fits (0 if none)
-            heights = all_h[:, j].gather(1, first).squeeze(1)
-            widths = all_w[:, j].gather(1, first).squeeze(1)
-            placed = fits.any(dim=1)
-        else:
-            heights, widths = all_h[:, j, 0], all_w[:, j, 0]
-            placed = torch.ones(B, dtype=torch.bool, device=device)
+        heights, widths, placed = _block_size_at(H, W, rows, cols, all_h[:, j], all_w[:, j], border)
         active = coin if n_blocks is None else coin & (n_blocks > j)
         m = block_mask(H, W, rows, cols, heights, widths) & (active & placed)[:, None, None]
         if j < K - 1:
             covered = m.flatten(1) if covered is None else covered | m.flatten(1)
         for name, t in zip(parts, (rows, cols, heights, widths, placed, degenerate, active, m)):
             parts[name].append(t)
-    if K == 1:
-        mask = parts["mask"][0]
-    else:
-        mask = torch.stack(parts["mask"], dim=1).any(dim=1)
-    if K > 1 and parse_value(value, C)[0] == "rand":  # one colour per block; a later block covers an earlier one
-        colours = draw_normal((B, K, C), generator, device).to(x.dtype)[..., None, None]  # (B, K, C, 1, 1)
-        fill = colours[:, 0]
-        for j in range(1, K):
-            fill = torch.where(parts["mask"][j][:, None], colours[:, j], fill)
-        out = fill_where(x, mask, fill.expand(B, C, H, W), inplace)
-    else:
-        out = fill_masked(x, mask, value, generator=generator, inplace=inplace)
+    mask = parts["mask"][0] if K == 1 else torch.stack(parts["mask"], dim=1).any(dim=1)
+    out = _fill_blocks(x, mask, parts["mask"], value, generator, inplace)
     if stats is not None:
-        one = K == 1  # one block: (B,) per-sample tensors, as always; several: (B, K) per block
-        st = {n: (v[0] if one else torch.stack(v, dim=1)) for n, v in parts.items() if n != "mask"}
-        active, placed = st.pop("active"), st.pop("placed")
-        fallback = st.pop("degenerate") & active
-        erased = active & placed
-        stats.clear()
-        stats.update(
-            coin=coin,
-            erased=erased if one else erased.any(dim=1),
-            fallback=fallback,
-            rejected=active & ~placed,
-            **st,
-            num_erased=int(erased.sum()) if one else int(erased.any(dim=1).sum()),
-            num_fallback=int(fallback.sum()),
-        )
-        if not one:
-            stats.update(blocks=erased, count=n_blocks if n_blocks is not None else torch.full_like(rows, K))
+        _write_stats(stats, parts, coin, n_blocks)
     return out, mask
 
 

@@ -27,6 +27,26 @@ Aug = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DEFAULT_METHOD = {"image": "epsilon_flat", "points": "zplus_flat"}
 
 
+def _check_image_options(scale: tuple[float, float], ratio: tuple[float, float], value: Any, *, centre: str,
+                         border: str, k: int | None, count: int, max_count: int | None) -> None:
+    """The block law of ``modality="image"``, checked now (not at the first training step) by one
+    zero-probability call of :func:`relevance_erase` on a tiny probe."""
+    channels = len(value) if isinstance(value, Sequence) and not isinstance(value, str) else 1
+    probe = torch.zeros(1, channels, 4, 4)
+    relevance_erase(probe, probe, p=0.0, scale=scale, ratio=ratio, value=value,
+                    centre=centre, border=border, k=k, count=count, max_count=max_count)
+
+
+def _check_point_options(value: Any, *, count: int, max_count: int | None) -> None:
+    """The options ``modality="points"`` refuses: block counts, and an image fill (no per-point noise
+    fill: refused, never a silent 0)."""
+    if count != 1 or max_count is not None:
+        raise ValueError("count and max_count (blocks per image) apply to modality='image', not 'points'")
+    if isinstance(value, str):
+        raise ValueError(f"value={value!r} is an image fill; modality='points' takes a float or a sequence of "
+                         "D floats (what a dropped point becomes, all features)")
+
+
 class RelDrop:
     """Relevance-driven Input Dropout for a batch ``(x, y)``.
 
@@ -122,16 +142,11 @@ class RelDrop:
         self.method_kwargs = method_kwargs
         self.last_stats: dict[str, Any] = {}
         self._attributor: Any = None  # built lazily, once per RelDrop (= once per model)
-        if modality != "image" and (count != 1 or max_count is not None):
-            raise ValueError(f"count and max_count (blocks per image) apply to modality='image', not {modality!r}")
-        if modality == "points" and isinstance(value, str):  # no per-point noise fill: refuse, never fill 0 silently
-            raise ValueError(f"value={value!r} is an image fill; modality='points' takes a float or a sequence of "
-                             "D floats (what a dropped point becomes, all features)")
-        if modality == "image":  # validate the block law now, not at the first training step
-            channels = len(value) if isinstance(value, Sequence) and not isinstance(value, str) else 1
-            probe = torch.zeros(1, channels, 4, 4)
-            relevance_erase(probe, probe, p=0.0, scale=self.scale, ratio=self.ratio, value=value,
-                            centre=centre, border=border, k=k, count=count, max_count=max_count)
+        if modality == "image":
+            _check_image_options(self.scale, self.ratio, value, centre=centre, border=border, k=k, count=count,
+                                 max_count=max_count)
+        else:
+            _check_point_options(value, count=count, max_count=max_count)
 
     # -- attribution -----------------------------------------------------------------------
     @property

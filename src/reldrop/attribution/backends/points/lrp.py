@@ -280,10 +280,19 @@ class FastPointLRP:
 
     # ------------------------------------------------------------------------------ PointNet++
     def _pointnet2(self, points: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
+        levels, head, fc = self._arch
+        saved, feats = self._pointnet2_forward(points, levels)
+        # ---- head, then relevance back through the levels ----
+        scratch = _Scratch()
+        r_f = self._head(feats.reshape(points.shape[0], -1), head, fc, target, None, scratch)  # (B, C3)
+        return self._pointnet2_backward(points, saved, r_f, scratch)
+
+    def _pointnet2_forward(self, points: torch.Tensor, levels: list[Any]) -> tuple[list[Any], torch.Tensor]:
+        """Eval-semantics forward through the set abstractions: per level ``(level, fps, branches, n_src)``
+        (what the backward needs) and the group-all level's features ``(B, 1, C3)``."""
         from ....models import pointnet2 as pn2
 
-        levels, head, fc = self._arch
-        dtype, delta = points.dtype, self.stabilizer
+        dtype = points.dtype
         B, N, D = points.shape
         xyz = points[..., :3]
         feats = points[..., 3:] if D > 3 else None
@@ -323,10 +332,14 @@ class FastPointLRP:
             cur_xyz = new_xyz
             cur_f = outs[0] if len(outs) == 1 else torch.cat(outs, -1)
 
-        # ---- head, then relevance back through the levels ----
-        scratch = _Scratch()
         assert cur_f is not None  # the group-all level's features
-        r_f = self._head(cur_f.reshape(B, -1), head, fc, target, None, scratch)  # (B, C3)
+        return saved, cur_f
+
+    def _pointnet2_backward(self, points: torch.Tensor, saved: list[Any], r_f: torch.Tensor, scratch: _Scratch
+                            ) -> torch.Tensor:
+        """Relevance ``r_f`` of the group-all features back through the levels to the input points ``(B, N, D)``."""
+        dtype, delta = points.dtype, self.stabilizer
+        B, N, D = points.shape
         r_xyz: torch.Tensor | None = None  # relevance of the current level's centre coordinates
         r_pts: torch.Tensor | None = None  # Flat relevance per input point (every channel)
         n_levels = len(saved)

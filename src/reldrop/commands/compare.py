@@ -42,6 +42,17 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"reldrop compare: error: {err}", file=sys.stderr)
         return 2
+    except (RuntimeError, OSError) as err:  # a diverged run, a full disk: one line
+        from reldrop.train.divergence import TrainingDivergedError
+
+        if not isinstance(err, (TrainingDivergedError, OSError)):
+            raise
+        print(f"reldrop compare: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("reldrop compare: interrupted; run the same command again to continue (finished runs are reused, "
+              "interrupted ones resumed)", file=sys.stderr)
+        return 130
     finally:
         cleanup()
     print((res["out"] and open(f"{res['out']}/results.md").read()) or "")

@@ -35,7 +35,7 @@ import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_open", "save_checkpoint",
            "load_checkpoint", "read_json", "clean_stale_temps", "temp_path", "rng_state", "set_rng_state",
-           "CheckpointError", "RunWriteError", "PathLike", "RUN_FILES"]
+           "CheckpointError", "UnsafeCheckpointError", "RunWriteError", "PathLike", "RUN_FILES"]
 
 PathLike = str | os.PathLike[str]
 #: the temp files reldrop writes: ``.<name>.reldrop-tmp<pid>``
@@ -48,6 +48,10 @@ RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "env.json", "
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be read safely (corrupt, truncated, or holds pickled code/objects)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint needs pickled globals other than tensors/containers/numbers (refused, never run)."""
 
 
 class RunWriteError(OSError):
@@ -174,7 +178,7 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
     except Exception as err:
         msg = str(err).split("\n\n")[0].strip()
         if "weights_only" in str(err) or "Unsupported global" in str(err):
-            raise CheckpointError(
+            raise UnsafeCheckpointError(
                 f"refusing to load checkpoint {path}: it holds pickled objects other than tensors, containers and "
                 f"numbers, and reldrop loads checkpoints with torch.load(weights_only=True) so that a file cannot "
                 f"run code ({msg}). Only load files you trust; re-save it as a plain state dict "

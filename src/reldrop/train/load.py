@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ..models.checkpoint import strip_wrapper_prefixes
 from ..runs import CheckpointError, load_checkpoint
+from ..runs.files import UnsafeCheckpointError
 from .factory import build_model
 
 __all__ = ["LoadedRun", "load_run"]
@@ -59,8 +60,8 @@ def _load_or_fall_back(path: Path, *, explicit: bool) -> tuple[Path, Any]:
         return path, load_checkpoint(path)
     except CheckpointError as err:
         last = path.with_name("last.pt")
-        if explicit or path.name != "best.pt" or not last.is_file():
-            raise
+        if explicit or isinstance(err, UnsafeCheckpointError) or path.name != "best.pt" or not last.is_file():
+            raise  # a crafted (pickled-code) best.pt is refused outright, never quietly replaced
         warnings.warn(f"{err}; using {last} instead (reldrop train --resume repairs best.pt where it can)",
                       stacklevel=3)
         return last, load_checkpoint(last)

@@ -176,14 +176,17 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
         with torch.serialization.safe_globals(_numpy_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        msg = str(err).split("\n\n")[0].strip()
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found is not None or "Unsupported global" in text:
+            what = found.group(1) if found is not None else "a global that is not allowed"
             raise UnsafeCheckpointError(
                 f"refusing to load checkpoint {path}: it holds pickled objects other than tensors, containers and "
-                f"numbers, and reldrop loads checkpoints with torch.load(weights_only=True) so that a file cannot "
-                f"run code ({msg}). Only load files you trust; re-save it as a plain state dict "
+                f"numbers ({what}), and reldrop loads checkpoints with torch.load(weights_only=True) so that a file "
+                f"cannot run code. Only load files you trust; re-save it as a plain state dict "
                 f"(torch.save(model.state_dict(), ...)) if you do.") from err
-        raise CheckpointError(f"corrupt or unreadable checkpoint: {path} ({type(err).__name__}: {msg})") from err
+        first = text.strip().splitlines()[0].strip() if text.strip() else ""
+        raise CheckpointError(f"corrupt or unreadable checkpoint: {path} ({type(err).__name__}: {first})") from err
     return obj
 
 

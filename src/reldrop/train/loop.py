@@ -42,6 +42,7 @@ from .. import runs
 from ..augment import attribution_info, build_augmentation
 from ..runs import MetricsLogger, environment, load_checkpoint, read_env, repair_best, resolve_run_dir, save_checkpoint, seed_all
 from .aug_schedule import aug_state
+from ..runs.files import RunWriteError
 from ..runs.lock import acquire_run_lock, check_fresh_run_dir, write_marker
 from .config import dump_config, validate
 from .distributed import DistInfo, init_distributed, shard_indices, wrap_model
@@ -165,7 +166,7 @@ def _prepare_run_dir(cfg: dict[str, Any], info: DistInfo, resuming: bool, *, dat
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # read-only mount, a regular file on the way, ...
-        raise runs.RunWriteError(f"cannot create run directory {run_dir}: {err.strerror or err}") from err
+        raise RunWriteError(f"cannot create run directory {run_dir}: {err.strerror or err}") from err
     lock = acquire_run_lock(run_dir, take_stale=resuming or force, quiet=quiet)
     try:
         if not resuming:

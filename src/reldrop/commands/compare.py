@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: compare.seeds, 0 1 2)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="NAME",
                         help="run only these variants (names from compare.variants)")
+    parser.add_argument("--force", action="store_true",
+                        help="take over stale locks killed processes left in run folders (never a live one)")
     parser.epilog = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return cfg
     try:
         res = run_compare(cfg, out=args.out, seeds=args.seeds, only=args.variants, quiet=args.quiet,
-                          data_root=args.data_root)
+                          data_root=args.data_root, force=args.force)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"reldrop compare: error: {err}", file=sys.stderr)
         return 2

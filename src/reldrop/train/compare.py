@@ -148,8 +148,11 @@ def _checked_metrics(run_dir: Path, name: str, seed: int) -> list[dict[str, Any]
 
 def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds: Sequence[int] | None = None,
                 only: Sequence[str] | None = None, quiet: bool = False, data_root: str | None = None,
-                plot: bool = True) -> dict[str, Any]:
+                plot: bool = True, force: bool = False) -> dict[str, Any]:
     """Train all variants × seeds (sequentially, resuming what exists) and write the results.
+
+    ``force``: take over the stale lock a killed process left in a run folder that has no checkpoint yet
+    (runs with a ``last.pt`` are resumed, which takes a stale lock over anyway).
 
     Returns ``{"out", "rows" (summary per variant), "runs" (per run), "files"}``.
     """
@@ -191,7 +194,7 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
             elif (run_dir / "last.pt").is_file():
                 train(rcfg, resume=run_dir, quiet=quiet, data_root=data_root)
             else:
-                train(rcfg, quiet=quiet, data_root=data_root)
+                train(rcfg, quiet=quiet, data_root=data_root, force=force)
             run = {"variant": name, "seed": seed, "run_dir": str(run_dir),
                    "metrics": _checked_metrics(run_dir, name, seed)}
             if test_sets and run["metrics"]:

@@ -151,3 +151,14 @@ def test_rra_reads_the_runs_data_path(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_cli_train_of_the_digits_preset_still_accepts_its_own_folder_layout(tmp_path: Path) -> None:
     """The data-root check does not refuse the usual layout (runs next to, not inside, the data)."""
     assert main(CLI + ["--out", str(tmp_path / "runs" / "a")]) == 0
+
+
+def test_imagenet_style_folders_need_the_same_classes_in_train_and_val(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split, names in (("train", ["n01", "n02"]), ("val", ["n01", "n03"])):
+        for c in names:
+            (tmp_path / "imagenet" / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / "imagenet" / split / c / "a.png")
+    with pytest.raises(ValueError, match=r"only in val: \['n03'\]"):
+        build_dataset("imagefolder", tmp_path, "test")  # the val folder is the test split

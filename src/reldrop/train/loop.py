@@ -7,6 +7,8 @@ the normalized batch on the device (``None`` for no augmentation); see :func:`bu
 
 Run directory (``cfg["out"]``)::
 
+    run.json        the marker: run id, command, config hash (a folder without it is not a run)
+    .reldrop.lock   held while a process writes the folder (pid, host, start time; reldrop.runs.lock)
     config.yaml     the resolved config
     env.json        git commit, versions (python, torch, zennit, numpy), device, world size, argv
     metrics.jsonl   one JSON object per epoch (accuracies in %, losses, lr, times, throughput)
@@ -41,9 +43,9 @@ import torch.nn.functional as F
 from .. import runs
 from ..augment import attribution_info, build_augmentation
 from ..runs import MetricsLogger, environment, load_checkpoint, read_env, repair_best, resolve_run_dir, save_checkpoint, seed_all
-from .aug_schedule import aug_state
 from ..runs.files import RunWriteError
 from ..runs.lock import acquire_run_lock, check_fresh_run_dir, write_marker
+from .aug_schedule import aug_state
 from .config import dump_config, validate
 from .distributed import DistInfo, init_distributed, shard_indices, wrap_model
 from .divergence import guard_for

@@ -9,6 +9,9 @@
 """
 from __future__ import annotations
 
+from ...registry import register_backend
 from .lrp import METHODS, GraphBackend, GraphLRP, plan_for
+
+register_backend("graph", GraphBackend())  # ahead of the fallback, after fast/points/vit
 
 __all__ = ["GraphLRP", "GraphBackend", "METHODS", "plan_for"]

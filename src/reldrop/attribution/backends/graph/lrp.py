@@ -21,10 +21,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..._checks import check_class_target
-from .._shared import Unsupported, check_seed
-from .._trace import TraceError, module_signature
-from .._wrappers import unwrap_model
+from ...._checks import check_class_target
+from ...rules import Unsupported, check_seed
+from ..._trace import TraceError, module_signature
+from ..._wrappers import unwrap_model
 from .plan import Options, Plan, build_plan
 from .rules import PRESET_RULES
 from .ops import stab
@@ -39,7 +39,7 @@ _PLANS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary
 
 
 def _options(method: str, kwargs: dict[str, Any]) -> Options:
-    from ..presets import _as_bound, _channel_bound  # the presets' own parsing of the ZBox bounds
+    from ...presets import _as_bound, _channel_bound  # the presets' own parsing of the ZBox bounds
 
     kw = dict(kwargs)
     eps = kw.pop("epsilon", _DEFAULT_EPS.get(method, 1e-3))

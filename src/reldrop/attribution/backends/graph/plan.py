@@ -28,8 +28,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._shared import Unsupported
-from .._trace import function_name, trace_model
+from ...rules import Unsupported
+from ..._trace import function_name, trace_model
 from . import ops
 from .rules import ACT_LIMITS, FUNCTION_RULES, METHOD_RULES, PRESET_RULES, REFUSE_HINTS, module_kind
 

@@ -50,6 +50,7 @@ _BIJECTIVE_FUNCS = {torch.flatten, torch.reshape, torch.permute, torch.transpose
 _BIJECTIVE_MODULES = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 _DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 _DROPOUT_FUNCS = {F.dropout, F.dropout1d, F.dropout2d}
+_META_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout"}
 
 
 @dataclass
@@ -286,9 +287,11 @@ class Builder:
                 continue
             self.args[n], self.kwargs[n] = res(n.args), res(n.kwargs)
             k = self.kind_of(n)
+            if n.op == "call_function" and n.target is getattr and len(n.args) > 1 and n.args[1] not in _META_ATTRS:
+                k = "indices" if n.args[1] == "indices" else "pass"  # .values of a (values, indices) result
             kinds[n] = k
             ins = _inputs((self.args[n], self.kwargs[n]))
-            if k in ("meta", "const") or (n.op == "call_function" and n.target is getattr):
+            if k in ("meta", "const", "indices"):
                 continue
             if any(a in signal for a in ins):
                 signal.add(n)

@@ -102,10 +102,11 @@ _CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, fx.GraphModule]]" = w
 
 def _trace(model: nn.Module, leaves: set[type]) -> fx.GraphModule:
     tracer = _Tracer(leaves, _autowrap_functions())
-    with preserve_model_state(model):
+    with preserve_model_state(model):  # fx may set tensor constants (``_tensor_constant0``) on the root
         model.eval()
         graph = tracer.trace(model)
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+        gm = fx.GraphModule(tracer.root, graph, type(model).__name__)  # copies them before they are removed
+    return gm
 
 
 def trace_model(model: nn.Module) -> fx.GraphModule:

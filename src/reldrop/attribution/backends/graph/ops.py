@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["stab", "ratio", "ScaleGrad", "scale_grad", "IdentityRule", "identity_rule", "UniformMul",
+__all__ = ["stab", "ratio", "ScaleGrad", "scale_grad", "ScaleAct", "scale_act", "IdentityRule", "identity_rule", "UniformMul",
            "UniformMatmul", "ZPlusLinear", "GammaLinear", "LayerNormConst", "GroupNormConst", "RMSNormConst",
            "flat_rule", "zbox_rule", "HalfGrad"]
 
@@ -62,6 +62,28 @@ class ScaleGrad(torch.autograd.Function):
 
 def scale_grad(z: torch.Tensor, eps: float, top: bool = False) -> torch.Tensor:
     return ScaleGrad.apply(z, eps, top) if z.requires_grad else z
+
+
+class ScaleAct(torch.autograd.Function):
+    """``y = fn(z)`` right after a stabilized layer/sum ``z`` (its only reader): LRP-ε at ``z`` and the
+    identity rule of the activation in one factor, ``g · fn(z) / stab_ε(z)`` (as the fast backends)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], eps: float) -> torch.Tensor:
+        y = fn(z)
+        ctx.eps = eps
+        ctx.save_for_backward(z, y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple:
+        z, y = ctx.saved_tensors
+        den = z.abs().add_(ctx.eps).copysign_(z)  # -0.0 gives -eps: only where y = fn(0) = 0 anyway
+        return g * torch.div(y, den, out=den), None, None
+
+
+def scale_act(z: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], eps: float) -> torch.Tensor:
+    return ScaleAct.apply(z, fn, eps) if z.requires_grad else fn(z)
 
 
 class IdentityRule(torch.autograd.Function):

@@ -386,6 +386,40 @@ class Builder:
         if top in first or (top in self.folded_bn and self.folded_bn[top] in first):
             self.top = top
 
+        # --- an activation right after a stabilized layer/sum (its only reader): one fused factor ---
+        self.fused: dict[fx.Node, float] = {}  # producer -> its ε
+        self.fused_tail: set[fx.Node] = set()  # BatchNormAct2d nodes whose activation takes the factor
+        for n in nodes:
+            if n not in need or kinds.get(n) not in ("act",) or n in first:
+                continue
+            d = self._data_input(n)
+            if not isinstance(d, fx.Node) or d in first or d is self.top or len(d.users) != 1 or d not in need:
+                continue
+            if d in self.fold:
+                continue
+            if d in self.folded_bn:  # conv -> BN (folded, no activation of its own) -> act
+                lay = self.folded_bn[d]
+                bn_act = getattr(modules[d.target], "act", None)
+                if (bn_act is None or isinstance(bn_act, nn.Identity)) and lay not in first and \
+                        self.rules["dense" if self._lin_dense(lay) else "conv"] == "epsilon":
+                    self.fused[lay] = self.opts.epsilon
+                    self.fused[d] = self.opts.epsilon  # marks the act's input as fused
+                continue
+            kd = kinds.get(d)
+            if kd in ("conv", "dense") and self.rules["dense" if self._lin_dense(d) else "conv"] == "epsilon":
+                self.fused[d] = self.opts.epsilon
+            elif kd in ("add", "linmap") and not (d.op == "call_function" and
+                                                  getattr(d.target, "__name__", "") == "maybe_add_mask"):
+                self.fused[d] = self.opts.stabilizer
+
+        for u, lay in self.folded_bn.items():  # timm BatchNormAct2d: conv+BN folded, its activation fused
+            bn_act = getattr(modules[u.target], "act", None)
+            if u in need and u is not self.top and lay not in first and bn_act is not None and \
+                    not isinstance(bn_act, nn.Identity) and module_kind(bn_act) == "act" and \
+                    self.rules["dense" if self._lin_dense(lay) else "conv"] == "epsilon":
+                self.fused[lay] = self.opts.epsilon
+                self.fused_tail = getattr(self, "fused_tail", set()) | {u}
+
         # --- refusals on the relevance path ---
         for n in nodes:
             if n in need and n is not inp and n not in pre_first:
@@ -415,6 +449,11 @@ class Builder:
                     kinds=kinds, uses_attention=uses_attention)
 
     # --- analysis helpers -------------------------------------------------------------------------
+    def _lin_dense(self, n: fx.Node) -> bool:
+        if n.op == "call_module":
+            return isinstance(self.modules[n.target], nn.Linear)
+        return n.target is F.linear
+
     def _bn_ok(self, bn: nn.Module) -> bool:
         return getattr(bn, "running_mean", None) is not None and getattr(bn, "running_var", None) is not None
 
@@ -642,6 +681,11 @@ class Builder:
         o = self.opts
         if rule == "epsilon":
             eps = o.epsilon
+            if n in self.fused:  # the activation after it applies the factor
+                def raw_fn(env: dict) -> torch.Tensor:
+                    w, b = get_p(env)
+                    return lin(xv(env), w, b)
+                return raw_fn
 
             def eps_fn(env: dict) -> torch.Tensor:
                 w, b = get_p(env)
@@ -703,7 +747,8 @@ class Builder:
                                 None if m.bias is None else m.bias.detach(), False, 0.0, m.eps)
         return f
 
-    def _bn_act_tail(self, m: nn.Module, rel: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _bn_act_tail(self, m: nn.Module, rel: bool, fused_eps: float | None = None
+                     ) -> Callable[[torch.Tensor], torch.Tensor]:
         act = getattr(m, "act", None)
         if act is None or isinstance(act, nn.Identity):
             return lambda x: x
@@ -715,6 +760,10 @@ class Builder:
         name = type(act).__name__.lower()
         if not rel:
             return lambda x: fwd(act, x)
+        if fused_eps is not None:
+            if type(act) is nn.ReLU:
+                return lambda x: ops.scale_act(x, torch.relu, fused_eps)
+            return lambda x: ops.scale_act(x, lambda t: fwd(act, t.clone() if inplace else t), fused_eps)
         if type(act) is nn.ReLU:
             return torch.relu
         return lambda x: ops.identity_rule(x, lambda t: fwd(act, t.clone() if inplace else t), ACT_LIMITS.get(name, 0.0))
@@ -731,12 +780,16 @@ class Builder:
             return lambda env: default
         if n.op == "get_attr":
             owner_path, _, attr = str(n.target).rpartition(".")
-            owner = self.model.get_submodule(owner_path) if owner_path else self.model
+            try:
+                owner = self.model.get_submodule(owner_path) if owner_path else self.model
+                getattr(owner, attr)
+            except AttributeError:  # a tensor constant fx made while tracing: kept by the GraphModule only
+                owner = self.gm.get_submodule(owner_path) if owner_path else self.gm
             return lambda env: _detach(getattr(owner, attr))
         if n in self.folded_bn:
             # the folded layer's step already produced the BN output; a BatchNormAct2d adds its activation
             src = self.folded_bn[n]
-            tail = self._bn_act_tail(modules[n.target], rel)
+            tail = self._bn_act_tail(modules[n.target], rel, self.opts.epsilon if n in self.fused_tail else None)
             return lambda env: tail(env[src])
         if n.op == "call_module" and not (k in ("conv", "dense") or k is None):
             m = modules[n.target]
@@ -762,6 +815,13 @@ class Builder:
             xv = self._val(self._data_input(n))
             is_relu = (m is not None and type(m) is nn.ReLU) or (n.op == "call_function" and n.target in (
                 F.relu, torch.relu)) or (n.op == "call_method" and str(n.target).rstrip("_") == "relu")
+            d = self._data_input(n)
+            if d in self.fused:
+                eps_d = self.fused[d]
+                if is_relu:
+                    return lambda env: ops.scale_act(xv(env), torch.relu, eps_d)
+                make_f, _ = self._act_fn(n)
+                return lambda env: ops.scale_act(xv(env), make_f(env), eps_d)
             if is_relu:
                 return lambda env: torch.relu(xv(env))
             make, name = self._act_fn(n)
@@ -805,9 +865,13 @@ class Builder:
                     return s if mk is None else ops.scale_grad(s + mk, o.stabilizer, top)
                 return mask_fn
             nat = self._native(n)
+            if n in self.fused:
+                return nat
             return lambda env: ops.scale_grad(nat(env), o.stabilizer, top)
         if k == "linmap":
             nat = self._native(n)
+            if n in self.fused:
+                return nat
             return lambda env: ops.scale_grad(nat(env), o.stabilizer, top)
         if k == "upsample":
             nat = self._native(n)

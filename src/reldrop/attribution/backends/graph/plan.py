@@ -38,8 +38,9 @@ __all__ = ["Plan", "Step", "FirstLayer", "build_plan", "Options"]
 if hasattr(F, "rms_norm"):
     FUNCTION_RULES.setdefault(F.rms_norm, "rmsnorm")
 
-#: timm functions fx keeps as single nodes (registered notrace), by name -> kind
-TIMM_FUNCTIONS = {
+#: timm / torchvision functions fx keeps as single nodes (notrace / ``torch.fx.wrap``), by name -> kind
+NAMED_FUNCTIONS = {
+    "stochastic_depth": "pass",  # torchvision: traced in eval mode (training=False), the identity
     "window_reverse": "pass", "grid_reverse": "pass", "window_reverse_nchw": "pass", "grid_reverse_nchw": "pass",
     "deblockify": "pass", "maybe_add_mask": "add", "reshape_pre_pool": "pass", "reshape_post_pool": "pass",
 }
@@ -251,8 +252,8 @@ class Builder:
                 k = FUNCTION_RULES.get(t)
             except TypeError:
                 k = None
-            if k is None and getattr(t, "__module__", "").startswith("timm."):
-                k = TIMM_FUNCTIONS.get(getattr(t, "__name__", ""))
+            if k is None and getattr(t, "__module__", "").startswith(("timm.", "torchvision.")):
+                k = NAMED_FUNCTIONS.get(getattr(t, "__name__", ""))
             return k
         if n.op == "call_method":
             name = str(n.target)

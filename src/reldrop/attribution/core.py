@@ -37,7 +37,7 @@ from .state import preserve_model_state
 __all__ = ["Attributor", "attribute", "unwrap_model", "resolve_method", "BACKENDS"]
 
 #: the built-in backend names (the live list: ``reldrop.attribution.registry.backend_names()``)
-BACKENDS = ("auto", "fast", "points", "vit", "zennit")
+BACKENDS = ("auto", "fast", "points", "vit", "graph", "zennit")
 Target = torch.Tensor | str
 
 

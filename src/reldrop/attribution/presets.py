@@ -22,9 +22,17 @@ trace once per model, see :class:`~reldrop.attribution.Attributor`):
 * ``gradient_x_input`` - x ⊙ ∂ logit_t / ∂x.
 * ``cp_lrp`` - CP-LRP for Vision Transformers (attention probabilities and LayerNorm's 1/σ held
   constant, ε on Linear layers, Flat on the patch embedding); no zennit composite: computed by the
-  ``"vit"`` backend only (:mod:`reldrop.attribution.backends.vit`), the default method for ViTs.
+  ``"vit"`` backend (:mod:`reldrop.attribution.backends.vit`; the default method for ViTs) and by
+  the ``"graph"`` backend for any fx-traceable model with attention (Swin, CoAtNet, MaxViT, ...;
+  :mod:`reldrop.attribution.backends.graph`, where it has the same rules as ``epsilon_flat``).
 * ``attnlrp`` - AttnLRP (Achtibat et al. 2024) for Vision Transformers: as ``cp_lrp`` outside
-  attention; inside, the softmax rule and the uniform rule on ``A v`` and ``q kᵀ`` (``"vit"`` backend).
+  attention; inside, the softmax rule and the uniform rule on ``A v`` and ``q kᵀ`` (``"vit"`` and
+  ``"graph"`` backends).
+
+The ``"graph"`` backend computes ``epsilon_flat``, ``zplus_flat``, ``epsilon_gamma_box``, ``cp_lrp``
+and ``attnlrp`` with the rules of its table (:mod:`reldrop.attribution.backends.graph.rules`): BN
+folded, LayerNorm/GroupNorm/RMSNorm 1/σ held, gates held, identity rule on activations, the Norm
+rule on every sum of signals, ε on weight-free linear maps; it refuses ops without a rule by name.
 
 ``stabilizer`` (default 1e-6, zennit's default) is the ε of the Norm/Flat/ZPlus/Gamma/ZBox
 denominators. ``epsilon_gamma_box`` needs the input range: ``low``/``high`` (floats or tensors
@@ -221,12 +229,12 @@ PRESETS: dict[str, Preset] = {
     "cp_lrp": Preset(
         "cp_lrp", None, lrp=True, kwargs=("epsilon", "stabilizer"),
         doc="CP-LRP for Vision Transformers: attention and LayerNorm 1/σ held constant, ε on Linear, "
-            "Flat patch embedding (backend 'vit').",
+            "Flat patch embedding (backends 'vit' and 'graph').",
     ),
     "attnlrp": Preset(
         "attnlrp", None, lrp=True, kwargs=("epsilon", "stabilizer"),
         doc="AttnLRP for Vision Transformers: as cp_lrp, but relevance also flows through the attention "
-            "probabilities (softmax rule, uniform rule on the two attention matmuls) (backend 'vit').",
+            "probabilities (softmax rule, uniform rule on the two attention matmuls) (backends 'vit' and 'graph').",
     ),
 }
 

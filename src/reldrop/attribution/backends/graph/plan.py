@@ -308,6 +308,7 @@ class Builder:
             if inplace and self.args[n] and isinstance(self.args[n][0], fx.Node):
                 alias[self.args[n][0]] = n
         self.signal, self.kinds = signal, kinds
+        self._gate_memo: dict[fx.Node, bool] = {}
         self.out_args = res(out_node.args)
 
         # --- relevance path ---
@@ -483,29 +484,36 @@ class Builder:
         return isinstance(a, fx.Node) and a in self.signal
 
     def is_gate(self, n: Any) -> bool:
-        """True when ``n`` is (a reshaped / scaled copy of) a gate: sigmoid, hard-sigmoid, rsqrt,
-        reciprocal, or a softmax under CP-LRP."""
-        for _ in range(16):
-            if not isinstance(n, fx.Node):
-                return False
-            k = self.kinds.get(n)
-            if k in ("gate", "stat"):
-                return True
-            if k == "softmax":
-                return self.rules["softmax"] == "constant"
-            sig_in = [a for a in _inputs((self.args[n], self.kwargs[n])) if a in self.signal]
-            if k in ("pass", "mul", "div") and len(sig_in) == 1 and not (k == "div" and sig_in[0] is not self.args[n][0]):
-                n = sig_in[0]
-                continue
+        """True when ``n`` is computed from gates only: sigmoid, hard-sigmoid, statistics (rsqrt, norm,
+        ...), a softmax under CP-LRP, or reshapes / products / sums / layers of such values
+        (e.g. GRN's ``‖x‖ / mean ‖x‖``, CaiT's talking-heads mixing of attention weights)."""
+        memo = self._gate_memo
+        if not isinstance(n, fx.Node) or n not in self.signal:
             return False
-        return False
+        if n in memo:
+            return memo[n]
+        memo[n] = False  # cycles cannot occur in a DAG; guards the recursion
+        k = self.kinds.get(n)
+        if k in ("gate", "stat"):
+            out = True
+        elif k == "softmax":
+            out = self.rules["softmax"] == "constant"
+        elif k in ("pass", "mul", "div", "add", "linmap", "dense", "conv", "matmul", "act", "layernorm",
+                   "groupnorm", "rmsnorm", "batchnorm", "addcmul", "upsample", "max"):
+            sig_in = [a for a in _inputs((self.args[n], self.kwargs[n])) if a in self.signal]
+            out = bool(sig_in) and all(self.is_gate(a) for a in sig_in)
+        else:
+            out = False
+        memo[n] = out
+        return out
 
     def carries(self, n: fx.Node) -> list[fx.Node]:
         """The signal inputs of ``n`` that receive relevance under its rule."""
         k = self.kinds.get(n)
         args, kwargs = self.args[n], self.kwargs[n]
         sig = [a for a in _inputs((args, kwargs)) if a in self.signal]
-        if k in ("conv", "dense", "layernorm", "groupnorm", "rmsnorm", "batchnorm", "act", "gate", "upsample", "glu"):
+        if k in ("conv", "dense", "layernorm", "groupnorm", "rmsnorm", "batchnorm", "act", "gate", "upsample", "glu",
+                 "normalize"):
             d = self._data_input(n)
             return [d] if isinstance(d, fx.Node) else []
         if k == "matmul" or k == "mul":
@@ -536,7 +544,7 @@ class Builder:
         k = self.kinds.get(n)
         if n in self.folded_bn:
             return True
-        if k in ("conv", "dense", "add", "linmap"):
+        if k in ("conv", "dense", "add", "linmap", "addcmul"):
             return True
         if k == "matmul" and self._is_const_matmul(n):
             return True
@@ -593,6 +601,10 @@ class Builder:
                 b = _bind(F.batch_norm, self.args[n], self.kwargs[n]) or {}
                 if b.get("training") or b.get("running_mean") is None:
                     raise Unsupported(f"{desc}: batch-statistics normalization has no LRP rule")
+        if k == "addcmul":
+            a = self.args[n]
+            if len(a) >= 3 and self._sig(a[1]) and self._sig(a[2]):
+                raise Unsupported(f"{desc}: addcmul of two signals is not implemented")
         if k == "mha":
             m = self.modules[n.target]
             if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
@@ -869,6 +881,20 @@ class Builder:
             if n in self.fused:
                 return nat
             return lambda env: ops.scale_grad(nat(env), o.stabilizer, top)
+        if k == "addcmul":
+            nat = self._native(n)
+            return lambda env: ops.scale_grad(nat(env), o.stabilizer, top)
+        if k == "normalize":
+            b = _bind(F.normalize, args, kwargs) or {}
+            xv, pv, dv, ev = (self._val(b.get(key, d)) for key, d in
+                              (("input", None), ("p", 2.0), ("dim", 1), ("eps", 1e-12)))
+
+            def normalize_fn(env: dict) -> torch.Tensor:
+                x = xv(env)
+                with torch.no_grad():
+                    den = x.norm(pv(env), dv(env), keepdim=True).clamp_min(ev(env))
+                return x / den
+            return normalize_fn
         if k == "linmap":
             nat = self._native(n)
             if n in self.fused:

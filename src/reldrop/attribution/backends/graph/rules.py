@@ -20,9 +20,13 @@ act        element-wise activations (ReLU, ReLU6, LeakyReLU, PReLU, ELU, CELU, S
 gate       sigmoid / hard-sigmoid: a gate when it multiplies a signal (held constant), else
            the identity rule.
 mul        product: with a constant, LRP-0 (LayerScale, scalars); of two signals, the operand
-           coming out of a gate (sigmoid, hard-sigmoid, softmax under CP-LRP, rsqrt) is held
+           computed from gates only (sigmoid, hard-sigmoid, softmax under CP-LRP, statistics, and
+           values computed from those alone, e.g. talking-heads mixing of attention weights) is held
            constant (CP-LRP: SE/ECA gates, attention weights), otherwise the uniform rule (half each).
 div        ``a / b``: ``b`` held constant (a normalization); a signal only in ``b``: refused.
+           ``F.normalize``: the norm held constant. ``addcmul`` (timm ``Affine``, GRN): a sum.
+stat       rsqrt / sqrt / norm / var / std: statistics, allowed only where they (or values computed
+           from them alone, like GRN's ``‖x‖ / mean ‖x‖``) scale a signal — there they are held.
 matmul     ``a @ b``: with a constant, a dense layer; of two signals, as ``mul``.
 add        sums / differences of signals, and a signal plus a constant (bias, position embedding,
            LayerScale shift): the Norm rule, LRP-ε with the stabilizer δ on the sum. The constant's
@@ -107,7 +111,9 @@ FUNCTION_RULES: dict[Any, str] = {
     F.selu: "act", F.gelu: "act", F.silu: "act", F.mish: "act", F.hardswish: "act", F.hardtanh: "act",
     torch.tanh: "act", F.tanh: "act", F.prelu: "act", F.softsign: "act",
     torch.sigmoid: "gate", F.sigmoid: "gate", F.hardsigmoid: "gate",
-    torch.rsqrt: "stat", torch.reciprocal: "stat", torch.sqrt: "stat",
+    torch.rsqrt: "stat", torch.reciprocal: "stat", torch.sqrt: "stat", torch.norm: "stat",
+    torch.linalg.vector_norm: "stat", torch.var: "stat", torch.std: "stat", F.normalize: "normalize",
+    torch.addcmul: "addcmul",
     F.softmax: "softmax", torch.softmax: "softmax",
     F.scaled_dot_product_attention: "sdpa",
     operator.add: "add", torch.add: "add", operator.sub: "add", torch.sub: "add", operator.iadd: "add",
@@ -142,7 +148,8 @@ METHOD_RULES: dict[str, str] = {
     "mean": "linmap", "sum": "linmap",
     "add": "add", "sub": "add", "mul": "mul", "div": "div", "matmul": "matmul", "bmm": "matmul",
     "relu": "act", "gelu": "act", "tanh": "act", "silu": "act",
-    "sigmoid": "gate", "rsqrt": "stat", "reciprocal": "stat", "sqrt": "stat",
+    "sigmoid": "gate", "rsqrt": "stat", "reciprocal": "stat", "sqrt": "stat", "norm": "stat", "var": "stat",
+    "std": "stat", "addcmul": "addcmul",
     "softmax": "softmax", "amax": "max",
     "size": "meta", "dim": "meta", "numel": "meta", "new_zeros": "const", "new_ones": "const",
 }

@@ -19,6 +19,7 @@ Used by the tests and by ``benchmarks/coverage.py``::
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import torch
@@ -30,6 +31,9 @@ __all__ = ["bias_free_copy", "conservation_ratios", "train_steps", "SHIFT_NAMES"
 SHIFT_NAMES = ("bias", "beta", "running_mean", "cls_token", "class_token", "reg_token", "dist_token",
                "register_tokens", "pos_embed", "pos_embedding", "pos_emb", "relative_position_bias_table",
                "attention_biases", "rel_pos", "absolute_pos_embed", "mask_token")
+
+
+_POS_MODULE = re.compile(r"pos(itional)?_?(enc|emb)", re.IGNORECASE)
 
 
 def is_shift(name: str) -> bool:
@@ -82,6 +86,11 @@ def bias_free_copy(model: nn.Module, calib: torch.Tensor, *, tiny: float = 1e-2,
         for name, t in list(m.named_parameters()) + list(m.named_buffers()):
             if t.is_floating_point() and is_shift(name):
                 t.zero_()
+        for mod in m.modules():  # position encodings computed by a module (EdgeNeXt's Fourier one): all zero
+            if _POS_MODULE.search(type(mod).__name__):
+                for t in list(mod.parameters()) + list(mod.buffers()):
+                    if t.is_floating_point():
+                        t.zero_()
     return m.eval()
 
 
@@ -92,7 +101,9 @@ def conservation_ratios(model: nn.Module, input_shape: tuple[int, ...], *, batch
 
     ``input_shape``: one sample's shape, e.g. ``(3, 64, 64)``. The target is each sample's
     largest-magnitude logit (a near-zero logit would make the ratio meaningless). ``method``: as
-    :func:`reldrop.attribution.attribute` (None: the registry's default). Returns ``(batch,)``.
+    :func:`reldrop.attribution.attribute` (None: the registry's default). Returns ``(batch,)``;
+    NaN where the bias-free copy's logits are all zero (e.g. SqueezeNet after training: a ReLU
+    before its pooling head, all its inputs negative without biases) — undefined, not failed.
     """
     from ...core import Attributor
 

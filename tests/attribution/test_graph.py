@@ -243,3 +243,57 @@ def test_bias_free_copy_zeroes_shifts_and_redraws_zero_gains():
     assert float(m.head.weight.detach().abs().max()) > 0
     assert float(m.pos_embed.abs().max()) == 0 and float(m.cls_token.abs().max()) == 0
     assert all(float(p.abs().max()) == 0 for n, p in m.named_parameters() if n.endswith("bias"))
+
+
+class _Clamp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _CustomFn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(_Clamp.apply(self.conv(x)).mean((2, 3)))
+
+
+class _DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 16 * 16, 2)
+
+    def forward(self, x):
+        if x.mean() > 0:
+            x = -x
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("model,match", [(_CustomFn(), r"node 'clamp' \(tensor method \.clamp\(\)\)"),
+                                         (_DataDependent(), r"cannot trace _DataDependent")])
+def test_refuses_custom_autograd_functions_and_untraceable_control_flow(model, match):
+    """fx traces a custom autograd Function through its forward (LRP rules follow the forward, its
+    custom backward plays no part); an op there without a rule is refused by name."""
+    with pytest.raises(ValueError, match=match):
+        attribute(model, X16.float(), torch.tensor([0, 1, 1]), backend="graph")
+
+
+def test_batchnorm_before_its_conv_and_frozen_batchnorm_conserve():
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    frozen = FrozenBatchNorm2d(6)
+    with torch.no_grad():
+        frozen.weight.uniform_(0.5, 1.5)
+        frozen.running_var.uniform_(0.5, 1.5)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), frozen, nn.ReLU(), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 3),
+                          timm.layers.BatchNormAct2d(6, act_layer=nn.SiLU), nn.Conv2d(6, 6, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+    ratios = conservation_ratios(model, (3, 12, 12))
+    assert torch.all((ratios > 0.99) & (ratios < 1.01)), ratios

@@ -44,9 +44,12 @@ pass       relevance follows the data: reshape / view / permute / transpose / fl
 meta       shapes, sizes, asserts: no tensor value.
 ========== =====================================================================================
 
-Anything else on the path the relevance takes (LSTM/GRU, custom autograd functions, sort, top-k,
-``exp``, ...) is refused, naming the node, its op and module path. Ops that only compute a gate,
-a normalization statistic or an attention weight (never receiving relevance) may be anything.
+Anything else on the path the relevance takes (LSTM/GRU, sort, top-k, ``exp``, ``clamp``, ...) is
+refused, naming the node, its op and module path; so is a model fx cannot trace (data-dependent
+control flow). A custom ``torch.autograd.Function`` is traced through its ``forward`` (the LRP
+rules follow the forward computation; its custom backward plays no part), and an op there without
+a rule is refused like any other. Ops that only compute a gate, a normalization statistic or an
+attention weight (never receiving relevance) may be anything.
 """
 from __future__ import annotations
 

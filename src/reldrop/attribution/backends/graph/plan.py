@@ -51,6 +51,8 @@ _BIJECTIVE_FUNCS = {torch.flatten, torch.reshape, torch.permute, torch.transpose
 _BIJECTIVE_MODULES = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 _DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 _DROPOUT_FUNCS = {F.dropout, F.dropout1d, F.dropout2d}
+_GATE_PROPAGATING = {"pass", "mul", "div", "add", "linmap", "dense", "conv", "matmul", "act", "layernorm", "groupnorm",
+                     "rmsnorm", "batchnorm", "addcmul", "upsample", "max"}
 _META_ATTRS = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout"}
 
 
@@ -308,7 +310,7 @@ class Builder:
             if inplace and self.args[n] and isinstance(self.args[n][0], fx.Node):
                 alias[self.args[n][0]] = n
         self.signal, self.kinds = signal, kinds
-        self._gate_memo: dict[fx.Node, bool] = {}
+        self._gates = self._gate_sweep()
         self.out_args = res(out_node.args)
 
         # --- relevance path ---
@@ -487,25 +489,25 @@ class Builder:
         """True when ``n`` is computed from gates only: sigmoid, hard-sigmoid, statistics (rsqrt, norm,
         ...), a softmax under CP-LRP, or reshapes / products / sums / layers of such values
         (e.g. GRN's ``‖x‖ / mean ‖x‖``, CaiT's talking-heads mixing of attention weights)."""
-        memo = self._gate_memo
-        if not isinstance(n, fx.Node) or n not in self.signal:
-            return False
-        if n in memo:
-            return memo[n]
-        memo[n] = False  # cycles cannot occur in a DAG; guards the recursion
-        k = self.kinds.get(n)
-        if k in ("gate", "stat"):
-            out = True
-        elif k == "softmax":
-            out = self.rules["softmax"] == "constant"
-        elif k in ("pass", "mul", "div", "add", "linmap", "dense", "conv", "matmul", "act", "layernorm",
-                   "groupnorm", "rmsnorm", "batchnorm", "addcmul", "upsample", "max"):
-            sig_in = [a for a in _inputs((self.args[n], self.kwargs[n])) if a in self.signal]
-            out = bool(sig_in) and all(self.is_gate(a) for a in sig_in)
-        else:
-            out = False
-        memo[n] = out
-        return out
+        return isinstance(n, fx.Node) and self._gates.get(n, False)
+
+    def _gate_sweep(self) -> dict[fx.Node, bool]:
+        """:meth:`is_gate` for every signal node, in one sweep in graph (topological) order."""
+        gates: dict[fx.Node, bool] = {}
+        for n in self.nodes:
+            if n not in self.signal:
+                continue
+            k = self.kinds.get(n)
+            if k in ("gate", "stat"):
+                gates[n] = True
+            elif k == "softmax":
+                gates[n] = self.rules["softmax"] == "constant"
+            elif k in _GATE_PROPAGATING:
+                sig_in = [a for a in _inputs((self.args[n], self.kwargs[n])) if a in self.signal]
+                gates[n] = bool(sig_in) and all(gates.get(a, False) for a in sig_in)
+            else:
+                gates[n] = False
+        return gates
 
     def carries(self, n: fx.Node) -> list[fx.Node]:
         """The signal inputs of ``n`` that receive relevance under its rule."""

@@ -208,10 +208,10 @@ class GraphBackend:
         opts.pop("seed", None)
         try:
             plan_for(model, _options(method, opts))
-        except (Unsupported, TraceError) as exc:
+        except (Unsupported, TraceError, TypeError, ValueError) as exc:
             return str(exc)
-        except (TypeError, ValueError) as exc:
-            return f"{exc}"
+        except Exception as exc:  # a graph the planner does not understand: say so, never break `auto`
+            return f"the graph planner failed on this model ({type(exc).__name__}: {exc})"
         return True
 
     def build(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,

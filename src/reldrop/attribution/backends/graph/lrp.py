@@ -10,6 +10,16 @@ One ``torch.autograd.grad`` from the logits to the first layer's output gives ``
 (BatchNorm running statistics, dropout and drop-path off) whatever the model's mode, as the
 other backends.
 
+Speed design (RelDrop's budget: one attribution ≈ half a training step): one forward over the
+plan, no second forward; autograd records only the relevance path, with every parameter detached
+(convolution backward computes the input gradient only; no weight gradients, no parameter
+``.grad``); gates, attention weights (CP-LRP) and normalization statistics run under ``no_grad``;
+BatchNorm is folded into the weights of the layer before it (a weight-sized multiply per call, no
+extra pass over activations); an activation right after a stabilized layer or sum takes a single
+fused factor ``act(z)/stab(z)``; LayerNorm's backward reuses the forward's 1/σ; Flat on the first
+conv runs on one channel. Batched throughout, no per-sample loops, one host sync (the target
+range check). The plan (trace, rules, folding decisions) is built once per model and cached.
+
 :class:`GraphBackend` is the registry entry ``"graph"``: asked after ``"fast"`` and ``"vit"``
 (which keep their exact numbers on the models they cover) and before the ``"zennit"`` fallback.
 """

@@ -54,7 +54,8 @@ from zennit.rules import Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 from zennit.types import Linear as LinearOrConv
 
-__all__ = ["Preset", "PRESETS", "method_names", "get_preset", "register_preset", "FirstLayerComposite", "is_avg_pool"]
+__all__ = ["Preset", "PRESETS", "method_names", "get_preset", "register_preset", "FirstLayerComposite", "is_avg_pool",
+           "zbox_bounds"]
 
 Predicate = Callable[[nn.Module], bool]
 
@@ -152,6 +153,23 @@ def _channel_bound(values: Any, name: str) -> torch.Tensor:
     return t.reshape(1, -1, 1, 1) if t.dim() == 1 else t
 
 
+def zbox_bounds(low: Any = None, high: Any = None, mean: Any = None, std: Any = None
+                ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """The ZBox input range ``(low, high)``: as given, or ``((0 - mean)/std, (1 - mean)/std)`` from the
+    normalization constants; ValueError when neither pair is given (shared by every backend)."""
+    if low is None and high is None and mean is not None and std is not None:
+        mean_t, std_t = _channel_bound(mean, "mean"), _channel_bound(std, "std")
+        if bool((std_t <= 0).any()):
+            raise ValueError("std must be positive")
+        low, high = (0.0 - mean_t) / std_t, (1.0 - mean_t) / std_t
+    if low is None or high is None:
+        raise ValueError(
+            "epsilon_gamma_box needs the input range: pass low=... and high=... (floats or tensors "
+            "broadcastable to one sample, e.g. (1, C, 1, 1)), or the normalization constants mean=... and std=..."
+        )
+    return _as_bound("low", low), _as_bound("high", high)
+
+
 def _epsilon_gamma_box(
     canonizers: Sequence[Canonizer],
     *,
@@ -166,17 +184,7 @@ def _epsilon_gamma_box(
     epsilon = _check_positive("epsilon", epsilon, allow_zero=True)
     gamma = _check_positive("gamma", gamma, allow_zero=True)
     stabilizer = _check_positive("stabilizer", stabilizer)
-    if low is None and high is None and mean is not None and std is not None:
-        mean_t, std_t = _channel_bound(mean, "mean"), _channel_bound(std, "std")
-        if bool((std_t <= 0).any()):
-            raise ValueError("std must be positive")
-        low, high = (0.0 - mean_t) / std_t, (1.0 - mean_t) / std_t
-    if low is None or high is None:
-        raise ValueError(
-            "epsilon_gamma_box needs the input range: pass low=... and high=... (floats or tensors "
-            "broadcastable to one sample, e.g. (1, C, 1, 1)), or the normalization constants mean=... and std=..."
-        )
-    low_b, high_b = _as_bound("low", low), _as_bound("high", high)
+    low_b, high_b = zbox_bounds(low, high, mean, std)
     layer_map = _base_map(stabilizer) + [
         (_isa(Convolution), Gamma(gamma=gamma, stabilizer=stabilizer)),
         (_isa(LinearOrConv), Epsilon(epsilon=epsilon)),

@@ -49,7 +49,7 @@ _PLANS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary
 
 
 def _options(method: str, kwargs: dict[str, Any]) -> Options:
-    from ...presets import _as_bound, _channel_bound  # the presets' own parsing of the ZBox bounds
+    from ...presets import zbox_bounds  # the presets' own parsing of the ZBox bounds
 
     kw = dict(kwargs)
     eps = kw.pop("epsilon", _DEFAULT_EPS.get(method, 1e-3))
@@ -64,14 +64,7 @@ def _options(method: str, kwargs: dict[str, Any]) -> Options:
     if stabilizer == 0:
         raise ValueError("stabilizer must be > 0")
     if method == "epsilon_gamma_box":
-        if low is None and high is None and mean is not None and std is not None:
-            mean_t, std_t = _channel_bound(mean, "mean"), _channel_bound(std, "std")
-            if bool((std_t <= 0).any()):
-                raise ValueError("std must be positive")
-            low, high = (0.0 - mean_t) / std_t, (1.0 - mean_t) / std_t
-        if low is None or high is None:
-            raise ValueError("epsilon_gamma_box needs the input range: pass low=... and high=... (or mean=... and std=...)")
-        low, high = _as_bound("low", low), _as_bound("high", high)
+        low, high = zbox_bounds(low, high, mean, std)
     return Options(method, float(eps), float(stabilizer), float(gamma), low, high)
 
 

@@ -132,6 +132,18 @@ class GraphLRP:
         with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
             return self._run(plan, x.detach(), target)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The plan's forward alone (no autograd): must equal ``model.eval()(x)`` (a self-check)."""
+        plan = self._plan
+        env: dict[Any, Any] = {"__input__": x.detach(), "__first__": []}
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            for step in plan.steps:
+                env[step.node] = step.fn(env)
+                for a in step.free:
+                    env.pop(a, None)
+        out = env[plan.output_node]
+        return (out[0] if isinstance(out, (tuple, list)) else out).detach()
+
     def _run(self, plan: Plan, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
         opts = self.opts
         chain = len(plan.pre_first) > 1

@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from ._wrappers import unwrap_model
 from .state import preserve_model_state
+from .tracing import LeafTracer
 
 __all__ = ["trace_model", "TraceError", "TIMM_LEAF_NAMES", "module_signature", "leaf_types", "function_name"]
 
@@ -80,7 +81,10 @@ def _autowrap_functions() -> tuple[Callable, ...]:
     return tuple(out)
 
 
-class _Tracer(fx.Tracer):
+class _Tracer(LeafTracer):
+    """:class:`~reldrop.attribution.tracing.LeafTracer`'s locking (the model's lock and the one
+    process-wide trace lock: a trace patches torch.nn.Module globally) with this module's leaves."""
+
     def __init__(self, leaves: set[type], autowrap: tuple[Callable, ...]) -> None:
         mods: tuple[Any, ...] = (math,)
         super().__init__(autowrap_modules=mods, autowrap_functions=autowrap)
@@ -89,7 +93,7 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if type(m) in self._leaves:
             return True
-        return super().is_leaf_module(m, module_qualified_name)
+        return fx.Tracer.is_leaf_module(self, m, module_qualified_name)
 
 
 def module_signature(model: nn.Module) -> tuple:

@@ -16,6 +16,8 @@ KNOWN_LONG = {
     "attribution/backends/fast/plan.py::build_plan": "the graph engine may retire the hand-written CNN backend",
     "attribution/backends/fast/lrp.py::FastLRP._run": "the graph engine may retire the hand-written CNN backend",
     "attribution/backends/vit/lrp.py::ViTLRP._run": "the graph engine may retire the hand-written ViT backend",
+    "attribution/backends/graph/plan.py::Builder.build": "the graph engine landed during issue 22: its author splits it",
+    "attribution/backends/graph/plan.py::Builder._step": "the graph engine landed during issue 22: its author splits it",
 }
 
 

@@ -53,21 +53,21 @@ def resnet():
 
 
 def test_builtin_order_and_names():
-    assert registry.backend_names() == ["fast", "points", "vit", "zennit"]
+    assert registry.backend_names() == ["fast", "points", "vit", "graph", "zennit"]
     assert registry.FALLBACK == "zennit"
-    with pytest.raises(ValueError, match="backend must be one of auto, fast, points, vit, zennit"):
+    with pytest.raises(ValueError, match="backend must be one of auto, fast, points, vit, graph, zennit"):
         registry.check_backend_name("cuda")
 
 
 def test_registration_positions(registered):
     registered("a", _Const())
-    assert registry.backend_names() == ["fast", "points", "vit", "a", "zennit"]  # default: ahead of the fallback
+    assert registry.backend_names() == ["fast", "points", "vit", "graph", "a", "zennit"]  # default: ahead of the fallback
     registered("b", _Const(), before="fast")
-    assert registry.backend_names() == ["b", "fast", "points", "vit", "a", "zennit"]
+    assert registry.backend_names() == ["b", "fast", "points", "vit", "graph", "a", "zennit"]
     with pytest.raises(ValueError, match="already registered"):
         registry.register_backend("a", _Const())
     registry.register_backend("a", _Const(5.0), replace=True)  # keeps its place
-    assert registry.backend_names() == ["b", "fast", "points", "vit", "a", "zennit"]
+    assert registry.backend_names() == ["b", "fast", "points", "vit", "graph", "a", "zennit"]
     with pytest.raises(ValueError, match="before="):
         registry.register_backend("c", _Const(), before="nope")
     with pytest.raises(ValueError, match="auto"):
@@ -138,4 +138,4 @@ def test_no_backend_fits_lists_every_reason(resnet, registered):
 
     registered("refuses", Refuses(), before="fast")
     attributor = Attributor(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)), "epsilon_flat")
-    assert attributor.backend == "zennit"  # refuses and fast decline, zennit computes it
+    assert attributor.backend == "graph"  # refuses and fast decline, the graph engine computes it

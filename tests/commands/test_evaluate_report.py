@@ -50,8 +50,9 @@ def test_evaluate_and_report_on_digits(tmp_path, capsys):
     assert len(m["morf"]["morf"]["accuracy"]) == 4 and m["morf"]["morf"]["fractions"][1] == pytest.approx(1 / 16)
     assert m["channel_auc"]["layers"] and all(0 <= v["auc"] <= 1 for v in m["channel_auc"]["layers"].values())
     assert (ev / "heatmaps.png").is_file() and (ev / "perturbation.png").is_file()
-    # a second evaluate with other metrics keeps the first ones
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "base" / "seed0"), "--metrics", "acc"]) == 0
+    # a second evaluate with other metrics (same checkpoint and options) keeps the first ones
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "base" / "seed0"), "--metrics", "acc", "--limit", "6",
+                 "--steps", "3", "--patch-size", "2", "--heatmap-samples", "2", "--channel-samples", "4"]) == 0
     assert "morf" in json.loads((ev / "metrics.json").read_text())
     capsys.readouterr()
     out_md = tmp_path / "table.md"
@@ -66,10 +67,10 @@ def test_evaluate_and_report_on_digits(tmp_path, capsys):
 
 
 def test_evaluate_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run directory"):
+    with pytest.raises(SystemExit, match="reldrop evaluate: error: run directory not found"):
         main(["evaluate", "--checkpoint", str(tmp_path / "nope")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="best.pt"):
+    with pytest.raises(SystemExit, match="reldrop evaluate: error: no best.pt"):
         main(["evaluate", "--checkpoint", str(tmp_path / "empty")])
     with pytest.raises(SystemExit, match="reldrop report"):
         main(["report", str(tmp_path / "empty")])

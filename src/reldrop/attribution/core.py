@@ -37,7 +37,7 @@ from .state import preserve_model_state
 __all__ = ["Attributor", "attribute", "unwrap_model", "resolve_method", "BACKENDS"]
 
 #: the built-in backend names (the live list: ``reldrop.attribution.registry.backend_names()``)
-BACKENDS = ("auto", "fast", "points", "vit", "zennit")
+BACKENDS = ("auto", "fast", "points", "vit", "graph", "zennit")
 Target = torch.Tensor | str
 
 
@@ -110,8 +110,9 @@ class Attributor:
     computes and removes them (the model is unchanged between and after calls). The first layer
     (``self.first_layer``) is found by a forward trace of one sample on the first call. Build a new
     Attributor if you change the model's architecture. Works under ``torch.no_grad()``,
-    ``torch.inference_mode()`` and ``torch.autocast`` (all suspended inside). Not thread-safe:
-    use one Attributor per thread.
+    ``torch.inference_mode()`` and ``torch.autocast`` (all suspended inside). Calls on one
+    model from several threads run one at a time (:func:`~reldrop.attribution.state.model_lock`),
+    so the model is never left changed; for parallel speed use one model copy per thread.
     """
 
     def __init__(

@@ -22,9 +22,17 @@ trace once per model, see :class:`~reldrop.attribution.Attributor`):
 * ``gradient_x_input`` - x ⊙ ∂ logit_t / ∂x.
 * ``cp_lrp`` - CP-LRP for Vision Transformers (attention probabilities and LayerNorm's 1/σ held
   constant, ε on Linear layers, Flat on the patch embedding); no zennit composite: computed by the
-  ``"vit"`` backend only (:mod:`reldrop.attribution.backends.vit`), the default method for ViTs.
+  ``"vit"`` backend (:mod:`reldrop.attribution.backends.vit`; the default method for ViTs) and by
+  the ``"graph"`` backend for any fx-traceable model with attention (Swin, CoAtNet, MaxViT, ...;
+  :mod:`reldrop.attribution.backends.graph`, where it has the same rules as ``epsilon_flat``).
 * ``attnlrp`` - AttnLRP (Achtibat et al. 2024) for Vision Transformers: as ``cp_lrp`` outside
-  attention; inside, the softmax rule and the uniform rule on ``A v`` and ``q kᵀ`` (``"vit"`` backend).
+  attention; inside, the softmax rule and the uniform rule on ``A v`` and ``q kᵀ`` (``"vit"`` and
+  ``"graph"`` backends).
+
+The ``"graph"`` backend computes ``epsilon_flat``, ``zplus_flat``, ``epsilon_gamma_box``, ``cp_lrp``
+and ``attnlrp`` with the rules of its table (:mod:`reldrop.attribution.backends.graph.rules`): BN
+folded, LayerNorm/GroupNorm/RMSNorm 1/σ held, gates held, identity rule on activations, the Norm
+rule on every sum of signals, ε on weight-free linear maps; it refuses ops without a rule by name.
 
 ``stabilizer`` (default 1e-6, zennit's default) is the ε of the Norm/Flat/ZPlus/Gamma/ZBox
 denominators. ``epsilon_gamma_box`` needs the input range: ``low``/``high`` (floats or tensors
@@ -46,7 +54,8 @@ from zennit.rules import Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 from zennit.types import Linear as LinearOrConv
 
-__all__ = ["Preset", "PRESETS", "method_names", "get_preset", "register_preset", "FirstLayerComposite", "is_avg_pool"]
+__all__ = ["Preset", "PRESETS", "method_names", "get_preset", "register_preset", "FirstLayerComposite", "is_avg_pool",
+           "zbox_bounds"]
 
 Predicate = Callable[[nn.Module], bool]
 
@@ -144,6 +153,23 @@ def _channel_bound(values: Any, name: str) -> torch.Tensor:
     return t.reshape(1, -1, 1, 1) if t.dim() == 1 else t
 
 
+def zbox_bounds(low: Any = None, high: Any = None, mean: Any = None, std: Any = None
+                ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """The ZBox input range ``(low, high)``: as given, or ``((0 - mean)/std, (1 - mean)/std)`` from the
+    normalization constants; ValueError when neither pair is given (shared by every backend)."""
+    if low is None and high is None and mean is not None and std is not None:
+        mean_t, std_t = _channel_bound(mean, "mean"), _channel_bound(std, "std")
+        if bool((std_t <= 0).any()):
+            raise ValueError("std must be positive")
+        low, high = (0.0 - mean_t) / std_t, (1.0 - mean_t) / std_t
+    if low is None or high is None:
+        raise ValueError(
+            "epsilon_gamma_box needs the input range: pass low=... and high=... (floats or tensors "
+            "broadcastable to one sample, e.g. (1, C, 1, 1)), or the normalization constants mean=... and std=..."
+        )
+    return _as_bound("low", low), _as_bound("high", high)
+
+
 def _epsilon_gamma_box(
     canonizers: Sequence[Canonizer],
     *,
@@ -158,17 +184,7 @@ def _epsilon_gamma_box(
     epsilon = _check_positive("epsilon", epsilon, allow_zero=True)
     gamma = _check_positive("gamma", gamma, allow_zero=True)
     stabilizer = _check_positive("stabilizer", stabilizer)
-    if low is None and high is None and mean is not None and std is not None:
-        mean_t, std_t = _channel_bound(mean, "mean"), _channel_bound(std, "std")
-        if bool((std_t <= 0).any()):
-            raise ValueError("std must be positive")
-        low, high = (0.0 - mean_t) / std_t, (1.0 - mean_t) / std_t
-    if low is None or high is None:
-        raise ValueError(
-            "epsilon_gamma_box needs the input range: pass low=... and high=... (floats or tensors "
-            "broadcastable to one sample, e.g. (1, C, 1, 1)), or the normalization constants mean=... and std=..."
-        )
-    low_b, high_b = _as_bound("low", low), _as_bound("high", high)
+    low_b, high_b = zbox_bounds(low, high, mean, std)
     layer_map = _base_map(stabilizer) + [
         (_isa(Convolution), Gamma(gamma=gamma, stabilizer=stabilizer)),
         (_isa(LinearOrConv), Epsilon(epsilon=epsilon)),
@@ -221,12 +237,12 @@ PRESETS: dict[str, Preset] = {
     "cp_lrp": Preset(
         "cp_lrp", None, lrp=True, kwargs=("epsilon", "stabilizer"),
         doc="CP-LRP for Vision Transformers: attention and LayerNorm 1/σ held constant, ε on Linear, "
-            "Flat patch embedding (backend 'vit').",
+            "Flat patch embedding (backends 'vit' and 'graph').",
     ),
     "attnlrp": Preset(
         "attnlrp", None, lrp=True, kwargs=("epsilon", "stabilizer"),
         doc="AttnLRP for Vision Transformers: as cp_lrp, but relevance also flows through the attention "
-            "probabilities (softmax rule, uniform rule on the two attention matmuls) (backend 'vit').",
+            "probabilities (softmax rule, uniform rule on the two attention matmuls) (backends 'vit' and 'graph').",
     ),
 }
 

@@ -24,6 +24,8 @@ host-device synchronization and costs one walk over the modules per call.
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -31,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules import module as _torch_module
 
-__all__ = ["preserve_model_state", "ModelStateSnapshot"]
+__all__ = ["preserve_model_state", "ModelStateSnapshot", "model_lock"]
 
 _MISSING = object()
 _GLOBAL_HOOK_DICTS = (
@@ -160,8 +162,24 @@ def preserve_model_state(model: nn.Module, *, copy_parameters: bool = False) -> 
     Yields:
         ``model``.
     """
-    snapshot = ModelStateSnapshot(model, copy_parameters=copy_parameters)
-    try:
-        yield model
-    finally:
-        snapshot.restore()
+    with model_lock(model):  # one guarded call per model at a time: threads never see (or keep) another's changes
+        snapshot = ModelStateSnapshot(model, copy_parameters=copy_parameters)
+        try:
+            yield model
+        finally:
+            snapshot.restore()
+
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock of ``model`` that :func:`preserve_model_state` holds: attribution calls on
+    one model from several threads run one at a time (a zennit composite registers hooks and swaps
+    modules for the duration of a call; another thread's snapshot or call in between would keep them)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock

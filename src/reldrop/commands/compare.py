@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: compare.seeds, 0 1 2)")
     parser.add_argument("--variants", nargs="+", default=None, metavar="NAME",
                         help="run only these variants (names from compare.variants)")
+    parser.add_argument("--force", action="store_true",
+                        help="take over stale locks killed processes left in run folders (never a live one)")
     parser.epilog = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -38,10 +40,21 @@ def run(args: argparse.Namespace) -> int:
         return cfg
     try:
         res = run_compare(cfg, out=args.out, seeds=args.seeds, only=args.variants, quiet=args.quiet,
-                          data_root=args.data_root)
+                          data_root=args.data_root, force=args.force)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"reldrop compare: error: {err}", file=sys.stderr)
         return 2
+    except (RuntimeError, OSError) as err:  # a diverged run, a full disk: one line
+        from reldrop.train.divergence import TrainingDivergedError
+
+        if not isinstance(err, (TrainingDivergedError, OSError)):
+            raise
+        print(f"reldrop compare: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("reldrop compare: interrupted; run the same command again to continue (finished runs are reused, "
+              "interrupted ones resumed)", file=sys.stderr)
+        return 130
     finally:
         cleanup()
     print((res["out"] and open(f"{res['out']}/results.md").read()) or "")

@@ -139,7 +139,9 @@ def rra_metric(ctx: EvalContext) -> dict[str, Any]:
 
     t = ctx.timed("rra")
     info, model, n_show = ctx.info, ctx.model, ctx.heatmap_samples
-    bench = load_placed_tiles(ctx.data_root(), "test", size=ctx.rra_size, canvas=RRA_CANVAS)
+    data = ctx.run.config.get("data", {})
+    path = (data.get("kwargs") or {}).get("path") if str(data.get("name", "")).endswith("cifar10") else None
+    bench = load_placed_tiles(ctx.data_root(), "test", size=ctx.rra_size, canvas=RRA_CANVAS, path=path)
     scores, masks, hits, shown = [], [], 0, None
     for x, y, m in bench.batches(ctx.batch_size, mean=info.mean, std=info.std, device=ctx.dev):
         r = ctx.attributor()(x, y)

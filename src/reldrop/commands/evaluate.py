@@ -64,14 +64,21 @@ def run(args: argparse.Namespace) -> int:
     from reldrop._threads import warn_if_busy
 
     warn_if_busy(torch.get_num_threads())
-    loaded = load_run(args.checkpoint, checkpoint=args.which, device=args.device, data_root=args.data_root)
+    try:
+        loaded = load_run(args.checkpoint, checkpoint=args.which, device=args.device, data_root=args.data_root)
+    except (ValueError, OSError) as err:  # missing/empty folder, 0-byte, truncated or pickled checkpoint
+        raise SystemExit(f"reldrop evaluate: error: {err}") from None
     if args.metrics is None:
         metrics = list(DEFAULT_METRICS.get(loaded.test.modality, ("acc",)))
         if str(loaded.config.get("data", {}).get("name", "")).startswith(DECOY_PREFIX):
             metrics = ["acc", "decoy"]
     else:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    compare = [load_run(c, checkpoint=args.which, device=args.device, data_root=args.data_root) for c in args.compare]
+    try:
+        compare = [load_run(c, checkpoint=args.which, device=args.device, data_root=args.data_root)
+                   for c in args.compare]
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"reldrop evaluate: error: {err}") from None
     try:
         res = evaluate_run(loaded, metrics, out_dir=args.out, device=args.device, batch_size=args.batch_size,
                            limit=args.limit or None, rra_size=args.rra_size, patch_size=args.patch_size,
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                            compare=compare, seed=args.seed, channel_samples=args.channel_samples,
                            skip_inapplicable=args.metrics is None, zeroshot_root=args.zeroshot_root,
                            zeroshot_sets=[s.strip() for s in args.zeroshot_sets.split(",") if s.strip()])
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         raise SystemExit(f"reldrop evaluate: {err}") from None
     summary = []
     if "acc" in res:

@@ -154,17 +154,32 @@ def _select(run: LoadedRun, metrics: Sequence[str], *, patch_size: int, steps: i
     return metrics, skipped
 
 
-def _start_results(run: LoadedRun, json_path: Path, method: str, skipped: dict[str, str]) -> dict[str, Any]:
-    """The run's header merged over the metrics an earlier ``reldrop evaluate`` wrote to ``json_path``."""
+#: what an earlier evaluation's numbers depend on: its metrics are kept only when all of these match
+_SAME_EVALUATION = ("run", "checkpoint", "epoch", "method", "options")
+
+
+def _start_results(run: LoadedRun, json_path: Path, method: str, skipped: dict[str, str],
+                   options: dict[str, Any] | None = None, log: Any = None) -> dict[str, Any]:
+    """The run's header, merged over the metrics an earlier ``reldrop evaluate`` wrote to ``json_path``
+    only when that evaluation used the same checkpoint (file and epoch), method and options: a
+    metrics.json never mixes numbers of two checkpoints or settings."""
     results: dict[str, Any] = {"run": str(run.run_dir), "name": run.name, "checkpoint": str(run.checkpoint),
                                "epoch": run.epoch, "model": run.config.get("model", {}).get("name"),
                                "aug": run.config.get("aug", {}).get("name"), "method": method}
+    if options is not None:
+        results["options"] = options
     if json_path.is_file():  # keep metrics computed earlier with other --metrics selections
         try:
             prev = json.loads(json_path.read_text())
-            results = {**prev, **results}
-        except json.JSONDecodeError:
-            pass
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            prev = None
+        if isinstance(prev, dict):
+            differ = [k for k in _SAME_EVALUATION if k in results and prev.get(k) != results[k]]
+            if not differ:
+                results = {**prev, **results}
+            elif log is not None:
+                log(f"[{run.name}] {json_path} held an evaluation with another {', '.join(differ)}; "
+                    "replacing it (its metrics are not kept)")
     results.pop("skipped", None)
     if skipped:
         results["skipped"] = skipped
@@ -222,10 +237,10 @@ def evaluate_run(
                       method=method, heatmap_samples=heatmap_samples, channel_samples=channel_samples, seed=seed,
                       zeroshot_root=zeroshot_root, zeroshot_sets=zeroshot_sets, log=log)
     json_path = out / "metrics.json"
-    results = _start_results(run, json_path, method, skipped)
     # what the numbers depend on, so a later reader (or script) can tell whether they are reusable
-    results["options"] = {"limit": limit, "rra_size": rra_size, "patch_size": patch_size, "steps": steps,
-                          "channel_samples": channel_samples, "heatmap_samples": heatmap_samples, "seed": seed}
+    options = {"limit": limit, "rra_size": rra_size, "patch_size": patch_size, "steps": steps,
+               "channel_samples": channel_samples, "heatmap_samples": heatmap_samples, "seed": seed}
+    results = _start_results(run, json_path, method, skipped, options, log)
     atomic_write_json(json_path, results, indent=1)
     for name, fn in METRIC_FUNCTIONS.items():
         if name in metrics:

@@ -78,6 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR|CKPT",
                         help="continue a run from its last.pt (default: the --out directory); "
                              "the run keeps its saved config (--epochs may extend it)")
+    parser.add_argument("--force", action="store_true",
+                        help="take over the stale lock a killed process left in the run directory (never a live one)")
     parser.epilog = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -133,12 +135,25 @@ def run(args: argparse.Namespace) -> int:
         print("reldrop train: error: --resume needs a run directory (--resume RUN_DIR or --out RUN_DIR)",
               file=sys.stderr)
         return 2
+    from reldrop.train.divergence import TrainingDivergedError
+
     try:
         result = train(cfg, resume=resume, quiet=args.quiet, data_root=args.data_root,
-                       epochs=args.epochs if resume else None)
+                       epochs=args.epochs if resume else None, force=bool(getattr(args, "force", False)))
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"reldrop train: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as err:
+        print(f"reldrop train: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # disk full, read-only --out, ...: one line naming the path
+        print(f"reldrop train: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as err:
+        run_dir = getattr(err, "run_dir", None) or args.out
+        how = f"reldrop train --resume {run_dir}" if run_dir else "reldrop train --resume RUN_DIR"
+        print(f"reldrop train: interrupted; resume with `{how}`", file=sys.stderr)
+        return 130
     finally:
         cleanup()
     if result["rank"] == 0:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .imagefolder import load_imagefolder_tensor
+from .imagefolder import check_same_classes, load_imagefolder_tensor
 from .registry import DatasetInfo, register_dataset, reject_unknown_kwargs
 from .tensor_dataset import TensorImageDataset, class_balanced_subset
 from .transforms import (CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD, BatchCompose, Normalize,
@@ -126,6 +126,7 @@ def load_cifar_split(root: Path, split: str, num_classes: int = 10, path: str | 
         images, labels, names = load_cifar_pickle(folder, split, num_classes)
     else:
         images, labels, names = load_imagefolder_tensor(folder / split, cache=cache)
+        check_same_classes(folder / split, names, folder / ("test" if split == "train" else "train"))
         if len(names) != num_classes:
             raise ValueError(f"{folder / split} has {len(names)} class folders, expected {num_classes} for CIFAR-{num_classes}")
     if tuple(images.shape[1:]) != (3, 32, 32):

@@ -123,7 +123,9 @@ def _build(images: torch.Tensor, labels: torch.Tensor, split: str, *, transform:
            decoy_test: str, decoy_seed: int, colour: str, subset: int | None, seed: int,
            extra: dict[str, Any] | None = None) -> DatasetInfo:
     mode = "train" if split == "train" else _check_mode(decoy_test)
-    x, d = add_decoy(images, labels, mode=mode, patch_size=int(patch_size), num_classes=num_classes, rho=rho,
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int):  # 2.5 would draw 2x2 and report 2.5^2
+        raise ValueError(f"decoy patch_size must be an int (the patch side in pixels), got {patch_size!r}")
+    x, d = add_decoy(images, labels, mode=mode, patch_size=patch_size, num_classes=num_classes, rho=rho,
                      seed=int(decoy_seed) + (0 if split == "train" else 1), colour=colour)
     ds = TensorImageDataset(x, labels, transform)
     if subset is not None and split == "train":

@@ -21,7 +21,8 @@ from .registry import DatasetInfo, register_dataset, reject_unknown_kwargs
 from .root import cache_dir
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_eval_transform, imagenet_train_transform
 
-__all__ = ["IMG_EXTENSIONS", "scan_imagefolder", "load_image", "load_imagefolder_tensor", "ImageFolderDataset"]
+__all__ = ["IMG_EXTENSIONS", "scan_imagefolder", "load_image", "load_imagefolder_tensor", "ImageFolderDataset",
+           "class_folders", "check_same_classes"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -31,18 +32,44 @@ def scan_imagefolder(split_dir: str | os.PathLike[str]) -> tuple[list[Path], lis
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {split_dir} (expected <split>/<class>/<image>)")
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = class_folders(split_dir)
     if not classes:
         raise FileNotFoundError(f"no class sub-folders in {split_dir} (expected <split>/<class>/<image>)")
     files: list[Path] = []
     labels: list[int] = []
+    empty: list[str] = []
     for k, c in enumerate(classes):
         names = sorted(f for f in os.listdir(split_dir / c) if f.lower().endswith(IMG_EXTENSIONS))
+        if not names:
+            empty.append(c)
         files.extend(split_dir / c / f for f in names)
         labels.extend([k] * len(names))
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMG_EXTENSIONS)}) found under {split_dir}")
+    if empty:
+        raise ValueError(f"class folder(s) {', '.join(str(split_dir / c) for c in empty[:5])} hold no images "
+                         f"({', '.join(IMG_EXTENSIONS)}); a class without images cannot be learned or scored: "
+                         "remove the folder or add its images")
     return files, labels, classes
+
+
+def class_folders(split_dir: str | os.PathLike[str]) -> list[str]:
+    """Sorted class folder names of ``split_dir`` (hidden folders skipped)."""
+    return sorted(d.name for d in Path(split_dir).iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def check_same_classes(split_dir: Path, classes: list[str], other_dir: Path) -> None:
+    """ValueError naming both folders when ``other_dir`` (the other split) has other class folders than
+    ``classes`` (the labels are class indices in sorted order: a renamed folder would shift them)."""
+    if not other_dir.is_dir():
+        return
+    other = class_folders(other_dir)
+    if other != list(classes):
+        only_a = sorted(set(classes) - set(other))
+        only_b = sorted(set(other) - set(classes))
+        raise ValueError(f"the class folders of {split_dir} and {other_dir} differ (only in {split_dir.name}: "
+                         f"{only_a[:5]}, only in {other_dir.name}: {only_b[:5]}): labels are the sorted class "
+                         "folders of each split, so both splits must have the same class folders")
 
 
 def load_image(path: Path, mode: str = "RGB") -> Any:
@@ -55,6 +82,9 @@ def load_image(path: Path, mode: str = "RGB") -> Any:
             return im.convert(mode)
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"image file {path} is too large to decode safely (PIL decompression-bomb limit: {err})") \
+            from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"corrupt or unreadable image file: {path} ({err})") from err
 
@@ -63,7 +93,10 @@ def _cache_key(split_dir: Path, files: list[Path], mode: str) -> str:
     h = hashlib.sha1()
     h.update(f"v1|{split_dir.resolve()}|{mode}".encode())
     for f in files:
-        st = f.stat()
+        try:
+            st = f.stat()
+        except OSError as err:  # a dangling link, a symlink loop (ELOOP), no permission
+            raise ValueError(f"cannot read image file {f}: {err.strerror or err}") from err
         h.update(f"|{f.relative_to(split_dir)}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
@@ -111,7 +144,7 @@ def load_imagefolder_tensor(split_dir: str | os.PathLike[str], *, mode: str = "R
     label_t = torch.tensor(labels, dtype=torch.long)
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        tmp = target.with_name(f".{target.name}.reldrop-tmp{os.getpid()}")
         torch.save({"images": images, "labels": label_t, "classes": classes}, tmp)
         os.replace(tmp, target)
     return images, label_t, classes
@@ -148,6 +181,11 @@ def build_imagefolder(root: Path, split: str, *, train_transform: bool, path: st
     reject_unknown_kwargs("imagefolder", unknown, build_imagefolder)
     base = Path(path) if Path(path).is_absolute() else root / path
     split_dir = _resolve_split(base, split)
+    ds_classes = class_folders(split_dir)
+    for other in ("train", "val", "test", "validation"):
+        if (base / other) != split_dir and (base / other).is_dir():
+            check_same_classes(split_dir, ds_classes, base / other)
+            break
     tf = imagenet_train_transform(image_size) if train_transform else imagenet_eval_transform(image_size)
     ds = ImageFolderDataset(split_dir, tf)
     dataset: Dataset = ds

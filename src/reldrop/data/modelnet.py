@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -212,7 +213,7 @@ def prepare_arrays(key: dict[str, Any], load: Callable[[], tuple[list[np.ndarray
     out = prep.batch(arrays, sources)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
+        tmp = path.with_name(f".{path.stem}.reldrop-tmp{os.getpid()}.npy")  # per process: two builders never share it
         np.save(tmp, out.numpy())
         tmp.replace(path)
     return out

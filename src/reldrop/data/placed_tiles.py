@@ -124,8 +124,10 @@ def make_placed_tiles(pool_images: torch.Tensor, pool_labels: torch.Tensor, *, s
 
 
 def load_placed_tiles(root: str | Path | None = None, split: str = "test", *, size: int | None = 2000,
-                      canvas: int = 64, seed: int | None = None, cache: bool = True) -> PlacedTiles:
-    """The benchmark on real CIFAR-10 (``<data root>/cifar10``, pickle or ImageFolder layout).
+                      canvas: int = 64, seed: int | None = None, cache: bool = True,
+                      path: str | None = None) -> PlacedTiles:
+    """The benchmark on real CIFAR-10 (``<data root>/cifar10``, or ``path`` below the root as a run's
+    ``data.kwargs.path``; pickle or ImageFolder layout).
 
     ``split`` "train" draws from the CIFAR-10 training images (seed 0), "test" from the test
     images (seed 1) unless ``seed`` is given.
@@ -137,7 +139,7 @@ def load_placed_tiles(root: str | Path | None = None, split: str = "test", *, si
     if split not in DEFAULT_SEEDS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     base = data_root(root)
-    layout, folder = find_cifar(base, 10)
+    layout, folder = find_cifar(base, 10, path)
     if layout == "pickle":
         images, labels, names = load_cifar_pickle(folder, split, 10)
     else:

@@ -36,8 +36,8 @@ def read_segmentation_ids(path: str | os.PathLike[str]) -> torch.Tensor:
             arr = np.asarray(im.convert("RGB"), dtype=np.int64)
     except FileNotFoundError:
         raise FileNotFoundError(f"segmentation mask not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"corrupt or unreadable segmentation PNG: {path} ({err})") from err
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        raise ValueError(f"corrupt, oversized or unreadable segmentation PNG: {path} ({err})") from err
     return torch.from_numpy(arr[..., 0] + 256 * arr[..., 1])
 
 

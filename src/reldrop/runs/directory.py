@@ -91,14 +91,22 @@ def repair_best(run_dir: Path, last_path: Path, last: Mapping[str, Any], quiet: 
     epoch was started, so it is already right.)
     """
     best_path = run_dir / "best.pt"
-    if int(last["best_epoch"]) != int(last["epoch"]) or last_path.resolve() == best_path.resolve():
+    if last_path.resolve() == best_path.resolve():
         return
-    best_epoch = None
+    best_epoch, unreadable = None, None
     if best_path.is_file():
         try:
             best_epoch = int(load_checkpoint(best_path)["epoch"])
-        except (ValueError, KeyError, TypeError):
-            best_epoch = None
+        except (ValueError, KeyError, TypeError) as err:
+            best_epoch, unreadable = None, err
+    if int(last["best_epoch"]) != int(last["epoch"]):
+        if unreadable is not None:  # best.pt of an older epoch is lost (0 bytes, truncated): never keep a broken one
+            keep = best_path.with_name("best.pt.corrupt")
+            os.replace(best_path, keep)
+            warnings.warn(f"{best_path} is unreadable ({unreadable}); kept it as {keep}. The best epoch "
+                          f"({last['best_epoch']}) cannot be recovered: best.pt is written again at the next "
+                          "improvement, and evaluate uses last.pt until then", stacklevel=3)
+        return
     if best_epoch == int(last["epoch"]):
         return
     atomic_write_bytes(best_path, last_path.read_bytes())

@@ -3,11 +3,14 @@
 The one home of reldrop's disk writes for run state (checkpoints, metrics, ``env.json``, results):
 
 * :func:`atomic_write_bytes` / :func:`atomic_write_text` / :func:`atomic_write_json` /
-  :func:`atomic_open` / :func:`save_checkpoint` write to a temp file ``.<name>.tmp<pid>`` in the
-  same folder, flush + fsync it, then ``os.replace`` it over the target. A reader (or a process
-  that starts after a kill) sees either the whole old file or the whole new one, never a
+  :func:`atomic_open` / :func:`save_checkpoint` write to a temp file ``.<name>.reldrop-tmp<pid>``
+  in the same folder, flush + fsync it, then ``os.replace`` it over the target. A reader (or a
+  process that starts after a kill) sees either the whole old file or the whole new one, never a
   truncated mix. A kill during the write leaves the temp file behind; :func:`clean_stale_temps`
-  removes such leftovers of dead processes when a run starts or resumes.
+  removes such leftovers of dead processes when a run starts or resumes - only files that reldrop
+  names this way (or, from older versions, ``.<run file>.tmp<pid>`` of its own run files), never a
+  user's ``.notes.tmp42``. A failed write (disk full, file size limit, read-only folder) raises
+  :class:`RunWriteError` naming the file and saying that the previous file is intact.
 * :func:`load_checkpoint` reads with ``torch.load(weights_only=True)``: only tensors, plain
   containers and numbers are unpickled, so a crafted checkpoint cannot run code. Checkpoints of
   reldrop <= 0.x that pickled numpy RNG states load too (numpy arrays are allow-listed for the
@@ -32,21 +35,46 @@ import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_open", "save_checkpoint",
            "load_checkpoint", "read_json", "clean_stale_temps", "temp_path", "rng_state", "set_rng_state",
-           "CheckpointError", "PathLike"]
+           "CheckpointError", "UnsafeCheckpointError", "RunWriteError", "PathLike", "RUN_FILES"]
 
 PathLike = str | os.PathLike[str]
-_TEMP_RE = re.compile(r"^\..+\.tmp(\d*)$")
+#: the temp files reldrop writes: ``.<name>.reldrop-tmp<pid>``
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.reldrop-tmp(?P<pid>\d+)$")
+#: the temp files older reldrop versions wrote (``.<name>.tmp[<pid>]``); removed only for its own run files
+_OLD_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d*)$")
+#: the files reldrop writes into a run directory
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "env.json", "config.yaml", "run.json")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be read safely (corrupt, truncated, or holds pickled code/objects)."""
 
 
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint needs pickled globals other than tensors/containers/numbers (refused, never run)."""
+
+
+class RunWriteError(OSError):
+    """Writing a run file failed (disk full, file size limit, read-only or missing folder); the
+    previous version of the file is intact (the write went to a temp file that was removed)."""
+
+
 def temp_path(path: PathLike) -> Path:
-    """The temp file used while writing ``path``: ``<dir>/.<name>.tmp<pid>`` (same folder, so
-    ``os.replace`` is atomic)."""
+    """The temp file used while writing ``path``: ``<dir>/.<name>.reldrop-tmp<pid>`` (same folder, so
+    ``os.replace`` is atomic; the reldrop tag and the pid say who wrote it)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    return path.with_name(f".{path.name}.reldrop-tmp{os.getpid()}")
+
+
+def _write_error(path: Path, err: BaseException) -> RunWriteError:
+    text = str(err).strip()
+    cause = getattr(err, "strerror", None) or (text.splitlines()[0] if text else type(err).__name__)
+    if "inline_container" in text or "PytorchStreamWriter" in text:
+        cause = f"torch.save failed ({cause}): disk full or file size limit?"
+    prev = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written"
+    out = RunWriteError(f"could not write {path}: {cause}; {prev}")
+    out.errno = getattr(err, "errno", None)
+    return out
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -75,6 +103,12 @@ def atomic_open(path: PathLike, mode: str = "w", **open_kw: Any) -> Iterator[IO[
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # disk full, EFBIG (ulimit -f), read-only folder: one line naming the file
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(err, RunWriteError):
+            raise
+        raise _write_error(path, err) from err
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -113,8 +147,12 @@ def read_json(path: PathLike) -> Any:
 
 def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> None:
     """``torch.save(dict(state))`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    path = Path(path)
     with atomic_open(path, "wb") as f:
-        torch.save(dict(state), f)
+        try:
+            torch.save(dict(state), f)
+        except RuntimeError as err:  # torch's zip writer reports a failed write as RuntimeError (inline_container.cc)
+            raise _write_error(path, err) from err
 
 
 def _numpy_globals() -> list[Any]:
@@ -138,14 +176,17 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
         with torch.serialization.safe_globals(_numpy_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        msg = str(err).split("\n\n")[0].strip()
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            raise CheckpointError(
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found is not None or "Unsupported global" in text:
+            what = found.group(1) if found is not None else "a global that is not allowed"
+            raise UnsafeCheckpointError(
                 f"refusing to load checkpoint {path}: it holds pickled objects other than tensors, containers and "
-                f"numbers, and reldrop loads checkpoints with torch.load(weights_only=True) so that a file cannot "
-                f"run code ({msg}). Only load files you trust; re-save it as a plain state dict "
+                f"numbers ({what}), and reldrop loads checkpoints with torch.load(weights_only=True) so that a file "
+                f"cannot run code. Only load files you trust; re-save it as a plain state dict "
                 f"(torch.save(model.state_dict(), ...)) if you do.") from err
-        raise CheckpointError(f"corrupt or unreadable checkpoint: {path} ({type(err).__name__}: {msg})") from err
+        first = text.strip().splitlines()[0].strip() if text.strip() else ""
+        raise CheckpointError(f"corrupt or unreadable checkpoint: {path} ({type(err).__name__}: {first})") from err
     return obj
 
 
@@ -162,11 +203,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temps(folder: PathLike) -> list[Path]:
-    """Remove temp files ``.<name>.tmp[<pid>]`` in ``folder`` left by killed writers; returns them.
+    """Remove the temp files of killed reldrop writers in ``folder``; returns them.
 
-    A temp file whose pid is still alive (another process writing right now) is kept, unless it is
-    this process's own pid (a leftover of an earlier call in this process). Files without a pid
-    (older versions wrote ``.metrics.csv.tmp``) are removed.
+    Only files reldrop created are candidates: ``.<name>.reldrop-tmp<pid>`` (:func:`temp_path`), and
+    the older ``.<name>.tmp[<pid>]`` of its own run files (:data:`RUN_FILES`, e.g. ``.last.pt.tmp42``).
+    Anything else (a user's ``.notes.tmp4242``, ``.draft.tmp``) is never touched. A temp file whose
+    pid is still alive (another process writing right now) is kept, unless it is this process's
+    own pid (a leftover of an earlier call in this process).
     """
     folder = Path(folder)
     removed: list[Path] = []
@@ -174,9 +217,13 @@ def clean_stale_temps(folder: PathLike) -> list[Path]:
         return removed
     for p in folder.iterdir():
         m = _TEMP_RE.match(p.name)
-        if m is None or not p.is_file():
+        if m is None:
+            m = _OLD_TEMP_RE.match(p.name)
+            if m is None or m.group("name") not in RUN_FILES:
+                continue
+        if not p.is_file() or p.is_symlink():
             continue
-        pid = int(m.group(1)) if m.group(1) else -1
+        pid = int(m.group("pid")) if m.group("pid") else -1
         if pid != os.getpid() and _pid_alive(pid):
             continue
         with contextlib.suppress(OSError):

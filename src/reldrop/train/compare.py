@@ -96,15 +96,63 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _variant_dirs(out_dir: Path, names: Sequence[str]) -> dict[str, Path]:
+    """``{variant: <out_dir>/<folder>}``; refuses names whose folders collide (after sanitizing, ignoring
+    case) or leave ``out_dir`` (``..``, ``.``)."""
+    dirs: dict[str, Path] = {}
+    seen: dict[str, str] = {}
+    for name in names:
+        slug = _slug(name)
+        if slug in (".", "..") or (out_dir / slug).resolve().parent != out_dir.resolve():
+            raise ValueError(f"compare variant {name!r}: its folder name {slug!r} would not be a folder inside "
+                             f"{out_dir}; rename the variant")
+        other = seen.get(slug.casefold())
+        if other is not None:
+            raise ValueError(f"compare variants {other!r} and {name!r} map to the same run folder {out_dir / slug} "
+                             "(names are sanitized to letters, digits and _.=-); rename one of them")
+        seen[slug.casefold()] = name
+        dirs[name] = out_dir / slug
+    return dirs
+
+
+def _checkpoint_epoch(run_dir: Path) -> int | None:
+    """The epoch ``last.pt`` holds (None without one): what a run has finished, whatever metrics.jsonl says."""
+    from ..runs import load_checkpoint
+
+    path = run_dir / "last.pt"
+    return int(load_checkpoint(path)["epoch"]) if path.is_file() else None
+
+
 def _finished(run_dir: Path, epochs: int) -> bool:
+    """A run is finished when its checkpoint is: ``last.pt``'s epoch == the configured epochs (metrics.jsonl
+    is written before last.pt, so a kill between the two leaves a metrics row the checkpoint does not hold)."""
+    return _checkpoint_epoch(run_dir) == int(epochs)
+
+
+def _checked_metrics(run_dir: Path, name: str, seed: int) -> list[dict[str, Any]]:
+    """The metrics rows of the epochs ``last.pt`` holds; ValueError when they are missing (the run's table
+    row, checkpoint and metrics would disagree)."""
+    epoch = _checkpoint_epoch(run_dir)
     rows = read_metrics(run_dir)
-    return bool(rows) and rows[-1]["epoch"] >= epochs and (run_dir / "last.pt").is_file()
+    if epoch is None:
+        return rows
+    rows = [r for r in rows if int(r["epoch"]) <= epoch]
+    if not rows or int(rows[-1]["epoch"]) != epoch:
+        have = "is missing" if not (run_dir / "metrics.jsonl").is_file() else \
+            (f"ends at epoch {rows[-1]['epoch']}" if rows else "is empty")
+        raise ValueError(f"{run_dir} (variant {name!r}, seed {seed}): last.pt holds epoch {epoch} but metrics.jsonl "
+                         f"{have}; its row of the table cannot be built. Restore metrics.jsonl, or move the folder "
+                         "away to retrain that run")
+    return rows
 
 
 def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds: Sequence[int] | None = None,
                 only: Sequence[str] | None = None, quiet: bool = False, data_root: str | None = None,
-                plot: bool = True) -> dict[str, Any]:
+                plot: bool = True, force: bool = False) -> dict[str, Any]:
     """Train all variants × seeds (sequentially, resuming what exists) and write the results.
+
+    ``force``: take over the stale lock a killed process left in a run folder that has no checkpoint yet
+    (runs with a ``last.pt`` are resumed, which takes a stale lock over anyway).
 
     Returns ``{"out", "rows" (summary per variant), "runs" (per run), "files"}``.
     """
@@ -122,9 +170,10 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
         if missing:
             raise ValueError(f"unknown variant(s) {missing}; this config has: {', '.join(known)}")
         variants = [(n, c) for n, c in variants if n in only]
+    vdirs = _variant_dirs(out_dir, [n for n, _ in expand_variants(cfg)])  # no two variants share a folder
     for name, vcfg in variants:  # refuse before training anything: never mix two configs in one table
         for seed in seeds:
-            check_run_config(out_dir / _slug(name) / f"seed{seed}", {**vcfg, "seed": int(seed)})
+            check_run_config(vdirs[name] / f"seed{seed}", {**vcfg, "seed": int(seed)})
     atomic_write_json(out_dir / "compare.json", {"config": cfg, "seeds": seeds, "variants": [n for n, _ in variants]},
                       indent=2, default=str)
     runs: list[dict[str, Any]] = []
@@ -133,7 +182,7 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
     for name, vcfg in variants:
         for seed in seeds:
             k += 1
-            run_dir = out_dir / _slug(name) / f"seed{seed}"
+            run_dir = vdirs[name] / f"seed{seed}"
             rcfg = copy.deepcopy(vcfg)
             rcfg["seed"] = int(seed)
             rcfg["out"] = str(run_dir)
@@ -145,8 +194,9 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
             elif (run_dir / "last.pt").is_file():
                 train(rcfg, resume=run_dir, quiet=quiet, data_root=data_root)
             else:
-                train(rcfg, quiet=quiet, data_root=data_root)
-            run = {"variant": name, "seed": seed, "run_dir": str(run_dir), "metrics": read_metrics(run_dir)}
+                train(rcfg, quiet=quiet, data_root=data_root, force=force)
+            run = {"variant": name, "seed": seed, "run_dir": str(run_dir),
+                   "metrics": _checked_metrics(run_dir, name, seed)}
             if test_sets and run["metrics"]:
                 run["test_sets"] = evaluate_test_sets(run_dir, rcfg, test_sets, data_root=data_root)
             runs.append(run)

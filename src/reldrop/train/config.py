@@ -24,6 +24,7 @@ unknown keys inside ``kwargs`` dicts are allowed.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from pathlib import Path
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "tensorboard": False,
         "save_best": True,
         "channels_last": False,  # 4-D weights in NHWC memory format (faster CPU convolutions, same maths)
+        "max_bad_steps": 0,  # steps with a non-finite loss skipped per epoch before the run stops (0: stop at once)
     },
     "aug": {
         "name": "none",  # none | re | reldrop | random
@@ -93,6 +95,60 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _FREE_DICTS = ("data.kwargs", "model.kwargs", "aug.kwargs", "compare.test_sets")
+
+#: a config is a few hundred nodes; more (after expanding YAML aliases) is an alias bomb or not a config
+MAX_YAML_NODES = 100_000
+MAX_YAML_BYTES = 1_000_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` / ``1e6`` as floats (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def _expanded_nodes(node: Any, memo: dict[int, int]) -> int:
+    """Nodes of ``node`` with every alias expanded (memoized per node: an alias bomb is counted, not built)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # a recursive alias counts once
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        n += sum(_expanded_nodes(v, memo) for v in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n += sum(_expanded_nodes(k, memo) + _expanded_nodes(v, memo) for k, v in node.value)
+    memo[key] = n
+    return n
+
+
+def yaml_load(text: str, what: str = "config") -> Any:
+    """``yaml.safe_load`` for configs: scientific notation (``1e-3``) is a float, and a document that
+    expands (through aliases) to more than :data:`MAX_YAML_NODES` nodes or is larger than
+    :data:`MAX_YAML_BYTES` is refused with a ValueError (a "billion laughs" alias bomb would exhaust memory)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ValueError(f"{what} is {len(text)} bytes; a config is at most {MAX_YAML_BYTES} bytes")
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_nodes(node, {})
+        if size > MAX_YAML_NODES:
+            raise ValueError(f"{what} expands to {size} YAML nodes through its aliases (&anchor/*alias); a config "
+                             f"has at most {MAX_YAML_NODES} (an alias bomb?)")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 #: where preset names are looked up (first hit wins): $RELDROP_CONFIG_DIR, ./configs, the repository's configs/
 CONFIG_DIRS: list[Path] = [Path("configs"), Path(__file__).resolve().parents[3] / "configs"]
@@ -161,7 +217,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None
             if not path.is_file():
                 raise FileNotFoundError(f"config file not found: {path}")
             try:
-                update = yaml.safe_load(path.read_text()) or {}
+                update = yaml_load(path.read_text(), f"config file {path}") or {}
             except yaml.YAMLError as err:
                 raise ValueError(f"config file {path} is not valid YAML: {err}") from err
             if not isinstance(update, Mapping):
@@ -216,7 +272,7 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         key, raw = item.split("=", 1)
         key = key.strip().lstrip("-")
         try:
-            value = yaml.safe_load(raw) if raw.strip() != "" else None
+            value = yaml_load(raw, f"override {item!r}") if raw.strip() != "" else None
         except yaml.YAMLError as err:
             raise ValueError(f"override {item!r}: value is not valid YAML ({err})") from err
         set_key(out, key, value)
@@ -257,6 +313,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
         v = get_key(cfg, key)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"config {key} must be a number, got {v!r}")
+        if not math.isfinite(v):
+            raise ValueError(f"config {key} must be a finite number, got {v!r}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise ValueError(f"config {key} must be in [{lo}, {hi}], got {v!r}")
 
@@ -283,6 +341,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
     pos_int("sched.step_size")
     number("sched.gamma", 0.0)
     pos_int("train.threads", allow_none=True)
+    if "max_bad_steps" in cfg["train"]:  # absent in configs saved before it existed
+        pos_int("train.max_bad_steps", allow_zero=True)
     if get_key(cfg, "train.grad_clip") is not None:
         number("train.grad_clip", 0.0)
     if get_key(cfg, "sched.name") == "cosine" and get_key(cfg, "sched.min_lr") > get_key(cfg, "optim.lr"):

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from ..models.checkpoint import strip_wrapper_prefixes
-from ..runs import load_checkpoint
+from ..runs import CheckpointError, load_checkpoint
+from ..runs.files import UnsafeCheckpointError
 from .factory import build_model
 
 __all__ = ["LoadedRun", "load_run"]
@@ -52,6 +53,20 @@ def _best_of_killed_run(path: Path, ckpt: Any) -> tuple[Path, Any]:
     return path, ckpt
 
 
+def _load_or_fall_back(path: Path, *, explicit: bool) -> tuple[Path, Any]:
+    """Load ``path``; an unreadable ``best.pt`` (0 bytes, truncated) of a run directory falls back to
+    ``last.pt`` with a warning (``explicit``: the user named the file, no fallback)."""
+    try:
+        return path, load_checkpoint(path)
+    except CheckpointError as err:
+        last = path.with_name("last.pt")
+        if explicit or isinstance(err, UnsafeCheckpointError) or path.name != "best.pt" or not last.is_file():
+            raise  # a crafted (pickled-code) best.pt is refused outright, never quietly replaced
+        warnings.warn(f"{err}; using {last} instead (reldrop train --resume repairs best.pt where it can)",
+                      stacklevel=3)
+        return last, load_checkpoint(last)
+
+
 def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | torch.device = "cpu",
              data_root: str | Path | None = None) -> LoadedRun:
     """Restore the model of a run directory (``best.pt``, falling back to ``last.pt``).
@@ -79,7 +94,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
                          run / f"{checkpoint}.pt")
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"no best.pt or last.pt in {run} (not a finished run directory?)")
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt_path, ckpt = _load_or_fall_back(ckpt_path, explicit=path.suffix == ".pt")
     ckpt_path, ckpt = _best_of_killed_run(ckpt_path, ckpt)
     cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
     if cfg is None:

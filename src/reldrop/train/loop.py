@@ -7,6 +7,8 @@ the normalized batch on the device (``None`` for no augmentation); see :func:`bu
 
 Run directory (``cfg["out"]``)::
 
+    run.json        the marker: run id, command, config hash (a folder without it is not a run)
+    .reldrop.lock   held while a process writes the folder (pid, host, start time; reldrop.runs.lock)
     config.yaml     the resolved config
     env.json        git commit, versions (python, torch, zennit, numpy), device, world size, argv
     metrics.jsonl   one JSON object per epoch (accuracies in %, losses, lr, times, throughput)
@@ -41,9 +43,12 @@ import torch.nn.functional as F
 from .. import runs
 from ..augment import attribution_info, build_augmentation
 from ..runs import MetricsLogger, environment, load_checkpoint, read_env, repair_best, resolve_run_dir, save_checkpoint, seed_all
+from ..runs.files import RunWriteError
+from ..runs.lock import acquire_run_lock, check_fresh_run_dir, write_marker
 from .aug_schedule import aug_state
 from .config import dump_config, validate
 from .distributed import DistInfo, init_distributed, shard_indices, wrap_model
+from .divergence import guard_for
 from .evaluate import Meter, autocast, evaluate, iter_batches, subset_index
 from .factory import build_model, build_optimizer, build_scheduler
 
@@ -119,6 +124,7 @@ def _resolve_config(cfg: Mapping[str, Any], resume: bool | str | os.PathLike[str
             ckpt_path = Path(resume)
             if ckpt_path.is_dir():
                 ckpt_path = ckpt_path / "last.pt"
+        _check_resume_out(cfg.get("out"), ckpt_path)
         ckpt = load_checkpoint(ckpt_path)
         saved = ckpt["config"]
         saved["out"] = str(ckpt_path.parent)
@@ -128,17 +134,51 @@ def _resolve_config(cfg: Mapping[str, Any], resume: bool | str | os.PathLike[str
     return cfg, ckpt, ckpt_path
 
 
-def _prepare_run_dir(cfg: dict[str, Any], info: DistInfo, resuming: bool) -> Path:
-    """Resolve ``cfg["out"]``, refuse to overwrite a run, create the folder and drop stale temp files."""
+def _check_resume_out(out: Any, ckpt_path: Path) -> None:
+    """``--resume A/last.pt --out B``: a resumed run continues in the checkpoint's folder; another --out is refused."""
+    if out and Path(out).resolve() != ckpt_path.parent.resolve():
+        raise ValueError(f"--resume {ckpt_path} continues the run in {ckpt_path.parent}, but --out is {out}: a resumed "
+                         "run stays in its folder. Drop --out (or give the same folder); to branch off a run into a "
+                         "new folder, copy that folder first")
+
+
+def _check_out_outside_data(run_dir: Path, cfg: Mapping[str, Any], data_root: Any) -> None:
+    """Refuse a run directory inside the data root (an ImageFolder would scan it as one more class)."""
+    from reldrop.data import data_root as _data_root
+
+    root = Path(_data_root(data_root or cfg["data"].get("root"))).resolve()
+    here, out = Path.cwd().resolve(), run_dir.resolve()
+    if root != out and root in out.parents and not (root == here or root in here.parents):
+        raise ValueError(f"--out {run_dir} lies inside the data root {root}: a dataset folder would read the run "
+                         "directory as data (e.g. one more ImageFolder class); choose an --out outside it")
+
+
+def _prepare_run_dir(cfg: dict[str, Any], info: DistInfo, resuming: bool, *, data_root: Any = None,
+                     force: bool = False, quiet: bool = False) -> tuple[Path, Any]:
+    """Resolve ``cfg["out"]``; refuse a folder that is not a reldrop run, a run that would be overwritten
+    and a run in use; create the folder, lock it (rank 0), mark it (``run.json``) and drop stale temp files.
+    Returns ``(run directory, the lock or None)``."""
     run_dir = resolve_run_dir(cfg)
     cfg["out"] = str(run_dir)
-    if not resuming and (run_dir / "last.pt").exists():  # checked on every rank, so none waits for a dead rank 0
-        raise FileExistsError(f"run directory {run_dir} already holds a run (last.pt); "
-                              "use --resume to continue it or choose another --out")
-    if info.is_main:
+    _check_out_outside_data(run_dir, cfg, data_root)
+    if not resuming:  # checked on every rank, so none waits for a dead rank 0
+        check_fresh_run_dir(run_dir)
+    if not info.is_main:
+        return run_dir, None
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        runs.clean_stale_temps(run_dir)  # .last.pt.tmp<pid> etc. of a killed earlier process
-    return run_dir
+    except OSError as err:  # read-only mount, a regular file on the way, ...
+        raise RunWriteError(f"cannot create run directory {run_dir}: {err.strerror or err}") from err
+    lock = acquire_run_lock(run_dir, take_stale=resuming or force, quiet=quiet)
+    try:
+        if not resuming:
+            check_fresh_run_dir(run_dir)  # again under the lock: another process may have finished meanwhile
+        write_marker(run_dir, runs.config_hash(cfg), resumed=resuming)
+        runs.clean_stale_temps(run_dir)  # .last.pt.reldrop-tmp<pid> etc. of a killed earlier process
+    except BaseException:
+        lock.release()
+        raise
+    return run_dir, lock
 
 
 def _build_data(cfg: Mapping[str, Any], data_root: str | os.PathLike[str] | None) -> tuple[Any, Any, Any]:
@@ -156,21 +196,36 @@ def _build_data(cfg: Mapping[str, Any], data_root: str | os.PathLike[str] | None
         raise ValueError(f"config data.kwargs {dict(cfg['data'].get('kwargs') or {})} for dataset "
                          f"{cfg['data']['name']!r}: {err}") from err
     test_info = build_dataset(cfg["data"]["name"], root, "test", **dkw)
+    _check_same_classes(train_info, test_info, cfg["data"]["name"])
     clean_train = None
     if int(cfg["train"].get("eval_train_samples") or 0):
         clean_train = build_dataset(cfg["data"]["name"], root, "train", train_transform=False, **dkw)
     return train_info, test_info, clean_train
 
 
+def _check_same_classes(train_info: Any, test_info: Any, name: str) -> None:
+    """The train and test splits must label the same classes the same way (a renamed test class folder
+    would score a model against shifted labels)."""
+    a, b = list(train_info.class_names or []), list(test_info.class_names or [])
+    if train_info.num_classes != test_info.num_classes or (a and b and a != b):
+        diff = [f"{i}: {x!r} vs {y!r}" for i, (x, y) in enumerate(zip(a, b)) if x != y][:4]
+        raise ValueError(f"dataset {name!r}: the train split has {train_info.num_classes} classes and the test split "
+                         f"{test_info.num_classes}" + (f"; class names differ ({', '.join(diff)})" if diff else "")
+                         + ": both splits must have the same classes")
+
+
 def _setup(cfg: dict[str, Any], ckpt: dict[str, Any] | None, data_root: str | os.PathLike[str] | None,
-           quiet: bool) -> _Run:
-    """Device, run directory, data, model, optimizer, schedule, AMP scaler and augmentation."""
+           quiet: bool, locks: list[Any] | None = None, force: bool = False) -> _Run:
+    """Device, run directory, data, model, optimizer, schedule, AMP scaler and augmentation.
+    The run directory's lock (rank 0) is appended to ``locks`` (the caller releases it)."""
     info = init_distributed(cfg["device"])
     device = info.device
     threads = cfg["train"].get("threads")
     if threads and device.type == "cpu":
         torch.set_num_threads(int(threads))
-    run_dir = _prepare_run_dir(cfg, info, ckpt is not None)
+    run_dir, lock = _prepare_run_dir(cfg, info, ckpt is not None, data_root=data_root, force=force, quiet=quiet)
+    if lock is not None and locks is not None:
+        locks.append(lock)
     seed = int(cfg["seed"])
     seed_all(seed)  # same model init on every rank
     train_info, test_info, clean_train = _build_data(cfg, data_root)
@@ -226,7 +281,10 @@ def _start_log(run: _Run, resumed: bool) -> None:
     if resumed:
         old = read_env(run_dir / "env.json")
         env = {**old, "resumed": old.get("resumed", []) + [{"epoch": run.start_epoch, **env}]}
-    attribution = attribution_info(run.aug)
+    try:
+        attribution = attribution_info(run.aug)  # builds RelDrop's attributor: bad aug options fail here
+    except TypeError as err:
+        raise ValueError(f"config aug (method {cfg['aug'].get('method')!r}, aug.epsilon, aug.kwargs): {err}") from err
     if attribution is not None:
         env["attribution"] = attribution
         if not run.quiet:
@@ -253,6 +311,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     if aug is not None and aug_p is not None:
         aug.p = aug_p
     meter = Meter(run.train_info.num_classes, device)
+    guard = guard_for(cfg, device)  # a non-finite loss stops the run before this epoch is saved
+    guard.reset(epoch)
     aug_time, stats = 0.0, {}
     lr = run.opt.param_groups[0]["lr"]
     bar = None
@@ -262,13 +322,18 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         bar = tqdm(total=math.ceil(index.numel() / bs), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                    dynamic_ncols=True)
     t_train = time.perf_counter()
-    for x, y in iter_batches(ds, index, bs, device=device, generator=data_gen,
-                             num_workers=int(cfg["data"]["num_workers"]), drop_last=bool(cfg["train"]["drop_last"])):
+    for step, (x, y) in enumerate(iter_batches(ds, index, bs, device=device, generator=data_gen,
+                                               num_workers=int(cfg["data"]["num_workers"]),
+                                               drop_last=bool(cfg["train"]["drop_last"]))):
         if aug_on:
             if sync_time:
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            x = aug(x, y)
+            try:
+                x = aug(x, y)
+            except ValueError as err:  # NaN relevance of a diverged model: blame the model, not the relevance
+                guard.blame(err, step, run.model, x)
+                raise
             if sync_time:
                 torch.cuda.synchronize(device)
             aug_time += time.perf_counter() - t0
@@ -276,6 +341,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         with autocast(device, cfg["train"]["amp"]):
             logits = run.net(x)
             loss = F.cross_entropy(logits.float(), y)
+        if guard.skip(loss, x, step):
+            continue
         run.opt.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if grad_clip:
@@ -288,6 +355,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
             bar.update(1)
     if bar is not None:
         bar.close()
+    guard.check()
     train_time = time.perf_counter() - t_train
     run.sched.step()
     tr = meter.result(info, "train_")
@@ -362,31 +430,42 @@ def _log_and_checkpoint(run: _Run, row: dict[str, Any], epoch: int) -> None:
 
 def train(cfg: Mapping[str, Any], *, resume: bool | str | os.PathLike[str] = False, quiet: bool = False,
           data_root: str | os.PathLike[str] | None = None, epochs: int | None = None,
-          stop_after: int | None = None) -> dict[str, Any]:
+          stop_after: int | None = None, force: bool = False) -> dict[str, Any]:
     """Train per ``cfg``; returns ``{"run_dir", "final": last metrics row, "best_acc", "best_epoch", ...}``.
 
     ``resume``: True -> continue from ``<out>/last.pt``; a path (run dir or ``.pt``) -> continue
     from there (the run directory is the checkpoint's folder). A resumed run keeps the config
     saved in its checkpoint; ``epochs`` may extend it (note: this changes a cosine schedule's length).
     ``stop_after``: train at most this many epochs in this call (simulates a killed run in tests).
+    ``force``: take over a stale lock (left by a killed process) of a run directory that is not resumed.
+    The run directory is locked while this call writes it (:mod:`reldrop.runs.lock`); a
+    non-finite training loss raises :class:`~reldrop.train.divergence.TrainingDivergedError` before
+    its epoch is saved; a KeyboardInterrupt carries the run directory as ``err.run_dir``.
     Works under torchrun (DDP).
     """
     cfg, ckpt, ckpt_path = _resolve_config(cfg, resume, epochs)
-    run = _setup(cfg, ckpt, data_root, quiet)
-    _resume(run, ckpt, ckpt_path)
-    _start_log(run, ckpt is not None)
-    n_epochs = int(run.cfg["train"]["epochs"])
+    locks: list[Any] = []
+    run: _Run | None = None
     last_row: dict[str, Any] = {}
     try:
+        run = _setup(cfg, ckpt, data_root, quiet, locks, force)
+        _resume(run, ckpt, ckpt_path)
+        _start_log(run, ckpt is not None)
+        n_epochs = int(run.cfg["train"]["epochs"])
         end = n_epochs if stop_after is None else min(n_epochs, run.start_epoch + int(stop_after))
         for epoch in range(run.start_epoch, end):
             t_epoch = time.perf_counter()
             row = _evaluate_epoch(run, _train_epoch(run, epoch), t_epoch)
             last_row = row
             _log_and_checkpoint(run, row, epoch)
+    except KeyboardInterrupt as err:  # the CLI prints one line with the resume command
+        err.run_dir = cfg.get("out")  # type: ignore[attr-defined]
+        raise
     finally:
-        if run.logger is not None:
+        if run is not None and run.logger is not None:
             run.logger.close()
+        for lock in locks:
+            lock.release()
     if not last_row and run.logger is not None and run.logger.rows:
         last_row = run.logger.rows[-1]
     return {"run_dir": str(run.run_dir), "final": last_row, "best_acc": run.best_acc, "best_epoch": run.best_epoch,

@@ -14,8 +14,8 @@ merged into it (the BN becomes the identity).
   the ``torch.fx`` data flow (nothing else reading it); for a model fx cannot trace, every BN that
   directly follows a conv/linear of as many channels in leaf (registration) order, a BN with
   child modules (timm ``BatchNormAct2d``) counting as one leaf; the generic canonizer for plain
-  conv→BN chains (small CNNs, VGG, MobileNet/EfficientNet
-  with depthwise/grouped convs, PointNet/PointNet++ Conv1d/Conv2d+BN pairs).
+  conv→BN chains (small CNNs, VGG, MobileNet/EfficientNet with depthwise/grouped convs,
+  PointNet/PointNet++ Conv1d/Conv2d+BN pairs).
 """
 from __future__ import annotations
 

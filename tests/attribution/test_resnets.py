@@ -59,7 +59,7 @@ def test_timm_with_zennit_resnet_canonizer_leaves_sums_unhandled(pair, r_tv):
     """What the official code did: zennit's ResNetCanonizer matches only torchvision blocks, so timm's
     ``x += shortcut`` gets no Norm rule and relevance explodes (measured ~4e10x here). The coverage
     check sees the add in the traced forward and refuses, naming the block."""
-    from reldrop.attribution.zennit_lrp import ZennitAttribution
+    from reldrop.attribution.backends.zennit import ZennitAttribution
 
     tv, tm = pair
     with pytest.raises(ValueError, match=r"layer1\.0: functional add of two signals"):

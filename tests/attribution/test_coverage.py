@@ -235,3 +235,24 @@ def test_advice_names_only_methods_that_work():
     assert "cp_lrp" not in str(err.value) and "no registered backend computes an LRP method" in str(err.value)
     with pytest.raises(ValueError):
         Attributor(mixer, "cp_lrp")
+
+
+def test_functional_average_pool_is_refused():
+    """A functional average's gradient splits relevance uniformly, onto zero activations too; a
+    following functional ReLU drops that share (bias-free Σ R / logit 0.57 on this net; torchvision
+    Inception-v3's F.avg_pool2d branches gave -1e3 ... 1e3)."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            x = F.relu(self.c2(F.avg_pool2d(F.relu(self.c1(x)), 3, 1, 1)))
+            return self.fc(x.mean((2, 3)))
+
+    text = "; ".join(lrp_coverage_problems(Net()))
+    assert "functional avg_pool2d" in text and "functional mean" in text
+    with pytest.raises(ValueError, match="functional avg_pool2d"):
+        Attributor(Net(), "epsilon_flat")

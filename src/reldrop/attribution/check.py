@@ -72,8 +72,9 @@ def _calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
         bn.momentum = m
 
 
-def bias_free_copy(model: nn.Module, x: torch.Tensor | None = None, *, seed: int = 0) -> nn.Module:
-    """A deep copy of ``model`` (eval mode) without additive shifts.
+def bias_free_copy(model: nn.Module, x: torch.Tensor | None = None, *, seed: int = 0,
+                   dtype: torch.dtype | None = torch.float64) -> nn.Module:
+    """A deep copy of ``model`` (eval mode, in ``dtype``; None keeps the model's) without additive shifts.
 
     1. zero/tiny gains re-drawn (:data:`TINY`; e.g. timm's zero-init last BN γ of a block,
        LayerScale 1e-5, NFNet's skip-init gain, a zero-initialized head), so no branch is silent;
@@ -82,13 +83,17 @@ def bias_free_copy(model: nn.Module, x: torch.Tensor | None = None, *, seed: int
        and β, LN/GN shifts, position embeddings, class/distillation/register tokens, additive
        attention biases (relative position bias tables, LeViT's attention biases, BEiT's q/v bias).
 
-    ``model`` is not changed (its parameters, buffers and modes are those of before).
+    ``model`` is not changed (its parameters, buffers and modes are those of before). float64 by
+    default: at a small ε, float32 cancellation in deep nets (large relevance of both signs per
+    layer) can break conservation by itself.
     """
     gen = torch.Generator().manual_seed(seed)
     out = copy.deepcopy(model)
+    if dtype is not None:
+        out = out.to(dtype)
     _redraw_tiny(out, gen)
     if x is not None:
-        _calibrate_bn(out, x)
+        _calibrate_bn(out, x.to(next((p.dtype for p in out.parameters() if p.is_floating_point()), x.dtype)))
     with torch.no_grad():
         for name, t in list(out.named_parameters()) + list(out.named_buffers()):
             if t.is_floating_point() and is_shift(name):
@@ -106,6 +111,7 @@ def conservation_ratio(model: nn.Module, x: torch.Tensor, y: torch.Tensor | str 
     from .state import preserve_model_state
 
     attr_kwargs.setdefault("seed", "logit")
+    x = x.to(next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype))
     with preserve_model_state(model), torch.no_grad():
         model.eval()
         logits = model(x)

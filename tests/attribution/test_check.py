@@ -26,7 +26,7 @@ def test_bias_free_copy_zeroes_shifts_redraws_tiny_gains_and_leaves_the_model():
     assert bf[0].bias.abs().max() == 0 and bf[4].bias.abs().max() == 0
     assert bf[1].bias.abs().max() == 0 and bf[1].running_mean.abs().max() == 0
     assert bf[1].weight.min() >= 0.5  # re-drawn from U(0.5, 1.5)
-    h = bf[0](x)  # calibrated: running_var = the batch variance of the conv output
+    h = bf[0](x.double())  # calibrated: running_var = the batch variance of the conv output
     assert torch.allclose(bf[1].running_var, h.var((0, 2, 3)), rtol=1e-4)
 
 

@@ -208,6 +208,7 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
     ]
     for r in rows:
         reason = (r.get("reason") or "").replace("|", "\\|").replace("\n", " ")
+        reason = reason.split("meaningless: ", 1)[-1]  # the layers, not the preamble
         lines.append(f"| {r['model']} | {r.get('side', '')} | {r['status']} | {r.get('backend', '')} | "
                      f"{r.get('method', '')} | {_fmt(r.get('ratio_init'))} | {_fmt(r.get('ratio_trained'))} | "
                      f"{'yes' if r.get('unchanged', True) else '**no**'} | {reason[:240]} |")

@@ -23,3 +23,19 @@ def test_cli_config_trains_and_evaluates_a_timm_model(tmp_path: Path, make_cfg: 
     run = load_run(res["run_dir"])
     model = run.model
     assert type(model).__name__ == "ResNet" and type(model).__module__.startswith("timm.")
+
+
+def test_cli_train_runs_a_timm_model_and_unknown_names_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from reldrop.cli import main
+
+    base = ["train", "--preset", "digits", "--epochs", "1", "--set", "train.threads=1", "train.progress=false",
+            "data.subset=100", "data.test_subset=50"]
+    assert main(base + ["--out", str(tmp_path / "ok"), "--set", "model.name=timm/test_resnet"]) == 0
+    assert (tmp_path / "ok" / "last.pt").exists()
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "bad"), "--set", "model.name=timm/no_such_net"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown model 'timm/no_such_net'" in err and "Traceback" not in err
+    assert main(base + ["--out", str(tmp_path / "pre"), "--set", "model.name=torchvision/resnet18",
+                        "model.kwargs={weights: DEFAULT}"]) == 2
+    assert "--init" in capsys.readouterr().err

@@ -156,9 +156,10 @@ def test_functional_residual_add_is_refused_naming_node_op_and_path():
     problems = lrp_coverage_problems(model)
     assert problems == ["<model>: functional add of two signals (e.g. a residual 'x + y'; no Norm rule) [node add]"]
     with pytest.raises(ValueError, match=r"<model>: functional add of two signals .*\[node add\]"):
-        Attributor(model, "epsilon_flat")
+        Attributor(model, "epsilon_flat", backend="zennit")
     with pytest.raises(ValueError, match="functional add"):
-        reldrop.RelDrop(model, p=1.0)(X, Y)
+        reldrop.RelDrop(model, p=1.0, backend="zennit")(X, Y)
+    assert Attributor(model, "epsilon_flat").backend == "graph"  # auto: the graph engine has the Norm rule
     assert torch.isfinite(attribute(model, X, Y, "gradient_x_input")).all()
     assert_unchanged(before, model)
 
@@ -180,7 +181,7 @@ def test_batchnorm_after_activation_is_refused_at_init_not_only_after_training()
     randomize_bn(model)
     assert fresh == lrp_coverage_problems(model) == ["2: BatchNorm2d not merged into a conv/linear layer before it"]
     with pytest.raises(ValueError, match="2: BatchNorm2d not merged"):
-        reldrop.RelDrop(model, p=1.0)(X, Y)  # refused at step 0, not a NaN error later
+        reldrop.RelDrop(model, p=1.0, backend="zennit")(X, Y)  # refused at step 0, not a NaN error later
 
 
 def test_densenet_batchnorm_before_conv_is_refused_not_crashing():
@@ -196,7 +197,8 @@ def test_densenet_batchnorm_before_conv_is_refused_not_crashing():
     assert "features.denseblock1.denselayer1.norm1: BatchNorm2d not merged into a conv/linear layer before it" in problems
     assert not any(p.startswith("features.denseblock1.denselayer1.norm2") for p in problems)  # conv1 -> norm2 merges
     with pytest.raises(ValueError, match="denselayer1.norm1: BatchNorm2d not merged"):
-        Attributor(model, "epsilon_flat")
+        Attributor(model, "epsilon_flat", backend="zennit")
+    assert Attributor(model, "epsilon_flat").backend == "graph"  # auto: the graph engine takes BN before conv
     assert torch.isfinite(attribute(model, X, Y, "gradient_x_input")).all()
     assert_unchanged(before, model)
 
@@ -229,12 +231,13 @@ def test_advice_names_only_methods_that_work():
     with pytest.raises(ValueError, match=r"method='cp_lrp' \(backend 'vit'\)") as err:
         Attributor(vit, "epsilon_flat", backend="zennit")
     Attributor(vit, "cp_lrp")  # the advice works
-    mixer = _Mixer().eval()  # attention the vit backend does not know: cp_lrp is not offered
+    mixer = _Mixer().eval()  # attention the vit backend does not know: only the graph engine's cp_lrp is offered
     with pytest.raises(ValueError) as err:
         Attributor(mixer, "epsilon_flat", backend="zennit")
-    assert "cp_lrp" not in str(err.value) and "no registered backend computes an LRP method" in str(err.value)
+    assert "method='cp_lrp' (backend 'graph')" in str(err.value) and "(backend 'vit')" not in str(err.value)
+    assert Attributor(mixer, "cp_lrp").backend == "graph"  # the advice works
     with pytest.raises(ValueError):
-        Attributor(mixer, "cp_lrp")
+        Attributor(mixer, "cp_lrp", backend="vit")
 
 
 def test_functional_average_pool_is_refused():
@@ -255,4 +258,4 @@ def test_functional_average_pool_is_refused():
     text = "; ".join(lrp_coverage_problems(Net()))
     assert "functional avg_pool2d" in text and "functional mean" in text
     with pytest.raises(ValueError, match="functional avg_pool2d"):
-        Attributor(Net(), "epsilon_flat")
+        Attributor(Net(), "epsilon_flat", backend="zennit")

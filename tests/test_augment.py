@@ -219,3 +219,64 @@ def test_points_feature_fill_reaches_the_dropped_points() -> None:
     out, mask = fn(torch.randn(2, 32, 3), torch.tensor([0, 1]), return_mask=True)
     assert bool(mask.any())
     assert torch.equal(out[mask], torch.tensor([7.0, 8.0, 9.0]).expand(int(mask.sum()), 3))
+
+
+# ------------------------------------------------ issue 19 item 7: fallbacks are counted and reported
+class _PartlyZeroAttributor(FakeAttributor):
+    """The first ``zero`` samples of each batch get all-zero (degenerate) relevance."""
+
+    def __init__(self, zero: int) -> None:
+        super().__init__()
+        self.zero = zero
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor | str) -> torch.Tensor:
+        r = super().__call__(x, target)
+        r[: self.zero] = 0.0
+        return r
+
+
+def test_fallback_counts_degenerate_samples_and_warns_once() -> None:
+    import warnings
+
+    x, y = torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long)
+    fn = reldrop.RelDrop(nn.Linear(3, 2), p=1.0, generator=torch.Generator().manual_seed(0))
+    fn._attributor = _PartlyZeroAttributor(zero=3)
+    with pytest.warns(RuntimeWarning, match=r"relevance of 3 of 4 selected samples was degenerate"):
+        fn(x, y)
+    assert fn.last_stats == {"selected": 4, "fallback": 3}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per RelDrop
+        fn(x, y)
+        assert fn.last_stats["fallback"] == 3
+        fn._attributor.zero = 1  # half or fewer: counted, no warning
+        fresh = reldrop.RelDrop(nn.Linear(3, 2), p=1.0, count=2, generator=torch.Generator().manual_seed(0))
+        fresh._attributor = _PartlyZeroAttributor(zero=2)
+        fresh(x, y)
+        assert fresh.last_stats["fallback"] == 2  # samples, not blocks (block 2 finds only zeros, by design)
+        fn(x, y)
+    assert fn.last_stats == {"selected": 4, "fallback": 1}
+    fn.enabled = False
+    fn(x, y)
+    assert fn.last_stats == {"selected": 0, "fallback": 0}
+
+
+def test_fallback_with_a_real_model_whose_relevance_vanishes() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 2))
+    with torch.no_grad():
+        model[3].weight.zero_()  # the logits are the bias alone: relevance 0 everywhere
+    fn = reldrop.RelDrop(model, p=1.0, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="acted as random erasing"):
+        fn(torch.randn(5, 3, 8, 8), torch.zeros(5, dtype=torch.long))
+    assert fn.last_stats["fallback"] == 5
+
+
+def test_point_fallback_counts_and_alpha1_is_not_a_fallback() -> None:
+    pts, y = torch.randn(3, 50, 3), torch.zeros(3, dtype=torch.long)
+    fn = reldrop.RelDrop(nn.Linear(3, 2), modality="points", alpha=0.5, generator=torch.Generator().manual_seed(0))
+    fn._attributor = _PartlyZeroAttributor(zero=2)
+    with pytest.warns(RuntimeWarning, match="2 of 3 selected samples"):
+        fn(pts, y)
+    assert fn.last_stats["fallback"] == 2
+    rand = reldrop.RelDrop(nn.Linear(3, 2), modality="points", alpha=1.0, generator=torch.Generator().manual_seed(0))
+    rand(pts, y)
+    assert rand.last_stats["fallback"] == 0

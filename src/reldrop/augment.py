@@ -12,6 +12,7 @@ Usage (timm ``Mixup``-style, one call per batch, after normalization)::
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
@@ -83,8 +84,12 @@ class RelDrop:
     ``__call__(x, y, return_mask=False)`` returns the augmented batch (a new tensor; ``x`` is not
     modified), or ``(x_aug, mask)`` with ``mask`` ``(B, H, W)`` / ``(B, N)`` bool, True = occluded.
     After each call ``last_stats`` holds counts that can be summed over steps: ``"selected"``
-    (samples augmented, int) and, for points, ``"dropped"`` (points dropped, a 0-d tensor: no host
-    sync) and ``"candidates"`` (points in the selected samples, int).
+    (samples augmented, int), ``"fallback"`` (int: selected samples whose relevance was degenerate -
+    constant, e.g. all zero - so a random centre (images: for the first block) or a purely random
+    drop (points) was used: RelDrop acted as Random Erasing on them) and, for points, ``"dropped"``
+    (points dropped, a 0-d tensor: no host sync) and ``"candidates"`` (points in the selected
+    samples, int). When more than half of the selected samples of a batch fall back, a
+    ``RuntimeWarning`` says so (once per ``RelDrop``).
     """
 
     def __init__(
@@ -142,6 +147,7 @@ class RelDrop:
         self.method_kwargs = method_kwargs
         self.last_stats: dict[str, Any] = {}
         self._attributor: Any = None  # built lazily, once per RelDrop (= once per model)
+        self._warned_fallback = False
         if modality == "image":
             _check_image_options(self.scale, self.ratio, value, centre=centre, border=border, k=k, count=count,
                                  max_count=max_count)
@@ -192,21 +198,26 @@ class RelDrop:
         B, _, H, W = x.shape
         mask = torch.zeros(B, H, W, dtype=torch.bool, device=x.device)
         if not self.enabled or self.p == 0.0:
-            self.last_stats = {"selected": 0}
+            self.last_stats = {"selected": 0, "fallback": 0}
             return x.clone(), mask
         # One host sync per step: the number of selected samples decides the attribution batch.
         idx = self._coin(B, x.device).nonzero().squeeze(1)
         n = int(idx.numel())
-        self.last_stats = {"selected": n}
+        self.last_stats = {"selected": n, "fallback": 0}
         if n == 0:
             return x.clone(), mask
         xs = x.index_select(0, idx)
         rel = self.relevance(xs, y.index_select(0, idx))
+        st: dict[str, Any] = {}
         xs_out, ms = relevance_erase(
             xs, rel, p=1.0, scale=self.scale, ratio=self.ratio, value=self.value,
             centre=self.centre, border=self.border, k=self.k, generator=self.generator,
-            count=self.count, max_count=self.max_count,
+            count=self.count, max_count=self.max_count, stats=st,
         )
+        fb = st["fallback"]  # (n,) or (n, K) bool: block centred at random (degenerate relevance)
+        # a sample falls back when its first block does (a later block of sparse relevance may find
+        # only zeros outside the earlier blocks: that is not a degenerate sample)
+        self._note_fallback(n, st["num_fallback"] if fb.dim() == 1 else int(fb[:, 0].sum()))
         x_out = x.clone()
         x_out.index_copy_(0, idx, xs_out.to(x.dtype))
         mask.index_copy_(0, idx, ms)
@@ -216,14 +227,14 @@ class RelDrop:
         B, N, _ = x.shape
         mask = torch.zeros(B, N, dtype=torch.bool, device=x.device)
         if not self.enabled or self.p == 0.0:  # beta = 0 is not "off": Eq. 9's >= still drops Rnorm = 1 points
-            self.last_stats = {"selected": 0}
+            self.last_stats = {"selected": 0, "fallback": 0}
             return x.clone(), mask
         if self.p < 1.0:
             idx = self._coin(B, x.device).nonzero().squeeze(1)
         else:
             idx = torch.arange(B, device=x.device)
         n = int(idx.numel())
-        self.last_stats = {"selected": n}
+        self.last_stats = {"selected": n, "fallback": 0}
         if n == 0:
             return x.clone(), mask
         xs = x.index_select(0, idx)
@@ -231,14 +242,29 @@ class RelDrop:
             rel = torch.zeros(xs.shape[:2], dtype=xs.dtype, device=xs.device)
         else:
             rel = self.relevance(xs, y.index_select(0, idx))
+        st: dict[str, Any] = {}
         xs_out, ms = relevance_point_drop(xs, rel, alpha=self.alpha, beta=self.beta,
                                           value=cast("float | Sequence[float]", self.value),  # str refused for points
-                                          generator=self.generator)
+                                          generator=self.generator, stats=st)
+        if self.alpha != 1.0:  # alpha = 1 is random by request, not a fallback
+            self._note_fallback(n, st["num_fallback"])
         x_out = x.clone()
         x_out.index_copy_(0, idx, xs_out.to(x.dtype))
         mask.index_copy_(0, idx, ms)
         self.last_stats.update(dropped=ms.sum(), candidates=n * N)
         return x_out, mask
+
+    def _note_fallback(self, selected: int, fallback: int) -> None:
+        """Record the batch's fallback count; warn once when more than half of it fell back."""
+        self.last_stats["fallback"] = fallback
+        if fallback * 2 > selected and not self._warned_fallback:
+            self._warned_fallback = True
+            warnings.warn(
+                f"RelDrop: the relevance of {fallback} of {selected} selected samples was degenerate (constant, e.g. "
+                f"all zero: a tiny signal swallowed by epsilon, or a model whose relevance vanishes), so they were "
+                f"{'erased at a random centre' if self.modality == 'image' else 'dropped at random'} - RelDrop "
+                "acted as random erasing on them. last_stats['fallback'] counts them per batch (warned once)",
+                RuntimeWarning, stacklevel=4)
 
     def __repr__(self) -> str:
         common = f"modality={self.modality!r}, method={self.method!r}, backend={self.backend!r}, p={self.p}"

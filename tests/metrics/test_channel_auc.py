@@ -39,12 +39,13 @@ class Net(nn.Module):
         super().__init__()
         self.late = nn.Conv2d(6, 5, 3, padding=1, bias=False)
         self.early = nn.Conv2d(3, 6, 3, padding=1, bias=False)
+        self.pool = nn.AdaptiveAvgPool2d(1)  # a module: the Norm rule (a functional mean is refused)
         self.head = nn.Linear(5, 4, bias=False)
 
     def forward(self, x):
         h = torch.relu(self.early(x))
         h = torch.relu(self.late(h))
-        return self.head(h.mean(dim=(2, 3)))
+        return self.head(self.pool(h).flatten(1))
 
 
 def _net():

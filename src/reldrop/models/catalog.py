@@ -40,11 +40,18 @@ def names() -> list[str]:
 
 
 def build(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
-    """Build the model registered as ``name``. No weights are downloaded, ever."""
+    """Build the model registered as ``name``, or any timm / torchvision classifier as
+    ``"timm/<name>"`` / ``"torchvision/<name>"`` (:mod:`reldrop.models.zoo`). No weights are
+    downloaded, ever."""
+    from . import zoo
+
     _load_builtin()
     registered = builders()
-    if name not in registered:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(registered))}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    if name not in registered and zoo.is_zoo_name(name):
+        return zoo.build(name, num_classes=num_classes, **kwargs)
+    if name not in registered:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(registered))}, "
+                         "or any timm/<name> or torchvision/<name>")
     return registered[name](num_classes=num_classes, **kwargs)

@@ -393,6 +393,8 @@ def _evaluate_epoch(run: _Run, row: dict[str, Any], t_epoch: float) -> dict[str,
         row["aug_enabled"], row["aug_p"] = aug_on, float(getattr(aug, "p", float("nan")))
     for k, v in stats.items():
         row[f"aug_{k}"] = float(v)
+    if stats.get("selected") and "fallback" in stats:  # RelDrop: share of augmented samples at a random centre
+        row["aug_fallback_share"] = float(stats["fallback"]) / float(stats["selected"])
     if stats.get("candidates"):  # RelDrop-3D: fraction of points dropped this epoch
         row["aug_dropped_fraction"] = float(stats["dropped"]) / float(stats["candidates"])
     return row

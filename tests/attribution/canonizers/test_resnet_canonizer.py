@@ -57,9 +57,14 @@ def test_timm_and_torchvision_attributions_match(pair, r_tv):
 
 def test_timm_with_zennit_resnet_canonizer_leaves_sums_unhandled(pair, r_tv):
     """What the official code did: zennit's ResNetCanonizer matches only torchvision blocks, so timm's
-    ``x += shortcut`` gets no Norm rule and relevance explodes (measured ~4e10x here)."""
+    ``x += shortcut`` gets no Norm rule and relevance explodes (measured ~4e10x here). The coverage
+    check sees the add in the traced forward and refuses, naming the block."""
+    from reldrop.attribution.backends.zennit import ZennitAttribution
+
     tv, tm = pair
-    r_bad = Attributor(tm, "epsilon_flat", backend="zennit", canonizers=[zt.ResNetCanonizer()])(X, Y)
+    with pytest.raises(ValueError, match=r"layer1\.0: functional add of two signals"):
+        Attributor(tm, "epsilon_flat", backend="zennit", canonizers=[zt.ResNetCanonizer()])
+    r_bad = ZennitAttribution(tm, "epsilon_flat", canonizers=[zt.ResNetCanonizer()])(X, Y)  # past the check
     assert _rel(r_bad, r_tv) > 1e3
 
 

@@ -7,6 +7,7 @@ entry in the backend registry (:mod:`reldrop.attribution.registry`).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -15,13 +16,13 @@ from zennit.types import Linear as LinearOrConv
 
 from ..canonizers import canonizers_for
 from ..canonizers.points import input_layers as _declared_input_layers
-from ..coverage import coverage_message, lrp_coverage_problems
+from ..coverage import WAY_OUT, coverage_message, lrp_coverage
 from ..presets import get_preset
 from ..registry import FALLBACK, register_backend
 from ..state import preserve_model_state
 from .vit.plan import is_vision_transformer
 
-__all__ = ["ZennitAttribution", "ZennitBackend", "first_executed_layer"]
+__all__ = ["ZennitAttribution", "ZennitBackend", "first_executed_layer", "working_alternatives"]
 
 
 def first_executed_layer(model: nn.Module, sample: torch.Tensor) -> nn.Module | None:
@@ -132,6 +133,32 @@ class ZennitAttribution:
         return grad
 
 
+def working_alternatives(model: nn.Module, method: str) -> str:
+    """The advice for a refused LRP ``method``: only the LRP methods another registered backend
+    says it computes for ``model`` (asked, not guessed), then the gradient methods (any model)."""
+    from ..presets import method_names
+    from ..registry import backend_names, get_backend
+
+    found: list[str] = []
+    for name in backend_names():
+        if name == FALLBACK:
+            continue
+        backend = get_backend(name)
+        for other in method_names():
+            if other == method or not get_preset(other).lrp:
+                continue
+            try:
+                ok = backend.supports(model, other) is True
+            except Exception:  # a broken optional backend is no advice
+                ok = False
+            if ok:
+                found.append(f"method={other!r} (backend {name!r})")
+    lrp = (f"LRP that works on this model: {', '.join(dict.fromkeys(found))}; " if found
+           else "no registered backend computes an LRP method for this model; ")
+    return lrp + ('method="gradient_x_input" (or "gradient") works on any model but is not LRP; or register a '
+                  "backend (reldrop.attribution.register_backend) or canonizer with an LRP rule for these layers")
+
+
 class ZennitBackend:
     """Registry entry ``"zennit"``: every preset that has a zennit composite (or is a gradient)."""
 
@@ -139,22 +166,26 @@ class ZennitBackend:
 
     def supports(self, model: nn.Module, method: str, **opts: Any) -> bool | str:
         """Gradient presets: any model. LRP presets: models whose every layer has a rule
-        (:func:`~reldrop.attribution.coverage.lrp_coverage_problems`); otherwise the reason, naming
-        the layers and the way out (``method="gradient_x_input"``)."""
+        (:func:`~reldrop.attribution.coverage.lrp_coverage`); otherwise the reason, naming the
+        layers and only the ways out that work (:func:`working_alternatives`). A model ``torch.fx``
+        cannot trace is checked by its modules only, with a ``RuntimeWarning`` saying so."""
         preset = get_preset(method)
         if not preset.lrp:
             return True
         if preset.build is None:
             return f"method {method!r} has no zennit composite"
-        problems = lrp_coverage_problems(model, opts.get("canonizers"))
+        problems, note = lrp_coverage(model, opts.get("canonizers"))
+        if note is not None:
+            warnings.warn(f"LRP coverage check of {type(model).__name__}: {note}", RuntimeWarning, stacklevel=2)
         if is_vision_transformer(model):
             # zennit has no rule for attention, softmax, LayerNorm or GELU: it would pass a plain
             # gradient through them (measured: relevance of 1e18-1e23 on a timm ViT) - refuse
             return (f"no zennit rule for the attention/LayerNorm/GELU of {type(model).__name__} "
-                    f"(LRP preset {method!r} would return garbage); use method='cp_lrp' (or None/'auto', "
-                    "the default for ViTs) or a gradient method ('gradient_x_input')"
+                    f"(LRP preset {method!r} would return garbage); {working_alternatives(model, method)}"
                     + (f"; layers without a rule: {', '.join(problems[:12])}" if problems else ""))
-        return coverage_message(method, problems) if problems else True
+        if not problems:
+            return True
+        return coverage_message(method, problems).replace(WAY_OUT, working_alternatives(model, method))
 
     def build(self, model: nn.Module, method: str, **opts: Any) -> ZennitAttribution:
         return ZennitAttribution(model, method, **opts)

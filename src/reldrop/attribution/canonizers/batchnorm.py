@@ -10,10 +10,12 @@ merged into it (the BN becomes the identity).
   mean 0 / var 1 / weight 1 / bias 0 but leaves ``eps``, so the "identity" BN still divides by
   ``sqrt(1 + eps)`` (up to a few % of max|R| on a ResNet-18). We also set ``eps = 0`` and restore
   it on ``remove()``. It also skips BNs without running statistics (they are not affine in eval).
-* :class:`SequentialMergeBatchNorm` - merges every BN that directly follows a conv/linear in
-  leaf (registration) order, a BN with child modules (timm ``BatchNormAct2d``) counting as one
-  leaf; the generic canonizer for plain conv→BN chains (small CNNs, VGG, MobileNet/EfficientNet
-  with depthwise/grouped convs, PointNet/PointNet++ Conv1d/Conv2d+BN pairs).
+* :class:`SequentialMergeBatchNorm` - merges every BN that reads a conv/linear layer's output in
+  the ``torch.fx`` data flow (nothing else reading it); for a model fx cannot trace, every BN that
+  directly follows a conv/linear of as many channels in leaf (registration) order, a BN with
+  child modules (timm ``BatchNormAct2d``) counting as one leaf; the generic canonizer for plain
+  conv→BN chains (small CNNs, VGG, MobileNet/EfficientNet with depthwise/grouped convs,
+  PointNet/PointNet++ Conv1d/Conv2d+BN pairs).
 """
 from __future__ import annotations
 
@@ -156,17 +158,76 @@ def merge_leaves(module: nn.Module) -> Iterable[nn.Module]:
         yield from merge_leaves(child)
 
 
-def sequential_pairs(root: nn.Module, claimed: set[int]) -> list[tuple[nn.Module, nn.Module]]:
-    """``(linear, bn)`` pairs where the BN directly follows the linear layer in leaf order
-    (:func:`merge_leaves`: a BN with child modules is one leaf)."""
+def _dataflow_pairs(root: nn.Module) -> list[tuple[str, str]] | None:
+    """``(linear path, bn path)`` pairs where, in the ``torch.fx`` graph of ``root``, the BN's input is
+    the output of the linear module and nothing else reads that output (each called once); None
+    when fx cannot trace ``root``. DenseNet's BN-before-conv layers are then left unmerged (the
+    coverage check refuses them) instead of being paired with the next registered conv."""
+    import torch.fx as fx
+
+    from .._trace import trace_model
+
+    try:
+        graph = trace_model(root).graph
+    except Exception:  # data-dependent control flow etc.: registration order decides
+        return None
+    modules = dict(root.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or calls[str(node.target)] != 1 or not mergeable_bn(modules.get(str(node.target))):
+            continue
+        src = node.args[0] if node.args else None
+        if (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
+                and calls[str(src.target)] == 1 and isinstance(modules.get(str(src.target)), _LinearType)
+                and getattr(modules[str(src.target)], "weight", None) is not None):
+            pairs.append((str(src.target), str(node.target)))
+    return pairs
+
+
+def _out_channels(linear: nn.Module) -> int | None:
+    weight = getattr(linear, "weight", None)
+    if weight is None:
+        return None
+    if isinstance(linear, _ConvTransposeType):
+        return int(weight.shape[1]) * int(getattr(linear, "groups", 1))
+    return int(weight.shape[0])
+
+
+def sequential_pairs(root: nn.Module, claimed: set[int],
+                     cache: dict[int, list[tuple[str, str]] | None] | None = None) -> list[tuple[nn.Module, nn.Module]]:
+    """``(linear, bn)`` pairs where the BN reads the linear layer's output: by the data flow of the
+    fx graph (:func:`_dataflow_pairs`, cached per root in ``cache``); for a model fx cannot trace,
+    where the BN directly follows the linear layer in leaf order (:func:`merge_leaves`: a BN with
+    child modules is one leaf) and has as many channels as the layer has outputs."""
+    if cache is None:
+        cache = {}
+    key = id(root)
+    if key not in cache:
+        cache[key] = _dataflow_pairs(root)
+    flow = cache[key]
+    if flow is not None:
+        modules = dict(root.named_modules())
+        pairs = []
+        for lin_path, bn_path in flow:
+            linear, bn = modules.get(lin_path), modules.get(bn_path)
+            if linear is not None and bn is not None and id(bn) not in claimed:
+                pairs.append((linear, bn))
+                claimed.add(id(bn))
+        return pairs
     pairs = []
     last = None
+    leaf: Any  # a BN once mergeable_bn(leaf) holds
     for leaf in merge_leaves(root):
         if (
             isinstance(last, _LinearType)
             and mergeable_bn(leaf)
             and id(leaf) not in claimed
             and getattr(last, "weight", None) is not None
+            and _out_channels(last) == leaf.running_mean.numel()
         ):
             pairs.append((last, leaf))
             claimed.add(id(leaf))
@@ -175,15 +236,20 @@ def sequential_pairs(root: nn.Module, claimed: set[int]) -> list[tuple[nn.Module
 
 
 class SequentialMergeBatchNorm(Canonizer):
-    """Merge every BN that directly follows a conv/linear module in leaf order (corrected eps).
-
-    Like ``zennit.canonizers.SequentialMergeBatchNorm``: children must be registered in forward
-    order and activations must be modules for adjacency to mean "feeds into". Generic fallback for
-    plain conv→BN chains (Conv1d/Conv2d/Linear + BatchNorm1d/2d, e.g. PointNet++ MLPs).
+    """Merge every BN that reads a conv/linear module's output (corrected eps): by the fx data flow
+    (traced once per model), else - untraceable models - in leaf order like
+    ``zennit.canonizers.SequentialMergeBatchNorm`` (children registered in forward order,
+    activations as modules, channel counts matching). A BN before its conv (DenseNet) stays
+    unmerged, and the coverage check refuses it. Generic fallback for plain conv→BN chains
+    (Conv1d/Conv2d/Linear + BatchNorm1d/2d, e.g. PointNet++ MLPs).
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._pairs: dict[int, list[tuple[str, str]] | None] = {}  # data-flow pairs per root (traced once)
+
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
-        return merge_pairs(sequential_pairs(root_module, set()))
+        return merge_pairs(sequential_pairs(root_module, set(), self._pairs))
 
     def register(self) -> None:
         """Nothing to do: the instances returned by :meth:`apply` hold the merges."""

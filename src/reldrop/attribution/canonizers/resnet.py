@@ -157,6 +157,10 @@ class TimmResNetMergeBatchNorm(Canonizer):
     every timm BasicBlock/Bottleneck by name, then every remaining conv→BN pair in leaf order
     (the stem). Each BN is merged at most once."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._pairs: dict[int, list[tuple[str, str]] | None] = {}  # data-flow pairs per root (traced once)
+
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
         pairs: list[tuple[Any, Any]] = []
         claimed: set[int] = set()
@@ -172,7 +176,7 @@ class TimmResNetMergeBatchNorm(Canonizer):
             if pair is not None and id(pair[1]) not in claimed:
                 pairs.append(pair)
                 claimed.add(id(pair[1]))
-        pairs += sequential_pairs(root_module, claimed)
+        pairs += sequential_pairs(root_module, claimed, self._pairs)
         return merge_pairs(pairs)
 
     def register(self) -> None:

@@ -196,5 +196,5 @@ def test_report_statistics_pairs_seed_folders(tmp_path, capsys):
     assert "95 % CI" in out and "sign-flip" in out
     with open(tmp_path / "stats.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {"ci95_low", "ci95_high", "p_vs_baseline", "p_vs_re"} <= set(rows[0])
+    assert {"ci95_low", "ci95_high", "p_vs_baseline", "p_vs_re", "p_holm_vs_baseline", "p_holm_vs_re"} <= set(rows[0])
     assert len(rows) == 3 and rows[0]["p_vs_re"] == "" and float(rows[2]["p_vs_re"]) == pytest.approx(rd["p_vs_re"])

@@ -95,7 +95,8 @@ def test_compare_statistics_columns_and_test_sets(tmp_path: Path, make_cfg: Any)
         rows = {r["variant"]: r for r in csv.DictReader(f)}
     with open(out / "runs.csv") as f:
         runs = list(csv.DictReader(f))
-    for col in ("ci95_low", "ci95_high", "p_vs_baseline", "p_vs_re", "significant_vs_baseline", "significant_vs_re"):
+    for col in ("ci95_low", "ci95_high", "p_vs_baseline", "p_vs_re", "significant_vs_baseline", "significant_vs_re",
+                "p_holm_vs_baseline", "p_holm_vs_re", "test_noshift_acc_p_holm_vs_baseline"):
         assert col in rows["baseline"]
     finals = {v: [read_metrics(r["run_dir"])[-1]["test_acc"] for r in runs if r["variant"] == v] for v in rows}
     for v, vals in finals.items():
@@ -110,7 +111,14 @@ def test_compare_statistics_columns_and_test_sets(tmp_path: Path, make_cfg: Any)
     if ref.p == ref.p:  # defined unless the three differences are equal
         assert float(rows["RelDrop"]["p_vs_re"]) == pytest.approx(ref.p, rel=1e-9)
     assert float(rows["RelDrop"]["p_perm_vs_re"]) == ref.p_perm
+    from reldrop.stats import holm
+
+    cell = [rows["RE"]["p_vs_baseline"], rows["RelDrop"]["p_vs_baseline"], rows["RelDrop"]["p_vs_re"]]
+    expect = holm([float(c) if c else None for c in cell])
+    got = [rows["RE"]["p_holm_vs_baseline"], rows["RelDrop"]["p_holm_vs_baseline"], rows["RelDrop"]["p_holm_vs_re"]]
+    assert [float(g) if g else None for g in got] == pytest.approx(expect, rel=1e-9)
     md = (out / "results.md").read_text()
+    assert "p (Holm)" in md
     assert "95 % CI" in md and "sign-flip" in md and "Test set `noshift`" in md
     assert (out / "RE" / "seed0" / "test_sets.json").is_file()
 

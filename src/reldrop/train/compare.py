@@ -23,7 +23,8 @@ Statistics (:mod:`reldrop.stats`) of the final test accuracy: ``n``, the 95 % St
 interval over seeds (``ci95_low``, ``ci95_high``), and paired tests over matching seeds of every
 variant vs the baseline (``p_vs_baseline``) and of every RelDrop variant vs Random Erasing
 (``p_vs_re``): paired t-test p, exact sign-flip p (``p_perm_*``), ``significant_vs_*`` yes/no at 5 %
-(t-test). Empty where a comparison does not apply. ``compare.test_sets`` (``{name: {data.kwargs
+(t-test), and the Holm-corrected t-test p (``p_holm_vs_baseline``, ``p_holm_vs_re``; the family is
+every test of one table: final accuracy, or one test set) with ``significant_holm_vs_*``. Empty where a comparison does not apply. ``compare.test_sets`` (``{name: {data.kwargs
 overrides}}``, e.g. the decoy test modes) evaluates every final model on more test sets too, with the
 same statistics in ``test_<name>_acc_*`` columns.
 """
@@ -216,7 +217,8 @@ def _ms(values: Sequence[float]) -> tuple[float, float]:
 
 #: per-variant statistics columns of the final test accuracy (see :func:`reldrop.stats.compare_groups`)
 STAT_KEYS = ("n", "ci95_low", "ci95_high", "diff_vs_baseline", "p_vs_baseline", "p_perm_vs_baseline",
-             "significant_vs_baseline", "diff_vs_re", "p_vs_re", "p_perm_vs_re", "significant_vs_re")
+             "significant_vs_baseline", "diff_vs_re", "p_vs_re", "p_perm_vs_re", "significant_vs_re",
+             "p_holm_vs_baseline", "significant_holm_vs_baseline", "p_holm_vs_re", "significant_holm_vs_re")
 
 
 def _nan_to_none(v: Any) -> Any:
@@ -249,7 +251,8 @@ def _add_statistics(rows: list[dict[str, Any]], runs: Sequence[Mapping[str, Any]
         for row in rows:
             s = st[row["variant"]]
             for k in ("mean", "std", "ci95_low", "ci95_high", "p_vs_baseline", "p_perm_vs_baseline",
-                      "significant_vs_baseline", "p_vs_re", "p_perm_vs_re", "significant_vs_re"):
+                      "significant_vs_baseline", "p_vs_re", "p_perm_vs_re", "significant_vs_re",
+                      "p_holm_vs_baseline", "significant_holm_vs_baseline", "p_holm_vs_re", "significant_holm_vs_re"):
                 row[f"test_{ts}_acc_{k}"] = _nan_to_none(s[k])
 
 
@@ -355,11 +358,12 @@ def _stat_cells(r: Mapping[str, Any], prefix: str, tag: str) -> list[str]:
     diff = r.get(f"{prefix}diff_vs_{tag}") if prefix == "" else None
     p = r.get(f"{prefix}p_vs_{tag}")
     pp = r.get(f"{prefix}p_perm_vs_{tag}")
-    sig = r.get(f"{prefix}significant_vs_{tag}")
+    ph = r.get(f"{prefix}p_holm_vs_{tag}")
+    sig = r.get(f"{prefix}significant_holm_vs_{tag}")
     if p is None and pp is None and sig is None:
-        return ["", "", "", ""] if prefix == "" else ["", "", ""]
+        return ["", "", "", "", ""] if prefix == "" else ["", "", "", ""]
     cells = [f"{diff:+.2f}" if diff is not None else "–"] if prefix == "" else []
-    return cells + [fmt_p(p), fmt_p(pp), sig or "–"]
+    return cells + [fmt_p(p), fmt_p(pp), fmt_p(ph), sig or "–"]
 
 
 def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -373,10 +377,11 @@ def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["Statistics of the final test accuracy (%): n seeds, mean ± sample std, 95 % confidence interval "
              "(Student t over seeds); paired over matching seeds: mean difference (pt), two-sided paired "
              "t-test p, exact sign-flip permutation p (cannot go below 2/2^n: 0.0625 for 5 seeds), "
-             "significant = t-test p < 0.05 (no correction for multiple comparisons).\n",
-             "| variant | n | mean ± std | 95 % CI | Δ vs baseline | p (t) | p (sign-flip) | significant | "
-             "Δ vs RE | p (t) | p (sign-flip) | significant |",
-             "|" + "---|" * 12]
+             "Holm-corrected t-test p (family: every test of this table, vs baseline and vs RE together), "
+             "significant = Holm p < 0.05.\n",
+             "| variant | n | mean ± std | 95 % CI | Δ vs baseline | p (t) | p (sign-flip) | p (Holm) | significant | "
+             "Δ vs RE | p (t) | p (sign-flip) | p (Holm) | significant |",
+             "|" + "---|" * 14]
     for r in rows:
         m, s = r.get("final_test_acc_mean"), r.get("final_test_acc_std")
         lines.append("| " + " | ".join([str(r["variant"]), str(r.get("n", "")), fmt_mean_std(m, s, r.get("n")),
@@ -386,8 +391,8 @@ def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     for ts in sets:
         p = f"test_{ts}_acc_"
         lines += ["", f"Test set `{ts}` (final model): accuracy %, same statistics.\n",
-                  "| variant | mean ± std | 95 % CI | p vs baseline (t) | p (sign-flip) | significant | "
-                  "p vs RE (t) | p (sign-flip) | significant |", "|" + "---|" * 9]
+                  "| variant | mean ± std | 95 % CI | p vs baseline (t) | p (sign-flip) | p (Holm) | significant | "
+                  "p vs RE (t) | p (sign-flip) | p (Holm) | significant |", "|" + "---|" * 11]
         for r in rows:
             m, s = r.get(p + "mean"), r.get(p + "std")
             lines.append("| " + " | ".join([str(r["variant"]), fmt_mean_std(m, s, r.get(p + "n", r.get("n"))),

@@ -22,9 +22,10 @@ seeds as a thin line plus its 5-epoch moving average as a thick line).
 Statistics (:mod:`reldrop.stats`) of the final test accuracy: ``n``, the 95 % Student-t confidence
 interval over seeds (``ci95_low``, ``ci95_high``), and paired tests over matching seeds of every
 variant vs the baseline (``p_vs_baseline``) and of every RelDrop variant vs Random Erasing
-(``p_vs_re``): paired t-test p, exact sign-flip p (``p_perm_*``), ``significant_vs_*`` yes/no at 5 %
-(t-test), and the Holm-corrected t-test p (``p_holm_vs_baseline``, ``p_holm_vs_re``; the family is
-every test of one table: final accuracy, or one test set) with ``significant_holm_vs_*``. Empty where a comparison does not apply. ``compare.test_sets`` (``{name: {data.kwargs
+(``p_vs_re``): paired t-test p, exact sign-flip p (``p_perm_*``), ``significant_vs_*`` yes/no
+at 5 % (t-test), and the Holm-corrected t-test p (``p_holm_vs_baseline``, ``p_holm_vs_re``; the
+family is every test of one table: final accuracy, or one test set) with ``significant_holm_vs_*``.
+Empty where a comparison does not apply. ``compare.test_sets`` (``{name: {data.kwargs
 overrides}}``, e.g. the decoy test modes) evaluates every final model on more test sets too, with the
 same statistics in ``test_<name>_acc_*`` columns.
 """

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,48 @@ def test_plot_curves_short_and_long_runs(tmp_path: Path, epochs: int) -> None:
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     assert (width, height) == (1440, 552)
+
+
+def test_epochs_scale_fixed_and_auto_equal_compute(tmp_path: Path, make_cfg: Any) -> None:
+    cfg = make_cfg(tmp_path, train__epochs=2, data__subset=100, data__test_subset=50)
+    cfg["compare"]["variants"] = [
+        {"name": "baseline x2", "aug": {"name": "none"}, "epochs_scale": 1.5},
+        {"name": "equal compute", "aug": {"name": "none"}, "epochs_scale": "auto"},
+        {"name": "baseline", "aug": {"name": "none"}},
+        {"name": "RelDrop", "aug": {"name": "reldrop"}}]
+    out = tmp_path / "cmp"
+    res = run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert rows["baseline x2"]["epochs"] == 3 and rows["baseline"]["epochs"] == 2  # round(2 * 1.5)
+    scale = json.loads((out / "epochs_scale.json").read_text())["equal compute"]
+    t = {v: float(np.mean([m["train_time"] for m in read_metrics(out / v / "seed0")])) for v in ("baseline", "RelDrop")}
+    assert scale["baseline"] == "baseline" and scale["reference"] == "RelDrop"  # never the scaled variant
+    assert scale["factor"] == pytest.approx(t["RelDrop"] / t["baseline"], rel=1e-12)
+    assert rows["equal compute"]["epochs"] == scale["epochs"] == max(1, round(2 * scale["factor"]))
+    assert rows["baseline"]["p_vs_baseline"] is None  # the unscaled run is the baseline of the table
+    # a resumed comparison keeps the stored decision (the measured times of a rerun would differ)
+    (out / "epochs_scale.json").write_text(json.dumps({"equal compute": dict(scale, factor=9.0)}))
+    again = run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    assert {r["variant"]: r["epochs"] for r in again["rows"]}["equal compute"] == scale["epochs"]
+
+
+@pytest.mark.parametrize("entry, match", [
+    ({"epochs_scale": 0}, "number > 0 or 'auto'"), ({"epochs_scale": "twice"}, "number > 0 or 'auto'"),
+    ({"epochs_scale": 2, "epochs_scale_ref": "RelDrop"}, "goes with epochs_scale: auto"),
+])
+def test_epochs_scale_bad_values(tmp_path: Path, make_cfg: Any, entry: dict, match: str) -> None:
+    cfg = make_cfg(tmp_path, train__epochs=1)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}, {"name": "b2", "aug": {"name": "none"}, **entry}]
+    with pytest.raises(ValueError, match=match):
+        run_compare(cfg, out=tmp_path / "cmp", seeds=[0], quiet=True, plot=False)
+
+
+def test_epochs_scale_auto_needs_its_reference_runs(tmp_path: Path, make_cfg: Any) -> None:
+    cfg = make_cfg(tmp_path, train__epochs=1, data__subset=60, data__test_subset=30)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}, {"name": "RelDrop", "aug": {"name": "reldrop"}},
+                                  {"name": "eq", "aug": {"name": "none"}, "epochs_scale": "auto"}]
+    with pytest.raises(ValueError, match="finished runs of both are needed"):
+        run_compare(cfg, out=tmp_path / "cmp", seeds=[0], only=["eq"], quiet=True, plot=False)
+    cfg["compare"]["variants"] = cfg["compare"]["variants"][:1] + cfg["compare"]["variants"][2:]
+    with pytest.raises(ValueError, match="needs a baseline and a reference"):
+        run_compare(cfg, out=tmp_path / "cmp2", seeds=[0], quiet=True, plot=False)

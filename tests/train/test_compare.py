@@ -185,3 +185,27 @@ def test_epochs_scale_auto_needs_its_reference_runs(tmp_path: Path, make_cfg: An
     cfg["compare"]["variants"] = cfg["compare"]["variants"][:1] + cfg["compare"]["variants"][2:]
     with pytest.raises(ValueError, match="needs a baseline and a reference"):
         run_compare(cfg, out=tmp_path / "cmp2", seeds=[0], quiet=True, plot=False)
+
+
+def test_test_sets_can_replace_the_test_subset(tmp_path: Path, make_cfg: Any) -> None:
+    """``{full: {test_subset: null}}`` scores the final model on the whole test split (digits: 360 images)."""
+    from reldrop.data import build_dataset
+    from reldrop.runs import load_checkpoint
+    from reldrop.train.evaluate import evaluate
+    from reldrop.train.factory import build_model
+
+    cfg = make_cfg(tmp_path, train__epochs=1, data__subset=100, data__test_subset=50)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}]
+    cfg["compare"]["test_sets"] = {"full": {"test_subset": None}, "same50": {"test_subset": 50}}
+    res = run_compare(cfg, out=tmp_path / "cmp", seeds=[0], quiet=True, plot=False)
+    row = res["rows"][0]
+    assert row["test_same50_acc_mean"] == pytest.approx(row["final_test_acc_mean"], abs=1e-9)
+    info = build_dataset("digits", tmp_path, "test", train_transform=False)
+    model = build_model(cfg, info)
+    model.load_state_dict(load_checkpoint(tmp_path / "cmp" / "baseline" / "seed0" / "last.pt")["model"])
+    model.eval()
+    full = evaluate(model, info.dataset, info.num_classes, device=torch.device("cpu"), batch_size=512)
+    assert full["test_n"] == 360 and row["test_full_acc_mean"] == pytest.approx(full["test_acc"], abs=1e-9)
+    cfg["compare"]["test_sets"] = {"bad": {"test_subset": 0}}
+    with pytest.raises(ValueError, match="test_subset must be a positive int"):
+        run_compare(cfg, out=tmp_path / "cmp", seeds=[0], quiet=True, plot=False)

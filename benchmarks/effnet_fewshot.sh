@@ -26,7 +26,7 @@ queue() {
   done
 }
 mkdir -p "$RUNS"
-queue 250 &      # ~960 steps per run
+queue 250 &      # ~1 440 steps per run
 queue 50 100 &   # ~480 + 640 steps per run
 wait
 for size in 50 100 250; do

@@ -20,7 +20,10 @@ points when ``reldrop.models.build("pointnet2_ssg")`` exists (``modality="points
 or ``--models vit_tiny`` timm's ViT-Tiny on 32×32 (``vit_tiny_cifar``, patch 4): zennit refuses
 ViTs, so both RelDrop kinds run the ``vit`` backend's CP-LRP (the JSON's ``backend_used`` says so);
 in ``--models all`` or ``--models efficientnet_lite0`` timm's EfficientNet-Lite0 (random init, timing
-only) at 64×64, batch 64 (``--batch`` overrides), channels_last weights as in the finetuning config.
+only) at 64×64, batch 64 (``--batch`` overrides), channels_last weights as in the finetuning config;
+``--models zoo``: timm's convnext_atto, efficientnet_b0, mobilenetv3_small_100, regnety_002 and Swin-T
+(4-px windows) at 64×64, batch 32, random init, which only the ``graph`` backend attributes (zennit
+refuses them: its column falls back to ``auto`` too; the JSON's ``backend_used`` says so).
 Inputs are random (timing only). Memory: CUDA peak allocated per step kind; on CPU the peak
 RSS growth during a step (sampled every 2 ms by a thread).
 
@@ -52,10 +55,14 @@ from reldrop import models
 KINDS = ("baseline", "re", "reldrop_zennit", "reldrop_fast")
 #: every model row (``--models all``); ResNet-50 is the torchvision bottleneck net with the CIFAR stem
 MODELS = ("resnet18", "resnet20", "resnet50", "pointnet2_ssg", "vit_tiny", "efficientnet_lite0")
+#: timm models of the model zoo (random init, the graph engine under ``auto``): 64 px, batch 32;
+#: ``--models zoo`` runs them all. Constructor kwargs where 64 px needs them (Swin: 4-px windows).
+ZOO = {"convnext_atto": {}, "efficientnet_b0": {}, "mobilenetv3_small_100": {}, "regnety_002": {},
+       "swin_tiny_patch4_window7_224": {"img_size": 64, "window_size": 4}}
 #: image side per model (default 32); EfficientNet-Lite0 runs at the finetuning resolution
-SIDE = {"efficientnet_lite0": 64}
+SIDE = {"efficientnet_lite0": 64, **{n: 64 for n in ZOO}}
 #: image batch per model when --batch is not given (default: 128, quick 64)
-BATCH = {"efficientnet_lite0": 64}
+BATCH = {"efficientnet_lite0": 64, **{n: 32 for n in ZOO}}
 
 
 class RSSPeak:
@@ -110,9 +117,14 @@ def make_config(name: str, batch: int, points: int, device: torch.device, seed: 
         y = torch.randint(0, 40, (batch,), generator=g)
         modality, lr_kw = "points", {}
     else:
-        reg = {"resnet18": "resnet18_cifar", "resnet20": "resnet20_cifar", "resnet50": "resnet50_cifar",
-               "vit_tiny": "vit_tiny_cifar", "efficientnet_lite0": "efficientnet_lite0"}[name]
-        model = models.build(reg, num_classes=10)
+        if name in ZOO:
+            import timm
+
+            model = timm.create_model(name, pretrained=False, num_classes=10, **ZOO[name])
+        else:
+            reg = {"resnet18": "resnet18_cifar", "resnet20": "resnet20_cifar", "resnet50": "resnet50_cifar",
+                   "vit_tiny": "vit_tiny_cifar", "efficientnet_lite0": "efficientnet_lite0"}[name]
+            model = models.build(reg, num_classes=10)
         side = SIDE.get(name, 32)
         x = torch.randn(batch, 3, side, side, generator=g)
         if name == "efficientnet_lite0":  # as in training (train.channels_last): NHWC weights, ~2x faster on CPU
@@ -249,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     ap.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON")
     ap.add_argument("--models", default=None,
-                    help=f"comma list of {', '.join(MODELS)}, or 'all' (default: resnet18,resnet20,pointnet2_ssg; "
-                         "--quick: resnet18,resnet20)")
+                    help=f"comma list of {', '.join(MODELS)} or of ZOO's timm models, or 'all', or 'zoo' "
+                         "(default: resnet18,resnet20,pointnet2_ssg; --quick: resnet18,resnet20)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default 7, quick 5)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 2, quick 1)")
     ap.add_argument("--batch", type=int, default=None, help="image batch (default 128, quick 64)")
@@ -308,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         args.models = "resnet18,resnet20" if args.quick else "resnet18,resnet20,pointnet2_ssg"
     if args.models == "all":
         args.models = ",".join(MODELS)
+    elif args.models == "zoo":
+        args.models = ",".join(ZOO)
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         batch = pts_batch if name == "pointnet2_ssg" else (args.batch or BATCH.get(name, img_batch))
         cfg = make_config(name, batch, n_points, device)

@@ -25,7 +25,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "reldrop"
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "_checks", "_threads"),
     ("stats", "runs"),
-    ("masks",),
+    ("masks", "mixing"),
     ("models", "data"),
     ("attribution",),
     ("augment",),

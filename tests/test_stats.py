@@ -144,3 +144,30 @@ def test_fmt_mean_std_shows_no_spread_for_one_value() -> None:
     assert fmt_mean_std(two.mean, two.std, two.n) == "45.00 ± 0.00"  # two equal seeds are
     assert fmt_mean_std(float("nan"), 0.0, 0) == "–" and fmt_mean_std(None, None, None) == "–"
     assert fmt_mean_std(1.23456, 0.5, 3, digits=1) == "1.2 ± 0.5"
+
+
+def test_holm_matches_the_textbook_step_down() -> None:
+    from reldrop.stats import holm
+
+    # Holm (1979) by hand: sorted 0.01, 0.02, 0.03, 0.04 with m = 4 -> 0.04, 0.06, 0.06 (monotone), 0.06;
+    # R: p.adjust(c(0.03, None, 0.01, 0.04, 0.02), "holm") on the four given values
+    out = holm([0.03, None, 0.01, 0.04, 0.02])
+    assert out[1] is None
+    assert [round(v, 12) for v in (out[2], out[4], out[0], out[3])] == [0.04, 0.06, 0.06, 0.06]
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == [] and holm([None]) == [None]
+    assert holm([0.2]) == [0.2]  # a family of one is not corrected
+
+
+def test_compare_groups_adds_holm_over_every_test_of_the_call() -> None:
+    from reldrop.stats import holm
+
+    groups = {"baseline": {0: 50.0, 1: 52.0, 2: 51.0, 3: 50.5}, "RE": {0: 51.0, 1: 52.5, 2: 52.0, 3: 51.0},
+              "RelDrop": {0: 53.0, 1: 54.5, 2: 53.2, 3: 52.9}}
+    rows = compare_groups(groups, baseline="baseline", reference="RE", vs_reference=["RelDrop"])
+    raw = [rows["RE"]["p_vs_baseline"], rows["RelDrop"]["p_vs_baseline"], rows["RelDrop"]["p_vs_re"]]
+    expect = holm(raw)
+    got = [rows["RE"]["p_holm_vs_baseline"], rows["RelDrop"]["p_holm_vs_baseline"], rows["RelDrop"]["p_holm_vs_re"]]
+    assert got == expect and all(g >= r for g, r in zip(got, raw))
+    assert rows["baseline"]["p_holm_vs_baseline"] is None and rows["RE"]["p_holm_vs_re"] is None
+    assert rows["RelDrop"]["significant_holm_vs_baseline"] == ("yes" if got[1] < 0.05 else "no")

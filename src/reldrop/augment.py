@@ -20,10 +20,11 @@ import torch.nn as nn
 
 from ._checks import check_batch_match, check_float_tensor, check_probability, check_tensor
 from .masks import random_erase, relevance_erase, relevance_point_drop
+from .mixing import MIX_NAMES, MixupCutmix
 
 __all__ = ["RelDrop", "DEFAULT_METHOD", "RandomErasing", "build_augmentation", "attribution_info"]
 
-Aug = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Aug = Callable[[torch.Tensor, torch.Tensor], Any]  # x -> x, or (x, soft targets) for MixupCutmix
 
 DEFAULT_METHOD = {"image": "epsilon_flat", "points": "zplus_flat"}
 
@@ -308,17 +309,30 @@ class RandomErasing:
 
 
 def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: str,
-                       generator: torch.Generator | None = None) -> Aug | None:
+                       generator: torch.Generator | None = None, num_classes: int | None = None) -> Aug | None:
     """The augmentation callable ``aug(x, y) -> x`` for ``aug_cfg`` (``None`` for ``name: none``).
 
     * ``re``: Random Erasing, same block law as RelDrop, uniform random centre (images).
     * ``reldrop``: ``reldrop.RelDrop(model, modality=..., method=, p=, scale=, ratio=, epsilon=, ...)``
       (images: relevance-centred block; points: α/β point dropout).
     * ``random``: images -> Random Erasing; points -> RelDrop with α = 1 (pure random point dropout).
+    * ``mixup`` / ``cutmix``: :class:`reldrop.mixing.MixupCutmix` (timm's Mixup, soft targets; images):
+      ``p`` = chance a batch is mixed, ``aug.kwargs``: ``alpha`` (default 1), ``label_smoothing`` (0).
+      Needs ``num_classes``.
     """
     name = aug_cfg["name"]
     if name == "none":
         return None
+    if name in MIX_NAMES:
+        if modality != "image":
+            raise ValueError(f"aug.name {name!r} mixes images; it does not apply to point clouds")
+        extra = dict(aug_cfg.get("kwargs") or {})
+        unknown = sorted(set(extra) - {"alpha", "label_smoothing"})
+        if unknown:
+            raise ValueError(f"config aug.kwargs {unknown} unknown for aug.name {name!r} (known: alpha, label_smoothing)")
+        if num_classes is None:
+            raise ValueError(f"aug.name {name!r} needs the number of classes")
+        return MixupCutmix(name, num_classes=num_classes, p=aug_cfg["p"], generator=generator, **extra)
     if name == "re" or (name == "random" and modality == "image"):
         if modality != "image":
             raise ValueError("aug.name 're' (Random Erasing) is for images; use 'random' for point clouds")

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["Summary", "PairedTest", "describe", "t_cdf", "t_ppf", "paired_t_test", "sign_flip_test", "fmt_mean_std",
-           "paired_test", "compare_groups", "roles", "fmt_p", "MAX_EXACT_FLIPS"]
+           "paired_test", "compare_groups", "roles", "fmt_p", "holm", "MAX_EXACT_FLIPS"]
 
 #: the sign-flip test enumerates all 2^n patterns up to this n
 MAX_EXACT_FLIPS = 10
@@ -213,6 +213,23 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
                       t=t, df=df, p=p, p_perm=sign_flip_test(a, b))
 
 
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone), in the input order; None stays None.
+
+    The family is every non-None p of ``pvalues``: with m of them sorted ascending,
+    ``p_holm_(i) = max_{j <= i} min(1, (m - j + 1) · p_(j))``. Rejecting where ``p_holm < alpha``
+    controls the family-wise error rate at ``alpha``.
+    """
+    given = {i: float(p) for i, p in enumerate(pvalues) if p is not None and not math.isnan(float(p))}
+    out: list[float | None] = [None] * len(pvalues)
+    m = len(given)
+    running = 0.0
+    for rank, i in enumerate(sorted(given, key=given.__getitem__)):
+        running = max(running, min(1.0, (m - rank) * given[i]))
+        out[i] = running
+    return out
+
+
 def _paired_values(a: dict, b: dict) -> tuple[list[float], list[float]]:
     keys = [k for k in a if k in b and a[k] is not None and b[k] is not None
             and not math.isnan(float(a[k])) and not math.isnan(float(b[k]))]
@@ -232,8 +249,11 @@ def compare_groups(groups: dict[str, dict[object, float | None]], *, baseline: s
 
     Returns ``{group: {"n", "mean", "std", "ci95_low", "ci95_high", "diff_vs_baseline",
     "p_vs_baseline", "p_perm_vs_baseline", "significant_vs_baseline", "diff_vs_re", "p_vs_re",
-    "p_perm_vs_re", "significant_vs_re"}}``; entries that do not apply are None; significance is
-    "yes"/"no" from the paired t-test (None where it is undefined). Pairs are the keys both groups have.
+    "p_perm_vs_re", "significant_vs_re", "p_holm_vs_baseline", "p_holm_vs_re",
+    "significant_holm_vs_baseline", "significant_holm_vs_re"}}``; entries that do not apply are None;
+    significance is "yes"/"no" from the paired t-test (None where it is undefined). Pairs are the keys
+    both groups have. The Holm columns correct the t-test p-values for multiple comparisons
+    (:func:`holm`); their family is every test of this call, vs baseline and vs RE together.
     """
     out: dict[str, dict[str, object]] = {}
     for name, vals in groups.items():
@@ -255,6 +275,12 @@ def compare_groups(groups: dict[str, dict[object, float | None]], *, baseline: s
                         f"p_perm_vs_{tag}": t.p_perm, f"pairs_vs_{tag}": t.n,
                         f"significant_vs_{tag}": None if sig is None else ("yes" if sig else "no")})
         out[name] = row
+    keys = [(name, tag) for name in out for tag in ("baseline", "re")]
+    raw = [out[name][f"p_vs_{tag}"] for name, tag in keys]
+    adjusted = holm([p if isinstance(p, float) else None for p in raw])
+    for (name, tag), p in zip(keys, adjusted):
+        out[name][f"p_holm_vs_{tag}"] = p
+        out[name][f"significant_holm_vs_{tag}"] = None if p is None else ("yes" if p < alpha else "no")
     return out
 
 

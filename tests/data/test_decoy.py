@@ -150,3 +150,22 @@ def test_decoy_presets_resolve() -> None:
 def test_decoy_builders_refuse_unknown_kwargs(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="patch_sise"):
         build_dataset("decoy_digits", tmp_path, "test", patch_sise=3)
+
+
+def test_add_decoy_fixed_corner_puts_every_patch_there_and_keeps_the_other_draws() -> None:
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(40, 3, 12, 10, generator=g)
+    labels = torch.randint(0, 10, (40,), generator=g)
+    rand, d_rand = add_decoy(images, labels, mode="random", patch_size=3, num_classes=10, seed=5)
+    for k, name in enumerate(("top_left", "top_right", "bottom_left", "bottom_right")):
+        out, d = add_decoy(images, labels, mode="random", patch_size=3, num_classes=10, seed=5, corner=name)
+        assert (d["corner"] == k).all()
+        top, left = (9 if k >= 2 else 0), (7 if k % 2 else 0)
+        expect = torch.zeros(12, 10, dtype=torch.bool)
+        expect[top:top + 3, left:left + 3] = True
+        assert torch.equal(d["mask"], expect.expand(40, 12, 10))
+        assert torch.equal(d["cls"], d_rand["cls"])  # the wrong classes drawn are the same as with random corners
+        # outside the patch the image is untouched
+        assert torch.equal(out[:, :, ~expect], images[:, :, ~expect])
+    with pytest.raises(ValueError, match="corner must be"):
+        add_decoy(images, labels, mode="random", patch_size=3, num_classes=10, corner="middle")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,8 @@ def test_compare_statistics_columns_and_test_sets(tmp_path: Path, make_cfg: Any)
         rows = {r["variant"]: r for r in csv.DictReader(f)}
     with open(out / "runs.csv") as f:
         runs = list(csv.DictReader(f))
-    for col in ("ci95_low", "ci95_high", "p_vs_baseline", "p_vs_re", "significant_vs_baseline", "significant_vs_re"):
+    for col in ("ci95_low", "ci95_high", "p_vs_baseline", "p_vs_re", "significant_vs_baseline", "significant_vs_re",
+                "p_holm_vs_baseline", "p_holm_vs_re", "test_noshift_acc_p_holm_vs_baseline"):
         assert col in rows["baseline"]
     finals = {v: [read_metrics(r["run_dir"])[-1]["test_acc"] for r in runs if r["variant"] == v] for v in rows}
     for v, vals in finals.items():
@@ -110,7 +112,14 @@ def test_compare_statistics_columns_and_test_sets(tmp_path: Path, make_cfg: Any)
     if ref.p == ref.p:  # defined unless the three differences are equal
         assert float(rows["RelDrop"]["p_vs_re"]) == pytest.approx(ref.p, rel=1e-9)
     assert float(rows["RelDrop"]["p_perm_vs_re"]) == ref.p_perm
+    from reldrop.stats import holm
+
+    cell = [rows["RE"]["p_vs_baseline"], rows["RelDrop"]["p_vs_baseline"], rows["RelDrop"]["p_vs_re"]]
+    expect = holm([float(c) if c else None for c in cell])
+    got = [rows["RE"]["p_holm_vs_baseline"], rows["RelDrop"]["p_holm_vs_baseline"], rows["RelDrop"]["p_holm_vs_re"]]
+    assert [float(g) if g else None for g in got] == pytest.approx(expect, rel=1e-9)
     md = (out / "results.md").read_text()
+    assert "p (Holm)" in md
     assert "95 % CI" in md and "sign-flip" in md and "Test set `noshift`" in md
     assert (out / "RE" / "seed0" / "test_sets.json").is_file()
 
@@ -131,3 +140,72 @@ def test_plot_curves_short_and_long_runs(tmp_path: Path, epochs: int) -> None:
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     assert (width, height) == (1440, 552)
+
+
+def test_epochs_scale_fixed_and_auto_equal_compute(tmp_path: Path, make_cfg: Any) -> None:
+    cfg = make_cfg(tmp_path, train__epochs=2, data__subset=100, data__test_subset=50)
+    cfg["compare"]["variants"] = [
+        {"name": "baseline x2", "aug": {"name": "none"}, "epochs_scale": 1.5},
+        {"name": "equal compute", "aug": {"name": "none"}, "epochs_scale": "auto"},
+        {"name": "baseline", "aug": {"name": "none"}},
+        {"name": "RelDrop", "aug": {"name": "reldrop"}}]
+    out = tmp_path / "cmp"
+    res = run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert rows["baseline x2"]["epochs"] == 3 and rows["baseline"]["epochs"] == 2  # round(2 * 1.5)
+    scale = json.loads((out / "epochs_scale.json").read_text())["equal compute"]
+    t = {v: float(np.mean([m["train_time"] for m in read_metrics(out / v / "seed0")])) for v in ("baseline", "RelDrop")}
+    assert scale["baseline"] == "baseline" and scale["reference"] == "RelDrop"  # never the scaled variant
+    assert scale["factor"] == pytest.approx(t["RelDrop"] / t["baseline"], rel=1e-12)
+    assert rows["equal compute"]["epochs"] == scale["epochs"] == max(1, round(2 * scale["factor"]))
+    assert rows["baseline"]["p_vs_baseline"] is None  # the unscaled run is the baseline of the table
+    # a resumed comparison keeps the stored decision (the measured times of a rerun would differ)
+    (out / "epochs_scale.json").write_text(json.dumps({"equal compute": dict(scale, factor=9.0)}))
+    again = run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    assert {r["variant"]: r["epochs"] for r in again["rows"]}["equal compute"] == scale["epochs"]
+
+
+@pytest.mark.parametrize("entry, match", [
+    ({"epochs_scale": 0}, "number > 0 or 'auto'"), ({"epochs_scale": "twice"}, "number > 0 or 'auto'"),
+    ({"epochs_scale": 2, "epochs_scale_ref": "RelDrop"}, "goes with epochs_scale: auto"),
+])
+def test_epochs_scale_bad_values(tmp_path: Path, make_cfg: Any, entry: dict, match: str) -> None:
+    cfg = make_cfg(tmp_path, train__epochs=1)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}, {"name": "b2", "aug": {"name": "none"}, **entry}]
+    with pytest.raises(ValueError, match=match):
+        run_compare(cfg, out=tmp_path / "cmp", seeds=[0], quiet=True, plot=False)
+
+
+def test_epochs_scale_auto_needs_its_reference_runs(tmp_path: Path, make_cfg: Any) -> None:
+    cfg = make_cfg(tmp_path, train__epochs=1, data__subset=60, data__test_subset=30)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}, {"name": "RelDrop", "aug": {"name": "reldrop"}},
+                                  {"name": "eq", "aug": {"name": "none"}, "epochs_scale": "auto"}]
+    with pytest.raises(ValueError, match="finished runs of both are needed"):
+        run_compare(cfg, out=tmp_path / "cmp", seeds=[0], only=["eq"], quiet=True, plot=False)
+    cfg["compare"]["variants"] = cfg["compare"]["variants"][:1] + cfg["compare"]["variants"][2:]
+    with pytest.raises(ValueError, match="needs a baseline and a reference"):
+        run_compare(cfg, out=tmp_path / "cmp2", seeds=[0], quiet=True, plot=False)
+
+
+def test_test_sets_can_replace_the_test_subset(tmp_path: Path, make_cfg: Any) -> None:
+    """``{full: {test_subset: null}}`` scores the final model on the whole test split (digits: 360 images)."""
+    from reldrop.data import build_dataset
+    from reldrop.runs import load_checkpoint
+    from reldrop.train.evaluate import evaluate
+    from reldrop.train.factory import build_model
+
+    cfg = make_cfg(tmp_path, train__epochs=1, data__subset=100, data__test_subset=50)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}]
+    cfg["compare"]["test_sets"] = {"full": {"test_subset": None}, "same50": {"test_subset": 50}}
+    res = run_compare(cfg, out=tmp_path / "cmp", seeds=[0], quiet=True, plot=False)
+    row = res["rows"][0]
+    assert row["test_same50_acc_mean"] == pytest.approx(row["final_test_acc_mean"], abs=1e-9)
+    info = build_dataset("digits", tmp_path, "test", train_transform=False)
+    model = build_model(cfg, info)
+    model.load_state_dict(load_checkpoint(tmp_path / "cmp" / "baseline" / "seed0" / "last.pt")["model"])
+    model.eval()
+    full = evaluate(model, info.dataset, info.num_classes, device=torch.device("cpu"), batch_size=512)
+    assert full["test_n"] == 360 and row["test_full_acc_mean"] == pytest.approx(full["test_acc"], abs=1e-9)
+    cfg["compare"]["test_sets"] = {"bad": {"test_subset": 0}}
+    with pytest.raises(ValueError, match="test_subset must be a positive int"):
+        run_compare(cfg, out=tmp_path / "cmp", seeds=[0], quiet=True, plot=False)

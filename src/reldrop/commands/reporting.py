@@ -95,7 +95,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 #: columns of :func:`statistics_rows` / the CSV of ``reldrop report --csv``
 STAT_COLUMNS = ("group", "metric", "n", "mean", "std", "ci95_low", "ci95_high", "p_vs_baseline",
-                "p_perm_vs_baseline", "significant_vs_baseline", "p_vs_re", "p_perm_vs_re", "significant_vs_re")
+                "p_perm_vs_baseline", "significant_vs_baseline", "p_vs_re", "p_perm_vs_re", "significant_vs_re",
+                "p_holm_vs_baseline", "significant_holm_vs_baseline", "p_holm_vs_re", "significant_holm_vs_re")
 
 
 def statistics_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -103,7 +104,8 @@ def statistics_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
     Baseline = the first group; Random Erasing = the first group whose runs used ``aug`` "re" (or
     "random"); ``p_vs_re`` only for groups whose runs used ``aug`` "reldrop". Runs are paired by their
-    folder name (``seed<k>``). Not-applicable entries are None.
+    folder name (``seed<k>``). Not-applicable entries are None. ``p_holm_*``: Holm-corrected t-test
+    p-values, the family being every test of one metric (vs baseline and vs RE together).
     """
     from ..stats import compare_groups, roles
 
@@ -131,15 +133,16 @@ def statistics_table(stat_rows: Sequence[dict[str, Any]]) -> str:
     """Markdown of :func:`statistics_rows`: one line per metric and group."""
     from ..stats import fmt_mean_std, fmt_p
 
-    head = ["metric", "run", "n", "mean ± std", "95 % CI", "p vs baseline (t)", "p (sign-flip)", "significant",
-            "p vs RE (t)", "p (sign-flip)", "significant"]
+    head = ["metric", "run", "n", "mean ± std", "95 % CI", "p vs baseline (t)", "p (sign-flip)", "p (Holm)",
+            "significant (Holm)", "p vs RE (t)", "p (sign-flip)", "p (Holm)", "significant (Holm)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in stat_rows:
         ci = "–" if r["ci95_low"] is None else f"[{r['ci95_low']:.2f}, {r['ci95_high']:.2f}]"
         lines.append("| " + " | ".join([
             r["metric"], r["group"], str(r["n"]), fmt_mean_std(r["mean"], r["std"], r["n"]), ci,
-            fmt_p(r["p_vs_baseline"]), fmt_p(r["p_perm_vs_baseline"]), r["significant_vs_baseline"] or "–",
-            fmt_p(r["p_vs_re"]), fmt_p(r["p_perm_vs_re"]), r["significant_vs_re"] or "–"]) + " |")
+            fmt_p(r["p_vs_baseline"]), fmt_p(r["p_perm_vs_baseline"]), fmt_p(r["p_holm_vs_baseline"]),
+            r["significant_holm_vs_baseline"] or "–", fmt_p(r["p_vs_re"]), fmt_p(r["p_perm_vs_re"]),
+            fmt_p(r["p_holm_vs_re"]), r["significant_holm_vs_re"] or "–"]) + " |")
     return "\n".join(lines)
 
 

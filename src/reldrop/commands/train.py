@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-HELP = "train one model (images or point clouds) from a YAML config, with --aug none|re|reldrop|random"
+HELP = "train one model (images or point clouds) from a YAML config, with --aug none|re|reldrop|random|mixup|cutmix"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, single_run: bool = True) -> None:
@@ -39,8 +39,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, single_run: bool = 
     g.add_argument("--epochs", type=int, default=None, help="number of epochs (train.epochs)")
     if single_run:
         g.add_argument("--seed", type=int, default=None, help="random seed")
-        g.add_argument("--aug", choices=("none", "re", "reldrop", "random"), default=None,
-                       help="augmentation: none, re (Random Erasing), reldrop, random (points: RelDrop alpha=1)")
+        g.add_argument("--aug", choices=("none", "re", "reldrop", "random", "mixup", "cutmix"), default=None,
+                       help="augmentation: none, re (Random Erasing), reldrop, random (points: RelDrop alpha=1), "
+                            "mixup, cutmix (timm, soft targets; aug.p = chance a batch is mixed)")
     g.add_argument("--init", metavar="PATH", default=None,
                    help="initialize the model from a torchvision/timm state dict (finetuning; strict)")
     g.add_argument("--reinit-head", action="store_true", default=None,

@@ -1,7 +1,9 @@
 """Decoy (shortcut) benchmarks: Decoy-MNIST-style class-coded patches on digits and CIFAR-10.
 
 A *decoy* is a small square patch (``patch_size`` × ``patch_size``; 2×2 on 8×8 digits, 4×4 on
-32×32 CIFAR) in a corner of the image (one of the four, uniformly at random per image) whose
+32×32 CIFAR) in a corner of the image (``corner="random"``, the default: one of the four, uniformly
+at random per image; or one fixed corner for every image, ``corner="top_left"`` / ``"top_right"`` /
+``"bottom_left"`` / ``"bottom_right"``: a shortcut that is easier to use) whose
 intensity encodes a class (Ross et al. 2017, Decoy-MNIST): grey value ``(255 − 25·k) / 255`` in
 every channel for class k (``colour="gray"``, 10 classes) or the k-th colour of a fixed 10-colour
 palette (``colour="palette"``).
@@ -35,9 +37,11 @@ from .registry import DatasetInfo, register_dataset, reject_unknown_kwargs
 from .tensor_dataset import TensorImageDataset, class_balanced_subset
 from .transforms import CIFAR10_MEAN, CIFAR10_STD, BatchCompose, Normalize, RandomCropFlip
 
-__all__ = ["add_decoy", "decoy_colours", "DECOY_TEST_MODES", "PALETTE"]
+__all__ = ["add_decoy", "decoy_colours", "DECOY_TEST_MODES", "CORNERS", "PALETTE"]
 
 DECOY_TEST_MODES = ("random", "none", "same")
+#: ``corner=`` names: "random" (uniform per image) or one fixed corner, in the order of ``decoy_corner``
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 #: colour="palette": matplotlib's tab10, RGB 0..255
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
@@ -58,7 +62,7 @@ def decoy_colours(num_classes: int, channels: int, colour: str = "gray") -> torc
 
 
 def add_decoy(images: torch.Tensor, labels: torch.Tensor, *, mode: str, patch_size: int, num_classes: int,
-              rho: float = 1.0, seed: int = 0, colour: str = "gray"
+              rho: float = 1.0, seed: int = 0, colour: str = "gray", corner: str = "random"
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Images with decoy patches, and where they are.
 
@@ -67,6 +71,7 @@ def add_decoy(images: torch.Tensor, labels: torch.Tensor, *, mode: str, patch_si
         labels: ``(N,)`` long.
         mode: "train" (own class with probability ``rho``), or a test mode of :data:`DECOY_TEST_MODES`.
         patch_size: side of the square patch, ``1 <= patch_size <= min(H, W)``.
+        corner: "random" (one of the four per image) or a name of :data:`CORNERS` (the same for all).
 
     Returns:
         ``(images, info)``: new images of the input dtype, and ``info`` with ``mask`` ``(N, H, W)``
@@ -83,9 +88,13 @@ def add_decoy(images: torch.Tensor, labels: torch.Tensor, *, mode: str, patch_si
         raise ValueError(f"patch_size must be an int in [1, {min(h, w)}], got {patch_size!r}")
     if not 0.0 <= float(rho) <= 1.0:
         raise ValueError(f"rho must be in [0, 1], got {rho!r}")
+    if corner != "random" and corner not in CORNERS:
+        raise ValueError(f"corner must be 'random' or one of {', '.join(CORNERS)}, got {corner!r}")
     labels = labels.long()
     g = torch.Generator().manual_seed(int(seed))
-    corner = torch.randint(0, 4, (n,), generator=g)
+    where = torch.randint(0, 4, (n,), generator=g)  # drawn in both cases: the other draws stay the same
+    if corner != "random":
+        where = torch.full_like(where, CORNERS.index(corner))
     coin = torch.rand((n,), generator=g)
     other = torch.randint(1, max(num_classes, 2), (n,), generator=g)
     if mode == "train":
@@ -96,8 +105,8 @@ def add_decoy(images: torch.Tensor, labels: torch.Tensor, *, mode: str, patch_si
         present, cls = torch.ones(n, dtype=torch.bool), (labels + other) % num_classes
     else:
         present, cls = torch.zeros(n, dtype=torch.bool), labels
-    top = torch.where(corner >= 2, h - patch_size, 0).view(n, 1, 1)
-    left = torch.where(corner % 2 == 1, w - patch_size, 0).view(n, 1, 1)
+    top = torch.where(where >= 2, h - patch_size, 0).view(n, 1, 1)
+    left = torch.where(where % 2 == 1, w - patch_size, 0).view(n, 1, 1)
     yy = torch.arange(h).view(1, h, 1)
     xx = torch.arange(w).view(1, 1, w)
     mask = (yy >= top) & (yy < top + patch_size) & (xx >= left) & (xx < left + patch_size) & present.view(n, 1, 1)
@@ -108,8 +117,8 @@ def add_decoy(images: torch.Tensor, labels: torch.Tensor, *, mode: str, patch_si
         value = value.to(images.dtype)
     out = torch.where(mask.unsqueeze(1), value.view(n, c, 1, 1), images)
     cls = torch.where(present, cls, torch.full_like(cls, -1))
-    corner = torch.where(present, corner, torch.full_like(corner, -1))
-    return out.contiguous(), {"mask": mask, "cls": cls, "corner": corner}
+    where = torch.where(present, where, torch.full_like(where, -1))
+    return out.contiguous(), {"mask": mask, "cls": cls, "corner": where}
 
 
 def _check_mode(decoy_test: Any) -> str:
@@ -120,13 +129,13 @@ def _check_mode(decoy_test: Any) -> str:
 
 def _build(images: torch.Tensor, labels: torch.Tensor, split: str, *, transform: Any, num_classes: int,
            class_names: list[str], mean: tuple[float, ...], std: tuple[float, ...], patch_size: int, rho: float,
-           decoy_test: str, decoy_seed: int, colour: str, subset: int | None, seed: int,
+           decoy_test: str, decoy_seed: int, colour: str, subset: int | None, seed: int, corner: str = "random",
            extra: dict[str, Any] | None = None) -> DatasetInfo:
     mode = "train" if split == "train" else _check_mode(decoy_test)
     if isinstance(patch_size, bool) or not isinstance(patch_size, int):  # 2.5 would draw 2x2 and report 2.5^2
         raise ValueError(f"decoy patch_size must be an int (the patch side in pixels), got {patch_size!r}")
     x, d = add_decoy(images, labels, mode=mode, patch_size=patch_size, num_classes=num_classes, rho=rho,
-                     seed=int(decoy_seed) + (0 if split == "train" else 1), colour=colour)
+                     seed=int(decoy_seed) + (0 if split == "train" else 1), colour=colour, corner=corner)
     ds = TensorImageDataset(x, labels, transform)
     if subset is not None and split == "train":
         index = class_balanced_subset(labels, int(subset), seed)
@@ -134,7 +143,7 @@ def _build(images: torch.Tensor, labels: torch.Tensor, split: str, *, transform:
         d = {k: v[index].clone() for k, v in d.items()}
     h, w = images.shape[-2:]
     info_extra = {"decoy_mask": d["mask"], "decoy_class": d["cls"], "decoy_corner": d["corner"],
-                  "decoy_test": mode, "patch_size": int(patch_size), "rho": float(rho),
+                  "decoy_test": mode, "patch_size": int(patch_size), "rho": float(rho), "corner": corner,
                   "chance": patch_size * patch_size / float(h * w), **(extra or {})}
     return DatasetInfo(dataset=ds, num_classes=num_classes, class_names=class_names, modality="image",
                        input_shape=tuple(images.shape[1:]), mean=mean, std=std, extra=info_extra)
@@ -142,7 +151,7 @@ def _build(images: torch.Tensor, labels: torch.Tensor, split: str, *, transform:
 
 @register_dataset("decoy_digits")
 def build_decoy_digits(root: Path, split: str, *, train_transform: bool, patch_size: int = 2, rho: float = 1.0,
-                       decoy_test: str = "random", decoy_seed: int = 0, colour: str = "gray", shift: int = 0,
+                       decoy_test: str = "random", decoy_seed: int = 0, colour: str = "gray", corner: str = "random", shift: int = 0,
                        subset: int | None = None, seed: int = 0, split_seed: int = 0, **unknown: Any) -> DatasetInfo:
     """sklearn digits (8×8, 1 437 / 360) with 2×2 decoys; normalized with the clean train split's
     mean/std (so ``decoy_test="none"`` equals the plain ``digits`` test set). ``shift`` (default 0:
@@ -156,12 +165,13 @@ def build_decoy_digits(root: Path, split: str, *, train_transform: bool, patch_s
     steps: list = [RandomCropFlip(pad=int(shift), flip=False)] if (train_transform and shift > 0) else []
     return _build(x, y, split, transform=BatchCompose(steps + [Normalize(mean, std)]), num_classes=10,
                   class_names=[str(i) for i in range(10)], mean=mean, std=std, patch_size=patch_size, rho=rho,
-                  decoy_test=decoy_test, decoy_seed=decoy_seed, colour=colour, subset=subset, seed=seed)
+                  decoy_test=decoy_test, decoy_seed=decoy_seed, colour=colour, subset=subset, seed=seed,
+                  corner=corner)
 
 
 @register_dataset("decoy_cifar10")
 def build_decoy_cifar10(root: Path, split: str, *, train_transform: bool, patch_size: int = 4, rho: float = 1.0,
-                        decoy_test: str = "random", decoy_seed: int = 0, colour: str = "gray",
+                        decoy_test: str = "random", decoy_seed: int = 0, colour: str = "gray", corner: str = "random",
                         augment: bool = False, path: str | None = None, subset: int | None = None, seed: int = 0,
                         cache: bool = True, **unknown: Any) -> DatasetInfo:
     """CIFAR-10 from the data root with 4×4 decoys. ``augment`` (default False, so the patch is never
@@ -174,4 +184,4 @@ def build_decoy_cifar10(root: Path, split: str, *, train_transform: bool, patch_
     return _build(images, labels, split, transform=BatchCompose(steps + [Normalize(CIFAR10_MEAN, CIFAR10_STD)]),
                   num_classes=10, class_names=names, mean=CIFAR10_MEAN, std=CIFAR10_STD, patch_size=patch_size,
                   rho=rho, decoy_test=decoy_test, decoy_seed=decoy_seed, colour=colour, subset=subset, seed=seed,
-                  extra={"layout": layout, "folder": str(folder)})
+                  corner=corner, extra={"layout": layout, "folder": str(folder)})

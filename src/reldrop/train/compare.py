@@ -12,6 +12,16 @@ point-cloud α × β sweep)::
         - {name: random, aug: {name: random, beta: 0.15}}
         - {name: RelDrop, aug: {name: reldrop}, grid: {aug.alpha: [0, 0.5, 1], aug.beta: [0.15, 0.5, 0.85]}}
 
+Equal compute: a variant option ``epochs_scale`` trains that variant for ``round(epochs × factor)``
+epochs (the schedule spans them), a number, or ``auto``: the measured wall-clock ratio of RelDrop's
+training time per epoch to the baseline's (``epochs_scale_ref: <variant>`` names another reference),
+decided from this comparison's finished runs when the variant's turn comes (auto variants train last)
+and kept in ``<out>/epochs_scale.json``::
+
+        - {name: baseline (equal compute), aug: {name: none}, epochs_scale: auto}
+
+A scaled variant is tested against the baseline only (it is never the table's baseline or RE).
+
 Each run goes to ``<out>/<variant>/seed<k>/`` (a normal run directory). Finished runs are reused and
 interrupted ones resumed, so re-running the same command continues a killed comparison. Outputs:
 ``results.md`` / ``results.csv`` (mean ± std over seeds of final and best test accuracy, class-mean
@@ -22,8 +32,10 @@ seeds as a thin line plus its 5-epoch moving average as a thick line).
 Statistics (:mod:`reldrop.stats`) of the final test accuracy: ``n``, the 95 % Student-t confidence
 interval over seeds (``ci95_low``, ``ci95_high``), and paired tests over matching seeds of every
 variant vs the baseline (``p_vs_baseline``) and of every RelDrop variant vs Random Erasing
-(``p_vs_re``): paired t-test p, exact sign-flip p (``p_perm_*``), ``significant_vs_*`` yes/no at 5 %
-(t-test). Empty where a comparison does not apply. ``compare.test_sets`` (``{name: {data.kwargs
+(``p_vs_re``): paired t-test p, exact sign-flip p (``p_perm_*``), ``significant_vs_*`` yes/no
+at 5 % (t-test), and the Holm-corrected t-test p (``p_holm_vs_baseline``, ``p_holm_vs_re``; the
+family is every test of one table: final accuracy, or one test set) with ``significant_holm_vs_*``.
+Empty where a comparison does not apply. ``compare.test_sets`` (``{name: {data.kwargs
 overrides}}``, e.g. the decoy test modes) evaluates every final model on more test sets too, with the
 same statistics in ``test_<name>_acc_*`` columns.
 """
@@ -62,8 +74,11 @@ def expand_variants(cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         name = str(entry.pop("name"))
         sets = list(entry.pop("set", []) or [])
         grid = dict(entry.pop("grid", {}) or {})
+        scale = {k: entry.pop(k) for k in ("epochs_scale", "epochs_scale_ref") if k in entry}
         base = deep_merge(cfg, entry)
         base = apply_overrides(base, sets)
+        if scale:
+            base["compare"] = {**base.get("compare", {}), **_check_scale(name, scale)}
         if not grid:
             combos: list[tuple[tuple[str, Any], ...]] = [()]
         else:
@@ -82,6 +97,78 @@ def expand_variants(cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if dup:
         raise ValueError(f"compare.variants: duplicate variant names {sorted(dup)}")
     return out
+
+
+def _check_scale(name: str, scale: Mapping[str, Any]) -> dict[str, Any]:
+    """The variant options ``epochs_scale`` (a number > 0, or "auto") and ``epochs_scale_ref``, checked."""
+    value = scale.get("epochs_scale")
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                            or not math.isfinite(value) or value <= 0):
+        raise ValueError(f"compare variant {name!r}: epochs_scale must be a number > 0 or 'auto', got {value!r}")
+    ref = scale.get("epochs_scale_ref")
+    if ref is not None and (value != "auto" or not isinstance(ref, str)):
+        raise ValueError(f"compare variant {name!r}: epochs_scale_ref (a variant name) goes with epochs_scale: auto")
+    return {"epochs_scale": value, "epochs_scale_ref": ref}
+
+
+def _role_augs(variants: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """``aug.name`` per variant for :func:`reldrop.stats.roles`, with ``"@scaled"`` appended where the
+    variant has ``epochs_scale``: an equal-compute variant is never the baseline or the RE reference,
+    and is tested against the baseline only."""
+    return [c["aug"]["name"] + ("@scaled" if (c.get("compare") or {}).get("epochs_scale") is not None else "")
+            for _, c in variants]
+
+
+def _scaled_epochs(epochs: int, factor: float) -> int:
+    return max(1, int(round(epochs * factor)))
+
+
+def _mean_train_time(out_dir: Path, variant: str, epochs: int, seeds: Sequence[int]) -> tuple[float, int]:
+    """Mean over the finished runs of ``variant`` (``<out>/<variant>/seed<k>``) of their mean training
+    time per epoch; and how many runs that is."""
+    per_run = []
+    for seed in seeds:
+        run_dir = out_dir / _slug(variant) / f"seed{seed}"
+        rows = [r for r in read_metrics(run_dir) if int(r["epoch"]) <= epochs]
+        if _finished(run_dir, epochs) and rows and all("train_time" in m for m in rows):
+            per_run.append(float(np.mean([m["train_time"] for m in rows])))
+    return (float(np.mean(per_run)) if per_run else float("nan")), len(per_run)
+
+
+def _auto_scale(out_dir: Path, name: str, vcfg: Mapping[str, Any], seeds: Sequence[int],
+                variants: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """The ``epochs_scale: auto`` factor of variant ``name``: RelDrop's measured wall-clock ratio.
+
+    factor = mean training time per epoch of the reference variant (``epochs_scale_ref``, default the
+    first RelDrop variant) / that of the baseline, over the runs of this comparison that finished.
+    Decided once and kept in ``<out>/epochs_scale.json``, so a resumed comparison trains the same
+    number of epochs.
+    """
+    path = out_dir / "epochs_scale.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if name in saved:
+        return saved[name]
+    from ..stats import roles
+
+    names = [n for n, _ in variants]
+    base, _, rel = roles(names, _role_augs(variants))
+    ref = vcfg["compare"].get("epochs_scale_ref") or (rel[0] if rel else None)
+    if ref not in names or base is None or ref == base:
+        raise ValueError(f"compare variant {name!r}: epochs_scale: auto needs a baseline and a reference variant "
+                         f"(epochs_scale_ref, default the first RelDrop variant) in this config; got {ref!r}")
+    epochs = dict(variants)
+    t_ref, n_ref = _mean_train_time(out_dir, ref, int(epochs[ref]["train"]["epochs"]), seeds)
+    t_base, n_base = _mean_train_time(out_dir, base, int(epochs[base]["train"]["epochs"]), seeds)
+    if not (n_ref and n_base):
+        raise ValueError(f"compare variant {name!r}: epochs_scale: auto measures {ref!r} against {base!r}, but "
+                         f"finished runs of both are needed first ({n_ref} and {n_base} here): run them in the same "
+                         "comparison, or give epochs_scale a number")
+    factor = t_ref / t_base
+    entry = {"factor": factor, "reference": ref, "baseline": base, "reference_s_per_epoch": t_ref,
+             "baseline_s_per_epoch": t_base, "reference_runs": n_ref, "baseline_runs": n_base,
+             "epochs": _scaled_epochs(int(vcfg["train"]["epochs"]), factor)}
+    atomic_write_json(path, {**saved, name: entry}, indent=2)
+    return entry
 
 
 def _slug(name: str) -> str:
@@ -171,7 +258,17 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
             raise ValueError(f"unknown variant(s) {missing}; this config has: {', '.join(known)}")
         variants = [(n, c) for n, c in variants if n in only]
     vdirs = _variant_dirs(out_dir, [n for n, _ in expand_variants(cfg)])  # no two variants share a folder
+    # equal-compute variants: a fixed factor scales the epochs now; "auto" ones train last, once the
+    # runs they are measured on have finished
+    for _, vcfg in variants:
+        factor = (vcfg.get("compare") or {}).get("epochs_scale")
+        if factor not in (None, "auto"):
+            vcfg["train"]["epochs"] = _scaled_epochs(int(vcfg["train"]["epochs"]), float(factor))
+    auto = [v for v in variants if (v[1].get("compare") or {}).get("epochs_scale") == "auto"]
+    variants = [v for v in variants if v not in auto] + auto
     for name, vcfg in variants:  # refuse before training anything: never mix two configs in one table
+        if (vcfg.get("compare") or {}).get("epochs_scale") == "auto":
+            continue  # checked once its epochs are known
         for seed in seeds:
             check_run_config(vdirs[name] / f"seed{seed}", {**vcfg, "seed": int(seed)})
     atomic_write_json(out_dir / "compare.json", {"config": cfg, "seeds": seeds, "variants": [n for n, _ in variants]},
@@ -179,7 +276,16 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
     runs: list[dict[str, Any]] = []
     total = len(variants) * len(seeds)
     k = 0
+    all_variants = expand_variants(cfg)
     for name, vcfg in variants:
+        if (vcfg.get("compare") or {}).get("epochs_scale") == "auto":
+            scale = _auto_scale(out_dir, name, vcfg, seeds, all_variants)
+            vcfg["train"]["epochs"] = int(scale["epochs"])
+            if not quiet:
+                print(f"[compare] {name}: epochs_scale auto = {scale['factor']:.3f} ({scale['reference']} vs "
+                      f"{scale['baseline']}) -> {vcfg['train']['epochs']} epochs", file=sys.stderr, flush=True)
+            for seed in seeds:
+                check_run_config(vdirs[name] / f"seed{seed}", {**vcfg, "seed": int(seed)})
         for seed in seeds:
             k += 1
             run_dir = vdirs[name] / f"seed{seed}"
@@ -200,7 +306,7 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
             if test_sets and run["metrics"]:
                 run["test_sets"] = evaluate_test_sets(run_dir, rcfg, test_sets, data_root=data_root)
             runs.append(run)
-    rows = summarize(runs, augs={n: c["aug"]["name"] for n, c in variants})
+    rows = summarize(runs, augs=dict(zip([n for n, _ in variants], _role_augs(variants))))
     files = write_results(out_dir, rows, runs, cfg)
     if plot:
         files.append(str(plot_curves(runs, out_dir / "curves.png", title=f"{cfg['name']}: train / test accuracy")))
@@ -216,7 +322,8 @@ def _ms(values: Sequence[float]) -> tuple[float, float]:
 
 #: per-variant statistics columns of the final test accuracy (see :func:`reldrop.stats.compare_groups`)
 STAT_KEYS = ("n", "ci95_low", "ci95_high", "diff_vs_baseline", "p_vs_baseline", "p_perm_vs_baseline",
-             "significant_vs_baseline", "diff_vs_re", "p_vs_re", "p_perm_vs_re", "significant_vs_re")
+             "significant_vs_baseline", "diff_vs_re", "p_vs_re", "p_perm_vs_re", "significant_vs_re",
+             "p_holm_vs_baseline", "significant_holm_vs_baseline", "p_holm_vs_re", "significant_holm_vs_re")
 
 
 def _nan_to_none(v: Any) -> Any:
@@ -249,7 +356,8 @@ def _add_statistics(rows: list[dict[str, Any]], runs: Sequence[Mapping[str, Any]
         for row in rows:
             s = st[row["variant"]]
             for k in ("mean", "std", "ci95_low", "ci95_high", "p_vs_baseline", "p_perm_vs_baseline",
-                      "significant_vs_baseline", "p_vs_re", "p_perm_vs_re", "significant_vs_re"):
+                      "significant_vs_baseline", "p_vs_re", "p_perm_vs_re", "significant_vs_re",
+                      "p_holm_vs_baseline", "significant_holm_vs_baseline", "p_holm_vs_re", "significant_holm_vs_re"):
                 row[f"test_{ts}_acc_{k}"] = _nan_to_none(s[k])
 
 
@@ -355,11 +463,12 @@ def _stat_cells(r: Mapping[str, Any], prefix: str, tag: str) -> list[str]:
     diff = r.get(f"{prefix}diff_vs_{tag}") if prefix == "" else None
     p = r.get(f"{prefix}p_vs_{tag}")
     pp = r.get(f"{prefix}p_perm_vs_{tag}")
-    sig = r.get(f"{prefix}significant_vs_{tag}")
+    ph = r.get(f"{prefix}p_holm_vs_{tag}")
+    sig = r.get(f"{prefix}significant_holm_vs_{tag}")
     if p is None and pp is None and sig is None:
-        return ["", "", "", ""] if prefix == "" else ["", "", ""]
+        return ["", "", "", "", ""] if prefix == "" else ["", "", "", ""]
     cells = [f"{diff:+.2f}" if diff is not None else "–"] if prefix == "" else []
-    return cells + [fmt_p(p), fmt_p(pp), sig or "–"]
+    return cells + [fmt_p(p), fmt_p(pp), fmt_p(ph), sig or "–"]
 
 
 def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -373,10 +482,11 @@ def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["Statistics of the final test accuracy (%): n seeds, mean ± sample std, 95 % confidence interval "
              "(Student t over seeds); paired over matching seeds: mean difference (pt), two-sided paired "
              "t-test p, exact sign-flip permutation p (cannot go below 2/2^n: 0.0625 for 5 seeds), "
-             "significant = t-test p < 0.05 (no correction for multiple comparisons).\n",
-             "| variant | n | mean ± std | 95 % CI | Δ vs baseline | p (t) | p (sign-flip) | significant | "
-             "Δ vs RE | p (t) | p (sign-flip) | significant |",
-             "|" + "---|" * 12]
+             "Holm-corrected t-test p (family: every test of this table, vs baseline and vs RE together), "
+             "significant = Holm p < 0.05.\n",
+             "| variant | n | mean ± std | 95 % CI | Δ vs baseline | p (t) | p (sign-flip) | p (Holm) | significant | "
+             "Δ vs RE | p (t) | p (sign-flip) | p (Holm) | significant |",
+             "|" + "---|" * 14]
     for r in rows:
         m, s = r.get("final_test_acc_mean"), r.get("final_test_acc_std")
         lines.append("| " + " | ".join([str(r["variant"]), str(r.get("n", "")), fmt_mean_std(m, s, r.get("n")),
@@ -386,8 +496,8 @@ def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     for ts in sets:
         p = f"test_{ts}_acc_"
         lines += ["", f"Test set `{ts}` (final model): accuracy %, same statistics.\n",
-                  "| variant | mean ± std | 95 % CI | p vs baseline (t) | p (sign-flip) | significant | "
-                  "p vs RE (t) | p (sign-flip) | significant |", "|" + "---|" * 9]
+                  "| variant | mean ± std | 95 % CI | p vs baseline (t) | p (sign-flip) | p (Holm) | significant | "
+                  "p vs RE (t) | p (sign-flip) | p (Holm) | significant |", "|" + "---|" * 11]
         for r in rows:
             m, s = r.get(p + "mean"), r.get(p + "std")
             lines.append("| " + " | ".join([str(r["variant"]), fmt_mean_std(m, s, r.get(p + "n", r.get("n"))),

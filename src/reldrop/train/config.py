@@ -11,7 +11,7 @@ file only states what differs. Sections::
     optim:   name (sgd|adamw|adam), lr, momentum, weight_decay, nesterov
     sched:   name (cosine|step|none), min_lr, warmup_epochs, step_size, gamma
     train:   epochs, batch_size, eval_batch_size, amp, threads, grad_clip, eval_train_samples, channels_last, ...
-    aug:     name (none|re|reldrop|random), p, scale, ratio, value, border, count, max_count, method,
+    aug:     name (none|re|reldrop|random|mixup|cutmix), p, scale, ratio, value, border, count, max_count, method,
              epsilon, backend, alpha, beta, start_epoch, stop_epoch, p_schedule, kwargs
              (modality-independent; for points "random" = RelDrop α=1; schedule: reldrop.train.aug_schedule)
     compare: seeds, variants (list of {name, <partial config>}), test_sets ({name: data.kwargs overrides}:
@@ -65,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
         "max_bad_steps": 0,  # steps with a non-finite loss skipped per epoch before the run stops (0: stop at once)
     },
     "aug": {
-        "name": "none",  # none | re | reldrop | random
+        "name": "none",  # none | re | reldrop | random | mixup | cutmix
         "p": 0.5,
         "scale": [0.02, 0.4],
         "ratio": [0.3, 3.3333333333333335],
@@ -360,7 +360,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
     number("aug.epsilon", 0.0)
     _pair(cfg, "aug.scale")
     _pair(cfg, "aug.ratio")
-    choice("aug.name", ("none", "re", "reldrop", "random"))
+    choice("aug.name", ("none", "re", "reldrop", "random", "mixup", "cutmix"))
     choice("optim.name", ("sgd", "adamw", "adam"))
     choice("sched.name", ("cosine", "step", "none"))
     choice("train.amp", ("auto", "bf16", "fp16", "none"))

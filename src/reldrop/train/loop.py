@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from .. import runs
 from ..augment import attribution_info, build_augmentation
+from ..mixing import soft_target_cross_entropy
 from ..runs import MetricsLogger, environment, load_checkpoint, read_env, repair_best, resolve_run_dir, save_checkpoint, seed_all
 from ..runs.files import RunWriteError
 from ..runs.lock import acquire_run_lock, check_fresh_run_dir, write_marker
@@ -241,7 +242,7 @@ def _setup(cfg: dict[str, Any], ckpt: dict[str, Any] | None, data_root: str | os
     use_scaler = device.type == "cuda" and (amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()))
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     aug_gen = torch.Generator(device=device if device.type == "cuda" else torch.device("cpu"))
-    aug = build_augmentation(cfg["aug"], net, train_info.modality, generator=aug_gen)
+    aug = build_augmentation(cfg["aug"], net, train_info.modality, generator=aug_gen, num_classes=train_info.num_classes)
     run = _Run(cfg=cfg, info=info, run_dir=run_dir, train_info=train_info, test_info=test_info,
                clean_train=clean_train, model=model, net=net, opt=opt, sched=sched, scaler=scaler, aug=aug,
                aug_gen=aug_gen, quiet=quiet)
@@ -322,15 +323,20 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         bar = tqdm(total=math.ceil(index.numel() / bs), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                    dynamic_ncols=True)
     t_train = time.perf_counter()
+    mixes = bool(getattr(aug, "mixes_labels", False))  # Mixup/CutMix: soft targets, soft-target cross-entropy
     for step, (x, y) in enumerate(iter_batches(ds, index, bs, device=device, generator=data_gen,
                                                num_workers=int(cfg["data"]["num_workers"]),
                                                drop_last=bool(cfg["train"]["drop_last"]))):
+        soft = None
         if aug_on:
             if sync_time:
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
             try:
-                x = aug(x, y)
+                if mixes:
+                    x, soft = aug(x, y)
+                else:
+                    x = aug(x, y)
             except ValueError as err:  # NaN relevance of a diverged model: blame the model, not the relevance
                 guard.blame(err, step, run.model, x)
                 raise
@@ -340,7 +346,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
             _stats_add(stats, getattr(aug, "last_stats", None))
         with autocast(device, cfg["train"]["amp"]):
             logits = run.net(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y) if soft is None else soft_target_cross_entropy(logits.float(), soft)
         if guard.skip(loss, x, step):
             continue
         run.opt.zero_grad(set_to_none=True)

@@ -6,7 +6,9 @@
       test_sets: {random: {decoy_test: random}, same: {decoy_test: same}}
 
 Each finished run's final model (``last.pt``) is evaluated on the test split built with those
-overrides (and the run's ``data.test_subset``, if any); the accuracies (%) are cached in
+overrides (and the run's ``data.test_subset``, if any; the key ``test_subset`` in an entry replaces
+it, e.g. ``{full: {test_subset: null}}`` scores the final model on the whole test split while the
+per-epoch curve uses a subset); the accuracies (%) are cached in
 ``<run>/test_sets.json`` together with the checkpoint's epoch and the overrides, so re-running a
 comparison reuses them.
 """
@@ -32,6 +34,10 @@ def check_test_sets(test_sets: Any) -> dict[str, dict[str, Any]]:
         if not isinstance(name, str) or not isinstance(kw, Mapping):
             raise ValueError(f"config compare.test_sets[{name!r}] must map a name to a mapping of data.kwargs, "
                              f"got {kw!r}")
+        sub = kw.get("test_subset")
+        if sub is not None and (isinstance(sub, bool) or not isinstance(sub, int) or sub < 1):
+            raise ValueError(f"config compare.test_sets[{name!r}].test_subset must be a positive int or null "
+                             f"(the whole test split), got {sub!r}")
     return {str(k): dict(v) for k, v in test_sets.items()}
 
 
@@ -65,6 +71,8 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
         base_kw = dict(cfg["data"].get("kwargs") or {})
         model = None
         for name, kw in todo.items():
+            kw = dict(kw)
+            test_subset = kw.pop("test_subset") if "test_subset" in kw else cfg["data"].get("test_subset")
             info = build_dataset(cfg["data"]["name"], root, "test", train_transform=False, **{**base_kw, **kw})
             if model is None:
                 c = dict(cfg)
@@ -73,8 +81,8 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
                 model.load_state_dict(ckpt["model"])
                 model.eval()
             index = None
-            if cfg["data"].get("test_subset"):
-                index = subset_index(info.dataset, int(cfg["data"]["test_subset"]))
+            if test_subset:
+                index = subset_index(info.dataset, int(test_subset))
             res = evaluate(model, info.dataset, info.num_classes, device=torch.device("cpu"),
                            batch_size=int(cfg["train"]["eval_batch_size"]), index=index)
             sets[name] = {"kwargs": json.loads(json.dumps(kw)), "acc": float(res["test_acc"]),

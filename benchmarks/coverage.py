@@ -58,6 +58,7 @@ TIMM = ("resnet50d", "resnext26ts", "cspdarknet53", "deit_tiny_patch16_224", "vi
 MODELS = tuple(f"tv:{n}" for n in TORCHVISION) + TIMM
 #: input side and constructor kwargs where 64 px does not work as is
 SIDE = {"tv:inception_v3": 96, "eva02_tiny_patch14_224": 56, "maxvit_nano_rw_256": 256, "levit_128s": 64,
+        "efficientformer_l1": 224,  # its attention biases are sized for 224 px (49 tokens at the last stage)
         "tv:swin_t": 64}
 KWARGS: dict[str, dict[str, Any]] = {
     "tv:vit_b_16": {"image_size": 64},
@@ -151,6 +152,14 @@ def run_one(name: str) -> dict[str, Any]:
     x = torch.randn(BATCH, 3, side, side, generator=gen)
     y = torch.randint(0, 10, (BATCH,), generator=gen)
     before = _state(model)
+    try:
+        with torch.no_grad():
+            copy.deepcopy(model).eval()(x[:1])
+    except Exception as err:  # the model itself cannot take this input: a benchmark setting, not LRP's
+        row.update(status="crash", reason=f"the model's own forward fails at {side} px (set SIDE/KWARGS): "
+                                          f"{type(err).__name__}: {_short(err)}")
+        row["unchanged"] = _unchanged(before, model)
+        return row
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -98,6 +98,10 @@ class GraphLRP:
     construction) naming the first node without a rule.
     """
 
+    #: only reads the model (parameters detached, BN running statistics as constants, no hooks, no
+    #: module forward with side effects): :class:`~reldrop.attribution.Attributor` skips the state snapshot
+    read_only = True
+
     def __init__(self, model: nn.Module, method: str = "epsilon_flat", *, seed: str = "one_hot",
                  **kwargs: Any) -> None:
         if not isinstance(model, nn.Module):

@@ -35,7 +35,7 @@ import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_open", "save_checkpoint",
            "load_checkpoint", "read_json", "clean_stale_temps", "temp_path", "rng_state", "set_rng_state",
-           "CheckpointError", "UnsafeCheckpointError", "RunWriteError", "PathLike", "RUN_FILES"]
+           "CheckpointError", "UnsafeCheckpointError", "RunWriteError", "PathLike", "RUN_FILES", "pid_alive"]
 
 PathLike = str | os.PathLike[str]
 #: the temp files reldrop writes: ``.<name>.reldrop-tmp<pid>``
@@ -190,7 +190,8 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
     return obj
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this host (one owned by another user counts)."""
     if pid <= 0:
         return False
     try:
@@ -224,7 +225,7 @@ def clean_stale_temps(folder: PathLike) -> list[Path]:
         if not p.is_file() or p.is_symlink():
             continue
         pid = int(m.group("pid")) if m.group("pid") else -1
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             continue
         with contextlib.suppress(OSError):
             p.unlink()

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-from .files import PathLike, atomic_write_json, read_json
+from .files import PathLike, atomic_write_json, pid_alive, read_json
 
 __all__ = ["MARKER", "LOCK", "RunInUseError", "NotARunError", "RunLock", "acquire_run_lock", "write_marker",
            "read_marker", "check_fresh_run_dir", "is_reldrop_run"]
@@ -38,18 +38,6 @@ class RunInUseError(FileExistsError):
 
 class NotARunError(FileExistsError):
     """A non-empty folder that is not a reldrop run directory (no ``run.json``), or a run that would be overwritten."""
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _read_lock(path: Path) -> dict[str, Any] | None:
@@ -108,7 +96,7 @@ def acquire_run_lock(run_dir: PathLike, *, take_stale: bool = False, quiet: bool
                 holder = {}
             pid = holder.get("pid")
             same_host = holder.get("host") == host
-            if same_host and isinstance(pid, int) and _pid_alive(pid):
+            if same_host and isinstance(pid, int) and pid_alive(pid):
                 raise RunInUseError(
                     f"run directory {run_dir} is in use by {_describe(holder)}; wait for it to finish or choose "
                     f"another --out (if no reldrop process has that pid, delete {path})") from None

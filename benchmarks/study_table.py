@@ -10,7 +10,7 @@ Where the numbers come from (the run folders listed in ``<arm out>/runs.csv``, w
 ``metrics.jsonl`` (last row: ``test_acc``, ``train_clean_acc``), ``test_sets.json`` (the extra test
 sets of ``compare.test_sets``, e.g. the decoy modes or ``full``), ``eval/metrics.json`` of
 ``reldrop evaluate`` (relevance share on the decoy), if present. A run that has not finished its
-epochs (by its ``last.pt``) is left out and counted in ``missing``.
+epochs (by its ``last.pt``, or ``finished.json`` for an archived run) is left out and counted in ``missing``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from reldrop.runs import load_checkpoint
+from reldrop.runs.archive import finished_epoch
 from reldrop.stats import describe, holm, paired_test, roles
 from reldrop.train.compare import expand_variants
 from reldrop.train.config import load_config
@@ -70,14 +70,13 @@ def metric_from_eval(*keys: str) -> Getter:
 
 
 def finished(run: Path, epochs: int) -> bool:
-    """The run's checkpoint holds its last epoch (the metrics log alone can be ahead of it)."""
-    path = run / "last.pt"
-    if not path.is_file():
-        return False
+    """The run holds its last epoch: by its checkpoint, or for an archived run by ``finished.json``
+    (the metrics log alone can be ahead of the checkpoint)."""
     try:
-        return int(load_checkpoint(path)["epoch"]) >= epochs
-    except Exception:  # an unreadable checkpoint is not a finished run
+        held = finished_epoch(run)
+    except Exception:  # an unreadable checkpoint or marker is not a finished run
         return False
+    return held is not None and held >= epochs
 
 
 def arm_values(config: str | Path, out: Path, metrics: Mapping[str, Getter]
@@ -90,7 +89,10 @@ def arm_values(config: str | Path, out: Path, metrics: Mapping[str, Getter]
         raise FileNotFoundError(f"{listing} not found: run `reldrop compare --config {config} --out {out}` first")
     with open(listing, newline="") as f:
         dirs = {(r["variant"], int(r["seed"])): Path(r["run_dir"]) for r in csv.DictReader(f)}
-    dirs = {k: (d if d.is_absolute() else out / d.parent.name / d.name) for k, d in dirs.items()}
+    # runs.csv holds the paths compare wrote; a study folder that was moved or archived elsewhere
+    # (reldrop.runs.archive) keeps its runs at <out>/<variant folder>/seed<k>
+    dirs = {k: (out / d.parent.name / d.name if (out / d.parent.name / d.name).is_dir() or not d.is_absolute() else d)
+            for k, d in dirs.items()}
     values: dict[str, dict[str, dict[int, float]]] = {}
     augs: dict[str, str] = {}
     missing: dict[str, int] = {}

@@ -203,22 +203,23 @@ def _variant_dirs(out_dir: Path, names: Sequence[str]) -> dict[str, Path]:
 
 
 def _checkpoint_epoch(run_dir: Path) -> int | None:
-    """The epoch ``last.pt`` holds (None without one): what a run has finished, whatever metrics.jsonl says."""
-    from ..runs import load_checkpoint
+    """The epoch a run holds (None without one): ``last.pt``'s, whatever metrics.jsonl says; for an archived
+    run (``finished.json``, no ``last.pt``: :mod:`reldrop.runs.archive`) the marker's."""
+    from ..runs.archive import finished_epoch
 
-    path = run_dir / "last.pt"
-    return int(load_checkpoint(path)["epoch"]) if path.is_file() else None
+    return finished_epoch(run_dir)
 
 
 def _finished(run_dir: Path, epochs: int) -> bool:
     """A run is finished when its checkpoint is: ``last.pt``'s epoch == the configured epochs (metrics.jsonl
-    is written before last.pt, so a kill between the two leaves a metrics row the checkpoint does not hold)."""
+    is written before last.pt, so a kill between the two leaves a metrics row the checkpoint does not hold).
+    An archived run counts at its marker's epoch."""
     return _checkpoint_epoch(run_dir) == int(epochs)
 
 
 def _checked_metrics(run_dir: Path, name: str, seed: int) -> list[dict[str, Any]]:
-    """The metrics rows of the epochs ``last.pt`` holds; ValueError when they are missing (the run's table
-    row, checkpoint and metrics would disagree)."""
+    """The metrics rows of the epochs the run's checkpoint (or finished.json) holds; ValueError when they are
+    missing (the run's table row, checkpoint and metrics would disagree)."""
     epoch = _checkpoint_epoch(run_dir)
     rows = read_metrics(run_dir)
     if epoch is None:
@@ -227,10 +228,22 @@ def _checked_metrics(run_dir: Path, name: str, seed: int) -> list[dict[str, Any]
     if not rows or int(rows[-1]["epoch"]) != epoch:
         have = "is missing" if not (run_dir / "metrics.jsonl").is_file() else \
             (f"ends at epoch {rows[-1]['epoch']}" if rows else "is empty")
-        raise ValueError(f"{run_dir} (variant {name!r}, seed {seed}): last.pt holds epoch {epoch} but metrics.jsonl "
+        holder = "last.pt" if (run_dir / "last.pt").is_file() else "finished.json"
+        raise ValueError(f"{run_dir} (variant {name!r}, seed {seed}): {holder} holds epoch {epoch} but metrics.jsonl "
                          f"{have}; its row of the table cannot be built. Restore metrics.jsonl, or move the folder "
                          "away to retrain that run")
     return rows
+
+
+def _check_archived(run_dir: Path, name: str, seed: int, epochs: int) -> None:
+    """An archived run (no last.pt) must hold the epochs asked for: it cannot be trained further."""
+    from ..runs.archive import is_archived
+
+    held = _checkpoint_epoch(run_dir)
+    if is_archived(run_dir) and held != epochs:
+        raise ValueError(f"{run_dir} (variant {name!r}, seed {seed}) is an archived run (finished.json, no last.pt) "
+                         f"of {held} epochs, but {epochs} are asked for; it cannot be trained further without its "
+                         "checkpoint: restore last.pt, or move the folder away to retrain that run")
 
 
 def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds: Sequence[int] | None = None,
@@ -243,6 +256,7 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
 
     Returns ``{"out", "rows" (summary per variant), "runs" (per run), "files"}``.
     """
+    from ..runs.archive import mark_finished
     from .loop import train
     from .test_sets import evaluate_test_sets
 
@@ -295,6 +309,7 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
             epochs = int(rcfg["train"]["epochs"])
             if not quiet:
                 print(f"[compare {k}/{total}] {name} seed {seed} -> {run_dir}", file=sys.stderr, flush=True)
+            _check_archived(run_dir, name, seed, epochs)
             if _finished(run_dir, epochs):
                 pass
             elif (run_dir / "last.pt").is_file():
@@ -305,6 +320,8 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
                    "metrics": _checked_metrics(run_dir, name, seed)}
             if test_sets and run["metrics"]:
                 run["test_sets"] = evaluate_test_sets(run_dir, rcfg, test_sets, data_root=data_root)
+            if (run_dir / "last.pt").is_file() and _finished(run_dir, epochs):
+                mark_finished(run_dir)  # test sets cached: the run can now be archived without its checkpoint
             runs.append(run)
     rows = summarize(runs, augs=dict(zip([n for n, _ in variants], _role_augs(variants))))
     files = write_results(out_dir, rows, runs, cfg)

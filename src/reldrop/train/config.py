@@ -392,12 +392,12 @@ def dump_config(cfg: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
 
 def check_run_config(run_dir: str | os.PathLike[str], cfg: Mapping[str, Any]) -> None:
     """Raise :class:`RunConfigMismatchError` naming ``run_dir`` and the differing keys when the run in
-    ``run_dir`` (one with a ``last.pt``) was trained with a config whose :func:`config_hash` differs
-    from ``cfg``'s. A directory without ``last.pt`` holds no reusable run and passes. Keys added to
+    ``run_dir`` (one with a ``last.pt``, or an archived one with ``finished.json``) was trained with a config whose :func:`config_hash` differs
+    from ``cfg``'s. A directory with neither holds no reusable run and passes. Keys added to
     the config after that run was trained (absent from its saved config) count as their current
     defaults, which keep the old behaviour (e.g. ``aug.count: 1``)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "last.pt").is_file():
+    if not ((run_dir / "last.pt").is_file() or (run_dir / "finished.json").is_file()):
         return
     old = saved_config(run_dir)
     if old is None:

@@ -10,7 +10,8 @@ overrides (and the run's ``data.test_subset``, if any; the key ``test_subset`` i
 it, e.g. ``{full: {test_subset: null}}`` scores the final model on the whole test split while the
 per-epoch curve uses a subset); the accuracies (%) are cached in
 ``<run>/test_sets.json`` together with the checkpoint's epoch and the overrides, so re-running a
-comparison reuses them.
+comparison reuses them. An archived run (``finished.json`` without ``last.pt``, see
+:mod:`reldrop.runs.archive`) is served from that cache; a test set missing from it is an error.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
     from ..data import build_dataset
     from ..data import data_root as resolve_root
     from ..runs import atomic_write_json, load_checkpoint
+    from ..runs.archive import finished_epoch, is_archived
     from .evaluate import evaluate, subset_index
     from .factory import build_model
 
@@ -54,8 +56,9 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
     test_sets = check_test_sets(test_sets)
     ckpt_path = run_dir / "last.pt"
     cache_path = run_dir / "test_sets.json"
-    ckpt = load_checkpoint(ckpt_path)
-    epoch = ckpt.get("epoch")
+    archived = is_archived(run_dir)
+    ckpt = None if archived else load_checkpoint(ckpt_path)
+    epoch = finished_epoch(run_dir) if ckpt is None else ckpt.get("epoch")
     cache: dict[str, Any] = {}
     if cache_path.is_file():
         try:
@@ -66,7 +69,12 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
         cache = {"epoch": epoch, "sets": {}}
     sets = cache.setdefault("sets", {})
     todo = {n: kw for n, kw in test_sets.items() if sets.get(n, {}).get("kwargs") != json.loads(json.dumps(kw))}
+    if todo and ckpt is None:
+        raise ValueError(f"{run_dir} is an archived run (finished.json, no last.pt) and its test_sets.json has no "
+                         f"epoch-{epoch} accuracy for test set(s) {sorted(todo)} with these settings; evaluating them "
+                         "needs the weights: restore last.pt, or move the folder away to retrain that run")
     if todo:
+        assert ckpt is not None
         root = resolve_root(data_root or cfg["data"].get("root"))
         base_kw = dict(cfg["data"].get("kwargs") or {})
         model = None

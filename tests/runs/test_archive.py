@@ -1,0 +1,108 @@
+"""Archived runs (reldrop.runs.archive): a study's finished runs kept without checkpoints are reused by
+``compare`` with the same table, never retrained, and refused where the weights would be needed."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reldrop.runs.archive import FINISHED, archive_runs, finished_epoch, is_archived, mark_finished, read_finished
+from reldrop.runs.files import load_checkpoint
+from reldrop.train.compare import run_compare
+from reldrop.train.loop import train
+
+
+def _cfg(make_cfg: Any, tmp_path: Path, epochs: int = 2) -> dict[str, Any]:
+    cfg = make_cfg(tmp_path, train__epochs=epochs, data__subset=100, data__test_subset=60)
+    cfg["compare"]["variants"] = [{"name": "baseline", "aug": {"name": "none"}}, {"name": "RE", "aug": {"name": "re"}}]
+    cfg["compare"]["test_sets"] = {"noshift": {"shift": 0}}
+    return cfg
+
+
+def _results(out: Path) -> list[dict[str, str]]:
+    with open(out / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_compare_marks_finished_runs(tmp_path: Path, make_cfg: Any) -> None:
+    cfg = _cfg(make_cfg, tmp_path)
+    out = tmp_path / "cmp"
+    run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    run = out / "baseline" / "seed0"
+    marker = read_finished(run)
+    assert marker is not None and marker["epoch"] == 2 == load_checkpoint(run / "last.pt")["epoch"]
+    assert len(marker["checkpoint_sha256"]) == 64
+    assert not is_archived(run) and finished_epoch(run) == 2
+
+
+def test_archived_study_gives_the_same_table_without_training(tmp_path: Path, make_cfg: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg(make_cfg, tmp_path)
+    out = tmp_path / "cmp"
+    run_compare(cfg, out=out, seeds=[0, 1], quiet=True, plot=False)
+    before = _results(out)
+    # one unfinished run in the study: left out of the archive
+    part = out / "RE" / "seed2"
+    train({**cfg, "aug": {**cfg["aug"], "name": "re"}, "seed": 2, "out": str(part)}, quiet=True, stop_after=1)
+    arch = tmp_path / "archive" / "cmp"
+    res = archive_runs(out, arch)
+    assert sorted(res["finished"]) == ["RE/seed0", "RE/seed1", "baseline/seed0", "baseline/seed1"]
+    assert res["unfinished"] == ["RE/seed2"]
+    assert not list(arch.rglob("*.pt")) and not (arch / "RE" / "seed2").exists()
+    assert (arch / "compare.json").is_file() and (arch / "baseline" / "seed0" / FINISHED).is_file()
+    assert all(is_archived(arch / v / f"seed{s}") for v in ("baseline", "RE") for s in (0, 1))
+
+    def no_training(*a: Any, **k: Any) -> None:
+        raise AssertionError("an archived run was trained again")
+
+    monkeypatch.setattr("reldrop.train.loop.train", no_training)
+    run_compare(cfg, out=arch, seeds=[0, 1], quiet=True, plot=False)
+    assert _results(arch) == before
+    assert not list(arch.rglob("*.pt"))
+
+
+def test_archived_run_refuses_what_needs_its_weights(tmp_path: Path, make_cfg: Any) -> None:
+    cfg = _cfg(make_cfg, tmp_path)
+    out = tmp_path / "cmp"
+    run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    arch = tmp_path / "arch"
+    archive_runs(out, arch)
+    # a test set the cache does not hold
+    cfg2 = json.loads(json.dumps(cfg))
+    cfg2["compare"]["test_sets"] = {"noshift": {"shift": 0}, "other": {"shift": 1}}
+    with pytest.raises(ValueError, match=r"archived run .* test set\(s\) \['other'\].*restore last.pt"):
+        run_compare(cfg2, out=arch, seeds=[0], quiet=True, plot=False)
+    # more epochs: the config check names the difference, and with the marker alone it cannot go on
+    cfg3 = json.loads(json.dumps(cfg))
+    cfg3["train"]["epochs"] = 3
+    with pytest.raises(Exception, match=r"another config|archived run"):
+        run_compare(cfg3, out=arch, seeds=[0], quiet=True, plot=False)
+    assert not list(arch.rglob("*.pt"))
+
+
+def test_mark_and_read_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="last.pt"):
+        mark_finished(tmp_path)
+    (tmp_path / FINISHED).write_text('{"epoch": "x"}')
+    with pytest.raises(ValueError, match="not a finished-run marker"):
+        finished_epoch(tmp_path)
+    assert finished_epoch(tmp_path / "nothing") is None
+    with pytest.raises(ValueError, match="outside"):
+        archive_runs(tmp_path, tmp_path / "inside")
+
+
+def test_archive_marks_runs_of_older_code(tmp_path: Path, make_cfg: Any) -> None:
+    """Runs written before finished.json existed: finished by their checkpoint and config.yaml's epochs."""
+    cfg = _cfg(make_cfg, tmp_path)
+    out = tmp_path / "cmp"
+    run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    for m in out.rglob(FINISHED):
+        m.unlink()
+    res = archive_runs(out, tmp_path / "arch")
+    assert sorted(res["finished"]) == ["RE/seed0", "baseline/seed0"]
+    assert (out / "RE" / "seed0" / FINISHED).is_file()
+    shutil.rmtree(tmp_path / "arch")

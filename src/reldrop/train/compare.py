@@ -42,7 +42,6 @@ same statistics in ``test_<name>_acc_*`` columns.
 from __future__ import annotations
 
 import copy
-import csv
 import itertools
 import json
 import math
@@ -50,16 +49,14 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..stats import fmt_mean_std
-from ..runs import atomic_open, atomic_write_json, atomic_write_text
+from ..runs import atomic_write_json
 from .config import apply_overrides, check_run_config, deep_merge, validate
 
-__all__ = ["expand_variants", "run_compare", "summarize", "write_results", "plot_curves", "moving_average",
-           "read_metrics", "statistics_markdown", "STAT_KEYS"]
+__all__ = ["expand_variants", "run_compare", "summarize", "read_metrics", "STAT_KEYS"]
 
 
 def _fmt_value(v: Any) -> str:
@@ -248,13 +245,18 @@ def _check_archived(run_dir: Path, name: str, seed: int, epochs: int) -> None:
 
 def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds: Sequence[int] | None = None,
                 only: Sequence[str] | None = None, quiet: bool = False, data_root: str | None = None,
-                plot: bool = True, force: bool = False) -> dict[str, Any]:
-    """Train all variants × seeds (sequentially, resuming what exists) and write the results.
+                plot: bool = True, force: bool = False,
+                write: Callable[..., list[str]] | None = None) -> dict[str, Any]:
+    """Train all variants × seeds (sequentially, resuming what exists) and summarize them.
 
     ``force``: take over the stale lock a killed process left in a run folder that has no checkpoint yet
-    (runs with a ``last.pt`` are resumed, which takes a stale lock over anyway).
+    (runs with a ``last.pt`` are resumed, which takes a stale lock over anyway). ``write``: called as
+    ``write(out_dir, rows, runs, cfg, plot=plot)`` once all runs are done, returns the paths it wrote
+    (the tables and curves: :func:`reldrop.commands.compare.write_outputs`, which
+    :func:`reldrop.commands.compare.run_compare` passes); without it only the run folders and
+    ``compare.json`` are written.
 
-    Returns ``{"out", "rows" (summary per variant), "runs" (per run), "files"}``.
+    Returns ``{"out", "rows" (summary per variant), "runs" (per run), "files" (what ``write`` wrote)}``.
     """
     from ..runs.archive import mark_finished
     from .loop import train
@@ -324,9 +326,7 @@ def run_compare(cfg: Mapping[str, Any], *, out: str | Path | None = None, seeds:
                 mark_finished(run_dir)  # test sets cached: the run can now be archived without its checkpoint
             runs.append(run)
     rows = summarize(runs, augs=dict(zip([n for n, _ in variants], _role_augs(variants))))
-    files = write_results(out_dir, rows, runs, cfg)
-    if plot:
-        files.append(str(plot_curves(runs, out_dir / "curves.png", title=f"{cfg['name']}: train / test accuracy")))
+    files = list(write(out_dir, rows, runs, cfg, plot=plot)) if write is not None else []
     return {"out": str(out_dir), "rows": rows, "runs": runs, "files": files}
 
 
@@ -412,181 +412,3 @@ def summarize(runs: Sequence[Mapping[str, Any]], augs: Mapping[str, str | None] 
         rows.append(row)
     _add_statistics(rows, runs, augs)
     return rows
-
-
-def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],
-                  cfg: Mapping[str, Any] | None = None) -> list[str]:
-    """Write ``results.csv``, ``runs.csv`` and ``results.md``; returns their paths."""
-    out_dir = Path(out_dir)
-    files = []
-    if rows:
-        keys: list[str] = []
-        for r in rows:
-            keys.extend(k for k in r if k not in keys)
-        with atomic_open(out_dir / "results.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
-        files.append(str(out_dir / "results.csv"))
-    with atomic_open(out_dir / "runs.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["variant", "seed", "epochs", "final_test_acc", "best_test_acc", "final_test_macro",
-                    "final_train_acc", "gap", "time_per_epoch", "run_dir"])
-        for r in runs:
-            if not r["metrics"]:
-                continue
-            m = r["metrics"]
-            w.writerow([r["variant"], r["seed"], m[-1]["epoch"], f"{m[-1]['test_acc']:.3f}",
-                        f"{max(x['test_acc'] for x in m):.3f}", f"{m[-1]['test_macro']:.3f}",
-                        f"{m[-1]['train_acc']:.3f}", f"{m[-1]['gap']:.3f}",
-                        f"{np.mean([x['epoch_time'] for x in m]):.2f}", r["run_dir"]])
-    files.append(str(out_dir / "runs.csv"))
-
-    def pm(row: Mapping[str, Any], key: str, digits: int = 2) -> str:
-        return fmt_mean_std(row.get(f"{key}_mean"), row.get(f"{key}_std"), row.get("seeds"), digits)
-
-    clean = rows and all("gap_clean_mean" in r for r in rows)
-    head = ["variant", "seeds", "epochs", "final test acc %", "best test acc %", "final class-mean acc %",
-            "final train acc %", "train–test gap (pt)"]
-    if clean:
-        head += ["clean train acc %", "clean gap (pt)"]
-    head += ["s / epoch", "aug s / epoch"]
-    lines = []
-    if cfg is not None:
-        lines.append(f"# {cfg['name']}: {cfg['data']['name']} / {cfg['model']['name']}, "
-                     f"{cfg['train']['epochs']} epochs, batch {cfg['train']['batch_size']}, "
-                     f"{cfg['optim']['name']} lr {cfg['optim']['lr']}\n")
-    lines.append("Mean ± sample std over seeds. *train acc* is the running accuracy on the augmented training "
-                 "batches of the last epoch; gap = train acc − test acc (percentage points).\n")
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
-    for r in rows:
-        cells = [str(r["variant"]), str(r["seeds"]), str(r["epochs"]), pm(r, "final_test_acc"), pm(r, "best_test_acc"),
-                 pm(r, "final_test_macro"), pm(r, "final_train_acc"), pm(r, "gap")]
-        if clean:
-            cells += [pm(r, "final_train_clean_acc"), pm(r, "gap_clean")]
-        cells += [pm(r, "time_per_epoch", 1), pm(r, "aug_time_per_epoch", 1)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.extend(statistics_markdown(rows))
-    atomic_write_text(out_dir / "results.md", "\n".join(lines) + "\n")
-    files.append(str(out_dir / "results.md"))
-    return files
-
-
-def _stat_cells(r: Mapping[str, Any], prefix: str, tag: str) -> list[str]:
-    from ..stats import fmt_p
-
-    diff = r.get(f"{prefix}diff_vs_{tag}") if prefix == "" else None
-    p = r.get(f"{prefix}p_vs_{tag}")
-    pp = r.get(f"{prefix}p_perm_vs_{tag}")
-    ph = r.get(f"{prefix}p_holm_vs_{tag}")
-    sig = r.get(f"{prefix}significant_holm_vs_{tag}")
-    if p is None and pp is None and sig is None:
-        return ["", "", "", "", ""] if prefix == "" else ["", "", "", ""]
-    cells = [f"{diff:+.2f}" if diff is not None else "–"] if prefix == "" else []
-    return cells + [fmt_p(p), fmt_p(pp), fmt_p(ph), sig or "–"]
-
-
-def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Markdown lines: the statistics tables of final test accuracy (and of each ``compare.test_sets`` entry)."""
-    if not rows or "ci95_low" not in rows[0]:
-        return []
-
-    def ci(lo: Any, hi: Any) -> str:
-        return "–" if lo is None or hi is None else f"[{lo:.2f}, {hi:.2f}]"
-
-    lines = ["Statistics of the final test accuracy (%): n seeds, mean ± sample std, 95 % confidence interval "
-             "(Student t over seeds); paired over matching seeds: mean difference (pt), two-sided paired "
-             "t-test p, exact sign-flip permutation p (cannot go below 2/2^n: 0.0625 for 5 seeds), "
-             "Holm-corrected t-test p (family: every test of this table, vs baseline and vs RE together), "
-             "significant = Holm p < 0.05.\n",
-             "| variant | n | mean ± std | 95 % CI | Δ vs baseline | p (t) | p (sign-flip) | p (Holm) | significant | "
-             "Δ vs RE | p (t) | p (sign-flip) | p (Holm) | significant |",
-             "|" + "---|" * 14]
-    for r in rows:
-        m, s = r.get("final_test_acc_mean"), r.get("final_test_acc_std")
-        lines.append("| " + " | ".join([str(r["variant"]), str(r.get("n", "")), fmt_mean_std(m, s, r.get("n")),
-                                         ci(r.get("ci95_low"), r.get("ci95_high"))]
-                                        + _stat_cells(r, "", "baseline") + _stat_cells(r, "", "re")) + " |")
-    sets = [k[len("test_"):-len("_acc_mean")] for k in rows[0] if k.startswith("test_") and k.endswith("_acc_mean")]
-    for ts in sets:
-        p = f"test_{ts}_acc_"
-        lines += ["", f"Test set `{ts}` (final model): accuracy %, same statistics.\n",
-                  "| variant | mean ± std | 95 % CI | p vs baseline (t) | p (sign-flip) | p (Holm) | significant | "
-                  "p vs RE (t) | p (sign-flip) | p (Holm) | significant |", "|" + "---|" * 11]
-        for r in rows:
-            m, s = r.get(p + "mean"), r.get(p + "std")
-            lines.append("| " + " | ".join([str(r["variant"]), fmt_mean_std(m, s, r.get(p + "n", r.get("n"))),
-                                             ci(r.get(p + "ci95_low"), r.get(p + "ci95_high"))]
-                                            + _stat_cells(r, p, "baseline") + _stat_cells(r, p, "re")) + " |")
-    return lines
-
-
-def moving_average(y: Sequence[float], window: int = 5) -> np.ndarray:
-    """Centred moving average over ``window`` points (shrinks at both ends; no lag, same length as ``y``)."""
-    a = np.asarray(y, dtype=float)
-    if a.size == 0:
-        return a
-    c = np.cumsum(np.insert(a, 0, 0.0))
-    i = np.arange(a.size)
-    lo = np.maximum(i - (window - 1) // 2, 0)
-    hi = np.minimum(i + window // 2 + 1, a.size)
-    return (c[hi] - c[lo]) / (hi - lo)
-
-
-def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path, *, window: int = 5,
-                title: str | None = None) -> Path:
-    """Fig. 2 analogue: train (left) and test (right) accuracy per epoch, one colour per variant.
-
-    Band: mean ± std over seeds per epoch (when a variant has several seeds). Runs of at least
-    ``2 * window`` epochs: thin line the mean, thick line its centred ``window``-epoch moving
-    average; shorter runs (a moving average would flatten them): thick line with markers = the mean.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by: dict[str, list[list[dict[str, Any]]]] = {}
-    for r in runs:
-        if r["metrics"]:
-            by.setdefault(r["variant"], []).append(r["metrics"])
-    cmap = plt.get_cmap("tab10" if len(by) <= 10 else "tab20")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
-    smoothed = False
-    for i, (name, seed_rows) in enumerate(by.items()):
-        n = min(len(m) for m in seed_rows)
-        epochs = np.asarray([m["epoch"] for m in seed_rows[0][:n]])
-        smooth = n >= 2 * window
-        smoothed |= smooth
-        for ax, key in zip(axes, ("train_acc", "test_acc")):
-            per_seed = np.asarray([[m[key] for m in rows[:n]] for rows in seed_rows], dtype=float)
-            mean = per_seed.mean(axis=0)
-            color = cmap(i % cmap.N)
-            label = f"{name} (n={len(seed_rows)})"
-            if len(seed_rows) > 1:
-                sd = per_seed.std(axis=0, ddof=1)
-                ax.fill_between(epochs, mean - sd, mean + sd, color=color, alpha=0.15, lw=0)
-            if smooth:
-                ax.plot(epochs, mean, color=color, lw=0.8, alpha=0.45)
-                ax.plot(epochs, moving_average(mean, window), color=color, lw=2.4, label=label)
-            else:
-                ax.plot(epochs, mean, color=color, lw=2.0, marker="o", ms=4, label=label)
-    for ax, label in zip(axes, ("train accuracy (%)", "test accuracy (%)")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0].set_title("train (augmented batches)")
-    axes[1].set_title("test")
-    axes[1].legend(loc="lower right", fontsize=9)
-    if title:
-        how = (f"thin: mean over seeds, thick: centred {window}-epoch moving average" if smoothed
-               else "line: mean over seeds")
-        fig.suptitle(title + f"  —  {how}, band: ± std over seeds", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

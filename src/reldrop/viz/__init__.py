@@ -1,4 +1,4 @@
-"""Figures (matplotlib, Agg): relevance heatmap grids, perturbation curves, channel-AUC plots.
+"""Figures (matplotlib, Agg): relevance heatmap grids, perturbation curves, channel-AUC plots, training curves.
 
 Submodules are imported on use so that ``import reldrop.viz`` stays light.
 """
@@ -12,6 +12,8 @@ _LAZY = {
     "heatmap_grid_for_models": "heatmaps",
     "plot_perturbation_curves": "curves",
     "plot_channel_auc_change": "curves",
+    "plot_curves": "curves",
+    "moving_average": "curves",
 }
 
 __all__ = list(_LAZY)

@@ -171,3 +171,18 @@ def test_compare_groups_adds_holm_over_every_test_of_the_call() -> None:
     assert got == expect and all(g >= r for g, r in zip(got, raw))
     assert rows["baseline"]["p_holm_vs_baseline"] is None and rows["RE"]["p_holm_vs_re"] is None
     assert rows["RelDrop"]["significant_holm_vs_baseline"] == ("yes" if got[1] < 0.05 else "no")
+
+
+def test_compare_groups_gives_every_group_stat_and_one_table_shows_them() -> None:
+    from reldrop.stats import GROUP_STATS, fmt_ci, statistics_table
+
+    groups = {"baseline": {0: 50.0, 1: 52.0, 2: 51.0}, "RE": {0: 51.0, 1: 52.5, 2: 52.0},
+              "RelDrop": {0: 53.0, 1: 54.5, 2: 53.2}}
+    rows = compare_groups(groups, baseline="baseline", reference="RE", vs_reference=["RelDrop"])
+    assert all(set(GROUP_STATS) <= set(r) for r in rows.values())
+    assert fmt_ci(None, 1.0) == "–" and fmt_ci(1.0, 2.345) == "[1.00, 2.35]"
+    lines = statistics_table(["run", "n", "mean", "ci", *["x"] * 8], [([g], rows[g]) for g in rows], blank=True)
+    assert lines[0].count("|") == 13 and lines[1] == "|" + "---|" * 12
+    assert lines[2].startswith("| baseline | 3 | 51.00 ± 1.00 | [") and lines[2].endswith("|  |  |  |  |  |  |  |  |")
+    full = statistics_table(["run"] + ["x"] * 13, [(["RelDrop"], rows["RelDrop"])], diff=True)[2].split(" | ")
+    assert full[4] == f"{rows['RelDrop']['diff_vs_baseline']:+.2f}" and full[-1] == f"{rows['RelDrop']['significant_holm_vs_re']} |"

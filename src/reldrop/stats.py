@@ -20,15 +20,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 __all__ = ["Summary", "PairedTest", "describe", "t_cdf", "t_ppf", "paired_t_test", "sign_flip_test", "fmt_mean_std",
-           "paired_test", "compare_groups", "roles", "fmt_p", "holm", "MAX_EXACT_FLIPS"]
+           "paired_test", "compare_groups", "roles", "fmt_p", "fmt_ci", "holm", "statistics_table", "MAX_EXACT_FLIPS",
+           "GROUP_STATS"]
 
 #: the sign-flip test enumerates all 2^n patterns up to this n
 MAX_EXACT_FLIPS = 10
+
+#: the statistics :func:`compare_groups` gives per group, in the column order of every table and CSV
+#: that shows them (``reldrop compare``'s results.csv, ``reldrop report --csv``)
+GROUP_STATS = ("n", "mean", "std", "ci95_low", "ci95_high", "diff_vs_baseline", "p_vs_baseline", "p_perm_vs_baseline",
+               "significant_vs_baseline", "diff_vs_re", "p_vs_re", "p_perm_vs_re", "significant_vs_re",
+               "p_holm_vs_baseline", "significant_holm_vs_baseline", "p_holm_vs_re", "significant_holm_vs_re")
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -247,10 +254,8 @@ def compare_groups(groups: dict[str, dict[object, float | None]], *, baseline: s
         reference: the Random Erasing group (``p_vs_re``), tested only for groups in ``vs_reference``.
         alpha: significance level of the yes/no columns.
 
-    Returns ``{group: {"n", "mean", "std", "ci95_low", "ci95_high", "diff_vs_baseline",
-    "p_vs_baseline", "p_perm_vs_baseline", "significant_vs_baseline", "diff_vs_re", "p_vs_re",
-    "p_perm_vs_re", "significant_vs_re", "p_holm_vs_baseline", "p_holm_vs_re",
-    "significant_holm_vs_baseline", "significant_holm_vs_re"}}``; entries that do not apply are None;
+    Returns ``{group: {key: value for every key of GROUP_STATS, and "pairs_vs_baseline",
+    "pairs_vs_re"}}`` (:data:`GROUP_STATS`); entries that do not apply are None;
     significance is "yes"/"no" from the paired t-test (None where it is undefined). Pairs are the keys
     both groups have. The Holm columns correct the t-test p-values for multiple comparisons
     (:func:`holm`); their family is every test of this call, vs baseline and vs RE together.
@@ -319,3 +324,41 @@ def fmt_p(p: float | None) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "–"
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def fmt_ci(low: float | None, high: float | None) -> str:
+    """A confidence interval for tables: ``"[55.10, 58.74]"``, ``"–"`` when an end is missing."""
+    return "–" if low is None or high is None else f"[{low:.2f}, {high:.2f}]"
+
+
+def _statistics_cells(s: Mapping[str, Any], *, n: bool, diff: bool, blank: bool) -> list[str]:
+    """[n], mean ± std, 95 % CI, then per comparison (vs baseline, vs RE): [Δ], p (t), p (sign-flip),
+    p (Holm), significant (Holm); ``blank``: empty cells where a comparison does not apply."""
+    cells = ["" if s.get("n") is None else str(s["n"])] if n else []
+    cells += [fmt_mean_std(s.get("mean"), s.get("std"), s.get("n")), fmt_ci(s.get("ci95_low"), s.get("ci95_high"))]
+    for tag in ("baseline", "re"):
+        p, pp, ph, sig = (s.get(f"{k}_vs_{tag}") for k in ("p", "p_perm", "p_holm", "significant_holm"))
+        if blank and p is None and pp is None and sig is None:
+            cells += [""] * (5 if diff else 4)
+            continue
+        if diff:
+            d = s.get(f"diff_vs_{tag}")
+            cells.append("–" if d is None else f"{d:+.2f}")
+        cells += [fmt_p(p), fmt_p(pp), fmt_p(ph), sig or "–"]
+    return cells
+
+
+def statistics_table(head: Sequence[str], entries: Sequence[tuple[Sequence[str], Mapping[str, Any]]], *,
+                     n: bool = True, diff: bool = False, blank: bool = False) -> list[str]:
+    """Markdown lines of a statistics table: ``head``, the rule, one line per ``(label cells, stats)``.
+
+    ``stats``: one group's entry of :func:`compare_groups` (the :data:`GROUP_STATS` keys; missing
+    ones count as None). After the labels: the ``n`` column (with ``n``), mean ± std, 95 % CI, and
+    per comparison (vs baseline, vs RE) the mean difference (with ``diff``), t-test p, sign-flip p,
+    Holm p and the Holm verdict; ``blank`` leaves a comparison's cells empty where it does not apply.
+    """
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for labels, s in entries:
+        lines.append("| " + " | ".join(list(labels) + _statistics_cells(s, n=n, diff=diff, blank=blank)) + " |")
+    return lines
+

@@ -41,6 +41,7 @@ def test_epochs_scale_fixed_and_auto_equal_compute(tmp_path: Path, make_cfg: Any
         {"name": "RelDrop", "aug": {"name": "reldrop"}}]
     out = tmp_path / "cmp"
     res = run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    assert res["files"] == [] and not (out / "results.csv").exists()  # the tables are the command layer's
     rows = {r["variant"]: r for r in res["rows"]}
     assert rows["baseline x2"]["epochs"] == 3 and rows["baseline"]["epochs"] == 2  # round(2 * 1.5)
     scale = json.loads((out / "epochs_scale.json").read_text())["equal compute"]

@@ -159,52 +159,28 @@ def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]], runs: 
     return files
 
 
-def _stat_cells(r: Mapping[str, Any], prefix: str, tag: str) -> list[str]:
-    from ..stats import fmt_p
-
-    diff = r.get(f"{prefix}diff_vs_{tag}") if prefix == "" else None
-    p = r.get(f"{prefix}p_vs_{tag}")
-    pp = r.get(f"{prefix}p_perm_vs_{tag}")
-    ph = r.get(f"{prefix}p_holm_vs_{tag}")
-    sig = r.get(f"{prefix}significant_holm_vs_{tag}")
-    if p is None and pp is None and sig is None:
-        return ["", "", "", "", ""] if prefix == "" else ["", "", "", ""]
-    cells = [f"{diff:+.2f}" if diff is not None else "–"] if prefix == "" else []
-    return cells + [fmt_p(p), fmt_p(pp), fmt_p(ph), sig or "–"]
-
-
 def statistics_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Markdown lines: the statistics tables of final test accuracy (and of each ``compare.test_sets`` entry)."""
-    from ..stats import fmt_mean_std
+    from ..stats import GROUP_STATS, statistics_table
 
     if not rows or "ci95_low" not in rows[0]:
         return []
-
-    def ci(lo: Any, hi: Any) -> str:
-        return "–" if lo is None or hi is None else f"[{lo:.2f}, {hi:.2f}]"
-
+    tests = ["p (t)", "p (sign-flip)", "p (Holm)", "significant"]
+    final = [([str(r["variant"])], {**{k: r.get(k) for k in GROUP_STATS}, "mean": r.get("final_test_acc_mean"),
+                                    "std": r.get("final_test_acc_std")}) for r in rows]
     lines = ["Statistics of the final test accuracy (%): n seeds, mean ± sample std, 95 % confidence interval "
              "(Student t over seeds); paired over matching seeds: mean difference (pt), two-sided paired "
              "t-test p, exact sign-flip permutation p (cannot go below 2/2^n: 0.0625 for 5 seeds), "
              "Holm-corrected t-test p (family: every test of this table, vs baseline and vs RE together), "
              "significant = Holm p < 0.05.\n",
-             "| variant | n | mean ± std | 95 % CI | Δ vs baseline | p (t) | p (sign-flip) | p (Holm) | significant | "
-             "Δ vs RE | p (t) | p (sign-flip) | p (Holm) | significant |",
-             "|" + "---|" * 14]
-    for r in rows:
-        m, s = r.get("final_test_acc_mean"), r.get("final_test_acc_std")
-        lines.append("| " + " | ".join([str(r["variant"]), str(r.get("n", "")), fmt_mean_std(m, s, r.get("n")),
-                                         ci(r.get("ci95_low"), r.get("ci95_high"))]
-                                        + _stat_cells(r, "", "baseline") + _stat_cells(r, "", "re")) + " |")
+             *statistics_table(["variant", "n", "mean ± std", "95 % CI", "Δ vs baseline", *tests, "Δ vs RE", *tests],
+                               final, diff=True, blank=True)]
     sets = [k[len("test_"):-len("_acc_mean")] for k in rows[0] if k.startswith("test_") and k.endswith("_acc_mean")]
     for ts in sets:
         p = f"test_{ts}_acc_"
+        entries = [([str(r["variant"])], {**{k: r.get(p + k) for k in GROUP_STATS}, "n": r.get(p + "n", r.get("n"))})
+                   for r in rows]
         lines += ["", f"Test set `{ts}` (final model): accuracy %, same statistics.\n",
-                  "| variant | mean ± std | 95 % CI | p vs baseline (t) | p (sign-flip) | p (Holm) | significant | "
-                  "p vs RE (t) | p (sign-flip) | p (Holm) | significant |", "|" + "---|" * 11]
-        for r in rows:
-            m, s = r.get(p + "mean"), r.get(p + "std")
-            lines.append("| " + " | ".join([str(r["variant"]), fmt_mean_std(m, s, r.get(p + "n", r.get("n"))),
-                                             ci(r.get(p + "ci95_low"), r.get(p + "ci95_high"))]
-                                            + _stat_cells(r, p, "baseline") + _stat_cells(r, p, "re")) + " |")
+                  *statistics_table(["variant", "mean ± std", "95 % CI", "p vs baseline (t)", *tests[1:],
+                                     "p vs RE (t)", *tests[1:]], entries, n=False, blank=True)]
     return lines

@@ -1,4 +1,5 @@
-"""``reldrop compare``: train every variant × seed of a config, then tabulate and plot (Table 1 / Fig. 2 style).
+"""``reldrop compare``, the training side: train every variant × seed of a config and summarize them
+(Table 1 / Fig. 2 style); :mod:`reldrop.commands.compare` writes the tables and draws the curves.
 
 Variants come from ``compare.variants`` in the config: a list of ``{name: ..., <partial config>}``
 entries merged onto the base config, optionally with ``set: ["key=value", ...]`` overrides and a
@@ -23,7 +24,8 @@ and kept in ``<out>/epochs_scale.json``::
 A scaled variant is tested against the baseline only (it is never the table's baseline or RE).
 
 Each run goes to ``<out>/<variant>/seed<k>/`` (a normal run directory). Finished runs are reused and
-interrupted ones resumed, so re-running the same command continues a killed comparison. Outputs:
+interrupted ones resumed, so re-running the same command continues a killed comparison. Outputs
+(written by :func:`reldrop.commands.compare.write_outputs`):
 ``results.md`` / ``results.csv`` (mean ± std over seeds of final and best test accuracy, class-mean
 accuracy, final train accuracy, train–test gap, time per epoch, augmentation time per epoch),
 ``runs.csv`` (one row per run) and ``curves.png`` (train and test accuracy per epoch: mean over
@@ -54,6 +56,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..runs import atomic_write_json
+from ..stats import GROUP_STATS
 from .config import apply_overrides, check_run_config, deep_merge, validate
 
 __all__ = ["expand_variants", "run_compare", "summarize", "read_metrics", "STAT_KEYS"]
@@ -337,10 +340,11 @@ def _ms(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-#: per-variant statistics columns of the final test accuracy (see :func:`reldrop.stats.compare_groups`)
-STAT_KEYS = ("n", "ci95_low", "ci95_high", "diff_vs_baseline", "p_vs_baseline", "p_perm_vs_baseline",
-             "significant_vs_baseline", "diff_vs_re", "p_vs_re", "p_perm_vs_re", "significant_vs_re",
-             "p_holm_vs_baseline", "significant_holm_vs_baseline", "p_holm_vs_re", "significant_holm_vs_re")
+#: per-variant statistics columns of the final test accuracy (:data:`reldrop.stats.GROUP_STATS` but
+#: mean and std, which are ``final_test_acc_mean`` / ``_std``)
+STAT_KEYS = tuple(k for k in GROUP_STATS if k not in ("mean", "std"))
+#: the statistics columns ``test_<name>_acc_<key>`` of each ``compare.test_sets`` entry (no n, no differences)
+TEST_SET_STAT_KEYS = tuple(k for k in GROUP_STATS if k != "n" and not k.startswith("diff_"))
 
 
 def _nan_to_none(v: Any) -> Any:
@@ -372,9 +376,7 @@ def _add_statistics(rows: list[dict[str, Any]], runs: Sequence[Mapping[str, Any]
                             vs_reference=rel)
         for row in rows:
             s = st[row["variant"]]
-            for k in ("mean", "std", "ci95_low", "ci95_high", "p_vs_baseline", "p_perm_vs_baseline",
-                      "significant_vs_baseline", "p_vs_re", "p_perm_vs_re", "significant_vs_re",
-                      "p_holm_vs_baseline", "significant_holm_vs_baseline", "p_holm_vs_re", "significant_holm_vs_re"):
+            for k in TEST_SET_STAT_KEYS:
                 row[f"test_{ts}_acc_{k}"] = _nan_to_none(s[k])
 
 

@@ -103,11 +103,7 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path, *, window: 
     ``2 * window`` epochs: thin line the mean, thick line its centred ``window``-epoch moving
     average; shorter runs (a moving average would flatten them): thick line with markers = the mean.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     by: dict[str, list[list[dict[str, Any]]]] = {}
     for r in runs:
         if r["metrics"]:
@@ -145,8 +141,4 @@ def plot_curves(runs: Sequence[Mapping[str, Any]], path: str | Path, *, window: 
         how = (f"thin: mean over seeds, thick: centred {window}-epoch moving average" if smoothed
                else "line: mean over seeds")
         fig.suptitle(title + f"  —  {how}, band: ± std over seeds", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

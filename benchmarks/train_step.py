@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from reldrop.data import build_dataset, data_root
 from reldrop.train.config import load_config
-from reldrop.augment import build_augmentation
+from reldrop.train.factory import build_augmentation
 from reldrop.train.factory import build_model
 
 

@@ -13,18 +13,15 @@ Usage (timm ``Mixup``-style, one call per batch, after normalization)::
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Mapping, Sequence, cast
+from typing import Any, Sequence, cast
 
 import torch
 import torch.nn as nn
 
 from ._checks import check_batch_match, check_float_tensor, check_probability, check_tensor
 from .masks import random_erase, relevance_erase, relevance_point_drop
-from .mixing import MIX_NAMES, MixupCutmix
 
-__all__ = ["RelDrop", "DEFAULT_METHOD", "RandomErasing", "build_augmentation", "attribution_info"]
-
-Aug = Callable[[torch.Tensor, torch.Tensor], Any]  # x -> x, or (x, soft targets) for MixupCutmix
+__all__ = ["RelDrop", "DEFAULT_METHOD", "RandomErasing", "attribution_info"]
 
 DEFAULT_METHOD = {"image": "epsilon_flat", "points": "zplus_flat"}
 
@@ -306,61 +303,6 @@ class RandomErasing:
 
     def __repr__(self) -> str:
         return f"RandomErasing(p={self.p}, scale={self.scale}, ratio={self.ratio}, value={self.value!r})"
-
-
-def build_augmentation(aug_cfg: Mapping[str, Any], model: nn.Module, modality: str,
-                       generator: torch.Generator | None = None, num_classes: int | None = None) -> Aug | None:
-    """The augmentation callable ``aug(x, y) -> x`` for ``aug_cfg`` (``None`` for ``name: none``).
-
-    * ``re``: Random Erasing, same block law as RelDrop, uniform random centre (images).
-    * ``reldrop``: ``reldrop.RelDrop(model, modality=..., method=, p=, scale=, ratio=, epsilon=, ...)``
-      (images: relevance-centred block; points: α/β point dropout).
-    * ``random``: images -> Random Erasing; points -> RelDrop with α = 1 (pure random point dropout).
-    * ``mixup`` / ``cutmix``: :class:`reldrop.mixing.MixupCutmix` (timm's Mixup, soft targets; images):
-      ``p`` = chance a batch is mixed, ``aug.kwargs``: ``alpha`` (default 1), ``label_smoothing`` (0).
-      Needs ``num_classes``.
-    """
-    name = aug_cfg["name"]
-    if name == "none":
-        return None
-    if name in MIX_NAMES:
-        if modality != "image":
-            raise ValueError(f"aug.name {name!r} mixes images; it does not apply to point clouds")
-        extra = dict(aug_cfg.get("kwargs") or {})
-        unknown = sorted(set(extra) - {"alpha", "label_smoothing"})
-        if unknown:
-            raise ValueError(f"config aug.kwargs {unknown} unknown for aug.name {name!r} (known: alpha, label_smoothing)")
-        if num_classes is None:
-            raise ValueError(f"aug.name {name!r} needs the number of classes")
-        return MixupCutmix(name, num_classes=num_classes, p=aug_cfg["p"], generator=generator, **extra)
-    if name == "re" or (name == "random" and modality == "image"):
-        if modality != "image":
-            raise ValueError("aug.name 're' (Random Erasing) is for images; use 'random' for point clouds")
-        return RandomErasing(p=aug_cfg["p"], scale=tuple(aug_cfg["scale"]), ratio=tuple(aug_cfg["ratio"]),
-                             value=aug_cfg["value"], border=aug_cfg["border"], generator=generator,
-                             count=aug_cfg.get("count", 1), max_count=aug_cfg.get("max_count"))
-    kw: dict[str, Any] = dict(modality=modality, method=aug_cfg["method"], backend=aug_cfg["backend"],
-                              generator=generator)
-    if modality == "image":
-        kw.update(p=aug_cfg["p"], scale=tuple(aug_cfg["scale"]), ratio=tuple(aug_cfg["ratio"]),
-                  value=aug_cfg["value"], border=aug_cfg["border"], count=aug_cfg.get("count", 1),
-                  max_count=aug_cfg.get("max_count"))
-    else:
-        if aug_cfg.get("count", 1) != 1 or aug_cfg.get("max_count") is not None:
-            raise ValueError("aug.count / aug.max_count (blocks per image) apply to images, not point clouds")
-        kw.update(alpha=1.0 if name == "random" else aug_cfg["alpha"], beta=aug_cfg["beta"])
-        if name == "random":
-            kw.pop("method")
-    if kw.get("method") not in (None, "auto"):
-        from reldrop.attribution.presets import get_preset
-
-        if "epsilon" in get_preset(kw["method"]).kwargs:  # the presets that take an ε
-            kw["epsilon"] = aug_cfg["epsilon"]
-    kw.update(aug_cfg.get("kwargs") or {})
-    try:
-        return cast(Aug, RelDrop(model, **kw))  # called as aug(x, y) (return_mask=False)
-    except TypeError as err:  # a typo in aug.kwargs: name the config key, no traceback
-        raise ValueError(f"config aug.kwargs {dict(aug_cfg.get('kwargs') or {})}: {err}") from err
 
 
 def attribution_info(aug: Any) -> dict[str, str] | None:

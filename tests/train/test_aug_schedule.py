@@ -11,7 +11,8 @@ import torch
 import reldrop
 from reldrop.train.aug_schedule import AugState, aug_state
 from reldrop.train.config import DEFAULTS, load_config
-from reldrop.augment import RandomErasing, build_augmentation
+from reldrop.augment import RandomErasing
+from reldrop.train.factory import build_augmentation
 from reldrop.runs import load_checkpoint
 from reldrop.train.loop import METRIC_KEYS, train
 

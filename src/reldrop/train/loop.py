@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import runs
-from ..augment import attribution_info, build_augmentation
+from ..augment import attribution_info
 from ..mixing import soft_target_cross_entropy
 from ..runs import MetricsLogger, environment, load_checkpoint, read_env, repair_best, resolve_run_dir, save_checkpoint, seed_all
 from ..runs.files import RunWriteError
@@ -51,7 +51,7 @@ from .config import dump_config, validate
 from .distributed import DistInfo, init_distributed, shard_indices, wrap_model
 from .divergence import guard_for
 from .evaluate import Meter, autocast, evaluate, iter_batches, subset_index
-from .factory import build_model, build_optimizer, build_scheduler
+from .factory import build_augmentation, build_model, build_optimizer, build_scheduler
 
 __all__ = ["train", "derive_seed", "METRIC_KEYS"]
 

@@ -124,7 +124,7 @@ def test_evaluate_vit_defaults_to_cp_lrp_and_skips_what_it_cannot_take(tmp_path,
 
 
 def test_report_groups_seeds_mean_std(tmp_path):
-    from reldrop.commands.reporting import collect, markdown_table, write_figures
+    from reldrop.commands.report import collect, markdown_table, write_figures
 
     runs = []
     for variant, accs in (("baseline", (40.0, 42.0)), ("RelDrop", (45.0, 45.0))):
@@ -172,7 +172,7 @@ def test_evaluate_points_run_defaults_to_flipping(tmp_path):
 def test_report_statistics_pairs_seed_folders(tmp_path, capsys):
     import csv
 
-    from reldrop.commands.reporting import collect, statistics_rows
+    from reldrop.commands.report import collect, statistics_rows
     from reldrop.stats import describe, paired_t_test, sign_flip_test
 
     accs = {"baseline": ("none", [40.0, 42.0, 41.0]), "RE": ("re", [41.0, 42.5, 41.0]),

@@ -345,7 +345,7 @@ def test_evaluate_digits_with_default_metrics_skips_what_does_not_apply(tmp_path
 
 def test_each_finished_metric_is_saved_before_a_later_one_fails(tmp_path: Path, make_cfg: Any,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from reldrop.commands import evaluation
+    from reldrop.commands.evaluate import suite as evaluation
 
     res = train(make_cfg(tmp_path, train__epochs=1), quiet=True)
     run = load_run(res["run_dir"])

@@ -7,7 +7,7 @@ HELP = "evaluate a trained run: accuracy, corruption accuracy, RRA, MoRF/LeRF, c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from reldrop.commands.evaluation import METRICS
+    from reldrop.commands.evaluate.suite import METRICS
 
     parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
                         help="run directory written by `reldrop train` (best.pt, else last.pt), or a .pt inside one")
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from reldrop.commands.evaluation import DECOY_PREFIX, DEFAULT_METRICS, evaluate_run, load_run
+    from reldrop.commands.evaluate.suite import DECOY_PREFIX, DEFAULT_METRICS, evaluate_run, load_run
 
     if min(args.batch_size, args.rra_size, args.patch_size, args.channel_samples, args.heatmap_samples) < 1 \
             or args.limit < 0 or args.steps < 0:

@@ -1,5 +1,5 @@
 """One function per metric of ``reldrop evaluate``: ``fn(ctx) -> dict`` (the metric's entry of
-``metrics.json``, accuracies in %, with its ``seconds``); :mod:`reldrop.commands.evaluation` runs them.
+``metrics.json``, accuracies in %, with its ``seconds``); :mod:`reldrop.commands.evaluate.suite` runs them.
 
 The numbers come from the pure functions of :mod:`reldrop.metrics` (and :mod:`reldrop.shift`);
 what is here is choosing the data, the relevance method and the figures for a loaded run.
@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn as nn
 
-from ..metrics import evaluate_accuracy, relevance_rank_accuracy, summarize_rra
-from ..train.load import LoadedRun
+from ...metrics import evaluate_accuracy, relevance_rank_accuracy, summarize_rra
+from ...train.load import LoadedRun
 
 __all__ = ["EvalContext", "test_batches", "relevance_kwargs", "METRIC_FUNCTIONS", "DECOY_PREFIX", "RRA_CANVAS"]
 
@@ -85,7 +85,7 @@ class EvalContext:
     def attributor(self) -> Any:
         """The run's :class:`reldrop.attribution.Attributor` for ``method`` (built on first use)."""
         if self._attributor is None:
-            from ..attribution import Attributor
+            from ...attribution import Attributor
 
             self._attributor = Attributor(self.model, self.method, **relevance_kwargs(self.method, self.info))
         return self._attributor
@@ -95,7 +95,7 @@ class EvalContext:
         ``data.root``, then ``$RELDROP_DATA_DIR``): extra test sets (RRA tiles, decoy modes) load from it."""
         if self.run.data_root is not None:
             return Path(self.run.data_root)
-        from ..data.root import data_root
+        from ...data.root import data_root
 
         return data_root(self.run.config.get("data", {}).get("root"))
 
@@ -120,7 +120,7 @@ def accuracy_metric(ctx: EvalContext) -> dict[str, Any]:
 
 
 def corruption_metric(ctx: EvalContext) -> dict[str, Any]:
-    from ..shift import corruption_accuracy
+    from ...shift import corruption_accuracy
 
     info = ctx.info
     if info.mean is None or info.std is None:
@@ -135,7 +135,7 @@ def corruption_metric(ctx: EvalContext) -> dict[str, Any]:
 
 
 def rra_metric(ctx: EvalContext) -> dict[str, Any]:
-    from ..data.placed_tiles import load_placed_tiles
+    from ...data.placed_tiles import load_placed_tiles
 
     t = ctx.timed("rra")
     info, model, n_show = ctx.info, ctx.model, ctx.heatmap_samples
@@ -157,7 +157,7 @@ def rra_metric(ctx: EvalContext) -> dict[str, Any]:
            "placed_accuracy": 100 * hits / len(bench), "benchmark": "cifar10 placed tiles 64x64, seed 1",
            "seconds": time.perf_counter() - t}
     if shown is not None:
-        from ..viz.heatmaps import plot_heatmap_grid
+        from ...viz.heatmaps import plot_heatmap_grid
 
         xs, ys, ms, rs = shown
         plot_heatmap_grid(xs, {ctx.run.name: rs}, ctx.out / "rra_heatmaps.png",
@@ -167,8 +167,8 @@ def rra_metric(ctx: EvalContext) -> dict[str, Any]:
 
 
 def morf_metric(ctx: EvalContext) -> dict[str, Any]:
-    from ..metrics.perturbation import RegionPerturbationResult, region_perturbation
-    from ..viz.curves import plot_perturbation_curves
+    from ...metrics.perturbation import RegionPerturbationResult, region_perturbation
+    from ...viz.curves import plot_perturbation_curves
 
     t = ctx.timed("morf")
     parts: dict[str, list[RegionPerturbationResult]] = {"morf": [], "lerf": [], "random": []}
@@ -194,7 +194,7 @@ def morf_metric(ctx: EvalContext) -> dict[str, Any]:
 
 
 def channel_auc_metric(ctx: EvalContext) -> dict[str, Any]:
-    from ..metrics.channel_auc import layer_channel_auc
+    from ...metrics.channel_auc import layer_channel_auc
 
     t = ctx.timed("channel_auc")
     ch = layer_channel_auc(ctx.model, test_batches(ctx.info, ctx.channel_samples, 64, ctx.dev), device=ctx.dev,
@@ -203,7 +203,7 @@ def channel_auc_metric(ctx: EvalContext) -> dict[str, Any]:
 
 
 def heatmaps_metric(ctx: EvalContext) -> dict[str, Any]:
-    from ..viz.heatmaps import heatmap_grid_for_models
+    from ...viz.heatmaps import heatmap_grid_for_models
 
     t = ctx.timed("heatmaps")
     info = ctx.info
@@ -216,7 +216,7 @@ def heatmaps_metric(ctx: EvalContext) -> dict[str, Any]:
 
 def _decoy_mode(ctx: EvalContext, info: Any) -> dict[str, Any]:
     """Relevance share on the patch and RRA vs its mask for one decoy test mode with a patch."""
-    from ..metrics.decoy import decoy_relevance_share, summarize_decoy_share
+    from ...metrics.decoy import decoy_relevance_share, summarize_decoy_share
 
     masks_all, ds = info.extra["decoy_mask"], info.dataset
     total = len(ds) if ctx.limit is None else min(ctx.limit, len(ds))
@@ -241,7 +241,7 @@ def _decoy_mode(ctx: EvalContext, info: Any) -> dict[str, Any]:
 
 def decoy_metric(ctx: EvalContext) -> dict[str, Any]:
     """Accuracy per decoy test mode; relevance share on the patch and RRA vs its mask (modes with a patch)."""
-    from ..data import build_dataset
+    from ...data import build_dataset
 
     t = ctx.timed("decoy")
     data_cfg = ctx.run.config.get("data", {})
@@ -260,7 +260,7 @@ def decoy_metric(ctx: EvalContext) -> dict[str, Any]:
             entry.update(_decoy_mode(ctx, info))
             order = entry.pop("_order")
             if mode == "same":
-                from ..viz.heatmaps import heatmap_grid_for_models
+                from ...viz.heatmaps import heatmap_grid_for_models
 
                 idx = order[:ctx.heatmap_samples]
                 x, y = info.dataset.get_batch(idx, device=ctx.dev)
@@ -274,8 +274,8 @@ def decoy_metric(ctx: EvalContext) -> dict[str, Any]:
 
 
 def flipping_metric(ctx: EvalContext) -> dict[str, Any]:
-    from ..metrics.flipping import point_flipping_dataset
-    from ..viz.curves import plot_perturbation_curves
+    from ...metrics.flipping import point_flipping_dataset
+    from ...viz.curves import plot_perturbation_curves
 
     t = ctx.timed("flipping")
     flips = {}
@@ -295,9 +295,9 @@ def flipping_metric(ctx: EvalContext) -> dict[str, Any]:
 
 def zeroshot_metric(ctx: EvalContext) -> dict[str, Any]:
     """ImageNet-R/-A/-O with the model's eval transform on the zero-shot folders."""
-    from ..data.imagefolder import ImageFolderDataset
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_eval_transform
-    from ..metrics.zeroshot import evaluate_zeroshot
+    from ...data.imagefolder import ImageFolderDataset
+    from ...data.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_eval_transform
+    from ...metrics.zeroshot import evaluate_zeroshot
 
     root = ctx.zeroshot_root
     if root is None:

@@ -32,9 +32,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..runs import atomic_write_json
-from ..train.load import LoadedRun, load_run
-from .eval_metrics import DECOY_PREFIX, METRIC_FUNCTIONS, RRA_CANVAS, EvalContext
+from ...runs import atomic_write_json
+from ...train.load import LoadedRun, load_run
+from .catalog import DECOY_PREFIX, METRIC_FUNCTIONS, RRA_CANVAS, EvalContext
 
 __all__ = ["METRICS", "DEFAULT_METRICS", "LoadedRun", "load_run", "evaluate_run", "DECOY_PREFIX", "resolve_eval_method",
            "EVAL_METHOD"]
@@ -54,8 +54,8 @@ EVAL_METHOD = "epsilon_gamma_box"
 
 def _lrp_gaps(model: Any) -> list[str]:
     """``"path: Type"`` of the layers the zennit LRP presets have no rule for (empty: all covered)."""
-    from ..attribution import unwrap_model
-    from ..attribution.coverage import lrp_coverage_problems
+    from ...attribution import unwrap_model
+    from ...attribution.coverage import lrp_coverage_problems
 
     return lrp_coverage_problems(unwrap_model(model))
 
@@ -69,7 +69,7 @@ def resolve_eval_method(model: Any, method: str | None, *, gaps: Sequence[str] |
         return str(method)
     if not (_lrp_gaps(model) if gaps is None else gaps):
         return EVAL_METHOD
-    from ..attribution import default_method, unwrap_model
+    from ...attribution import default_method, unwrap_model
 
     return default_method(unwrap_model(model), fallback=EVAL_METHOD)
 
@@ -77,7 +77,7 @@ def resolve_eval_method(model: Any, method: str | None, *, gaps: Sequence[str] |
 def _takes_canvas(model: Any, channels: int) -> str | None:
     """None when ``model`` accepts a ``(1, channels, 64, 64)`` input, else the error it raised
     (fixed-size models such as a ViT built for 32×32)."""
-    from ..attribution.state import preserve_model_state
+    from ...attribution.state import preserve_model_state
 
     try:
         device = next(model.parameters()).device
@@ -222,7 +222,7 @@ def evaluate_run(
     kill keeps what was computed. ``skip_inapplicable=True`` (the CLI's default selection) skips the
     metrics that do not apply to this run (e.g. corruption on 1-channel digits) with a note, listed
     under ``"skipped"``; otherwise such a metric is a ValueError. One function per metric:
-    :data:`reldrop.commands.eval_metrics.METRIC_FUNCTIONS`.
+    :data:`reldrop.commands.evaluate.catalog.METRIC_FUNCTIONS`.
     """
     # the layers zennit has no LRP rule for decide both "auto" and channel_auc's applicability: found once
     gaps = _lrp_gaps(run.model) if method in (None, "auto") or "channel_auc" in metrics else []

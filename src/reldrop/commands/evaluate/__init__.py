@@ -7,14 +7,15 @@ HELP = "evaluate a trained run: accuracy, corruption accuracy, RRA, MoRF/LeRF, c
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from reldrop.commands.evaluate.suite import METRICS
+    from .catalog import DECOY_PREFIX, METRICS, default_metrics
 
     parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
                         help="run directory written by `reldrop train` (best.pt, else last.pt), or a .pt inside one")
     parser.add_argument("--metrics", default=None,
                         help=f"comma-separated subset of {','.join(METRICS)} (default: every metric that "
-                             "applies: images acc,corruption,rra,morf,channel_auc,heatmaps; points acc,flipping; "
-                             "decoy datasets acc,decoy)")
+                             f"applies: images {','.join(default_metrics('image'))}; points "
+                             f"{','.join(default_metrics('points'))}; decoy datasets "
+                             f"{','.join(default_metrics('image', DECOY_PREFIX))})")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/eval)")
     parser.add_argument("--data-root", default=None, help="data root (default: config, $RELDROP_DATA_DIR, ./data)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
@@ -46,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from reldrop.commands.evaluate.suite import DECOY_PREFIX, DEFAULT_METRICS, evaluate_run, load_run
+    from reldrop.train.load import load_run
+
+    from .catalog import METRICS, default_metrics
+    from .suite import evaluate_run
 
     if min(args.batch_size, args.rra_size, args.patch_size, args.channel_samples, args.heatmap_samples) < 1 \
             or args.limit < 0 or args.steps < 0:
@@ -69,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:  # missing/empty folder, 0-byte, truncated or pickled checkpoint
         raise SystemExit(f"reldrop evaluate: error: {err}") from None
     if args.metrics is None:
-        metrics = list(DEFAULT_METRICS.get(loaded.test.modality, ("acc",)))
-        if str(loaded.config.get("data", {}).get("name", "")).startswith(DECOY_PREFIX):
-            metrics = ["acc", "decoy"]
+        metrics = default_metrics(loaded.test.modality, loaded.config.get("data", {}).get("name"))
     else:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:
@@ -88,27 +90,8 @@ def run(args: argparse.Namespace) -> int:
                            zeroshot_sets=[s.strip() for s in args.zeroshot_sets.split(",") if s.strip()])
     except (ValueError, OSError) as err:
         raise SystemExit(f"reldrop evaluate: {err}") from None
-    summary = []
-    if "acc" in res:
-        summary.append(f"acc {res['acc']['accuracy']:.2f}%")
-    if "corruption" in res:
-        summary.append(f"corruption {res['corruption']['mean']:.2f}%")
-    if "rra" in res:
-        summary.append(f"RRA {res['rra']['mean']:.2f}%")
-    if "morf" in res:
-        summary.append(f"MoRF AUC {res['morf']['morf']['accuracy_auc']:.2f}")
-    if "decoy" in res:
-        d = res["decoy"]
-        summary.append(f"decoy acc none/same/random {d['none']['accuracy']:.2f}/{d['same']['accuracy']:.2f}/"
-                       f"{d['random']['accuracy']:.2f}%, relevance on decoy {d['same']['relevance_share']:.2f}% "
-                       f"(chance {d['same']['chance']:.2f}%), RRA {d['same']['rra']:.2f}%")
-    if "flipping" in res:
-        summary.append(f"flipping AUC {res['flipping']['fixed']['accuracy_auc']:.2f}")
-    for key, name in (("r", "ImageNet-R"), ("a", "ImageNet-A")):
-        if key in res.get("zeroshot", {}) and "zeroshot" in metrics:
-            summary.append(f"{name} {res['zeroshot'][key]['accuracy']:.2f}%")
-    if "o" in res.get("zeroshot", {}) and "zeroshot" in metrics:
-        summary.append(f"ImageNet-O AUROC {res['zeroshot']['o']['auroc']:.3f}")
+    summary = [part for name, m in METRICS.items() if m.summary is not None and name in res
+               for part in m.summary(res[name], name in metrics)]
     if res.get("skipped"):
         summary.append(f"skipped (do not apply): {', '.join(res['skipped'])}")
     out = args.out or f"{loaded.run_dir}/eval"

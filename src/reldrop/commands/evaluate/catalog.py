@@ -1,5 +1,6 @@
-"""One function per metric of ``reldrop evaluate``: ``fn(ctx) -> dict`` (the metric's entry of
-``metrics.json``, accuracies in %, with its ``seconds``); :mod:`reldrop.commands.evaluate.suite` runs them.
+"""The metrics of ``reldrop evaluate``: one :class:`Metric` record each (:data:`METRICS`), whose
+function ``fn(ctx) -> dict`` gives the metric's entry of ``metrics.json`` (accuracies in %, with its
+``seconds``); :mod:`reldrop.commands.evaluate.suite` runs them.
 
 The numbers come from the pure functions of :mod:`reldrop.metrics` (and :mod:`reldrop.shift`);
 what is here is choosing the data, the relevance method and the figures for a loaded run.
@@ -17,12 +18,17 @@ import torch.nn as nn
 from ...metrics import evaluate_accuracy, relevance_rank_accuracy, summarize_rra
 from ...train.load import LoadedRun
 
-__all__ = ["EvalContext", "test_batches", "relevance_kwargs", "METRIC_FUNCTIONS", "DECOY_PREFIX", "RRA_CANVAS"]
+__all__ = ["Metric", "METRICS", "default_metrics", "EvalContext", "test_batches", "relevance_kwargs", "DECOY_PREFIX",
+           "RRA_CANVAS", "EVAL_METHOD"]
 
 #: the decoy metric applies to datasets whose name starts with this
 DECOY_PREFIX = "decoy_"
 #: the RRA benchmark's canvas side (CIFAR-10 tiles placed on a 64×64 canvas)
 RRA_CANVAS = 64
+#: the paper's evaluation preset (Fig. 3, RRA, MoRF); ``method="auto"`` uses it where it has a rule for every layer
+EVAL_METHOD = "epsilon_gamma_box"
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def test_batches(info: Any, n: int | None, batch_size: int, device: torch.device, seed: int = 0
@@ -126,8 +132,8 @@ def corruption_metric(ctx: EvalContext) -> dict[str, Any]:
     if info.mean is None or info.std is None:
         raise ValueError("corruption needs an image dataset with known mean/std normalization")
     t = ctx.timed("corruption")
-    c = corruption_accuracy(ctx.model, test_batches(info, ctx.limit, ctx.batch_size, ctx.dev), mean=info.mean,
-                            std=info.std, device=ctx.dev, seed=ctx.seed)
+    c: dict[str, Any] = corruption_accuracy(ctx.model, test_batches(info, ctx.limit, ctx.batch_size, ctx.dev), mean=info.mean,
+                                            std=info.std, device=ctx.dev, seed=ctx.seed)
     return {"clean": 100 * c["clean"], "mean": 100 * c["mean"],
             "per_name": {k: 100 * v for k, v in c["per_name"].items()},
             "per_corruption": {k: {str(s): 100 * a for s, a in v.items()} for k, v in c["per_corruption"].items()},
@@ -263,7 +269,8 @@ def decoy_metric(ctx: EvalContext) -> dict[str, Any]:
                 from ...viz.heatmaps import heatmap_grid_for_models
 
                 idx = order[:ctx.heatmap_samples]
-                x, y = info.dataset.get_batch(idx, device=ctx.dev)
+                dataset: Any = info.dataset  # a decoy dataset: in memory, with get_batch
+                x, y = dataset.get_batch(idx, device=ctx.dev)
                 heatmap_grid_for_models(ctx.models(), x, y, ctx.out / "decoy_heatmaps.png",
                                         class_names=info.class_names, mean=info.mean, std=info.std,
                                         method=ctx.method, masks=info.extra["decoy_mask"][idx].to(ctx.dev),
@@ -317,15 +324,129 @@ def zeroshot_metric(ctx: EvalContext) -> dict[str, Any]:
     return res
 
 
-#: the metrics in the order ``reldrop evaluate`` computes them
-METRIC_FUNCTIONS: dict[str, Callable[[EvalContext], dict[str, Any]]] = {
-    "acc": accuracy_metric,
-    "corruption": corruption_metric,
-    "rra": rra_metric,
-    "morf": morf_metric,
-    "channel_auc": channel_auc_metric,
-    "heatmaps": heatmaps_metric,
-    "decoy": decoy_metric,
-    "flipping": flipping_metric,
-    "zeroshot": zeroshot_metric,
-}
+def _channels(run: LoadedRun) -> int | None:
+    shape = tuple(getattr(run.test, "input_shape", ()) or ())
+    return shape[0] if shape else None
+
+
+def _takes_canvas(model: Any, channels: int) -> str | None:
+    """None when ``model`` accepts a ``(1, channels, 64, 64)`` input, else the error it raised
+    (fixed-size models such as a ViT built for 32×32)."""
+    from ...attribution.state import preserve_model_state
+
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    with preserve_model_state(model), torch.no_grad():
+        model.eval()
+        try:
+            model(torch.zeros(1, channels, RRA_CANVAS, RRA_CANVAS, device=device))
+        except Exception as err:  # any failure means: this model cannot take the canvases
+            return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+def _corruption_applies(run: LoadedRun, **_: Any) -> str | None:
+    channels, info = _channels(run), run.test
+    if channels != 3:
+        return f"the corruptions are defined for RGB images, this run's images have {channels} channel(s)"
+    if info.mean is None or info.std is None:
+        return "needs an image dataset with known mean/std normalization"
+    return None
+
+
+def _rra_applies(run: LoadedRun, **_: Any) -> str | None:
+    channels, info = _channels(run), run.test
+    data_name = run.config.get("data", {}).get("name")
+    if channels != 3 or (data_name != "cifar10" and tuple(info.class_names or ()) != CIFAR10_CLASSES):
+        return (f"the placed-tile benchmark is built from CIFAR-10 images and classes; this run is "
+                f"{data_name!r} with {info.num_classes} classes and {channels}-channel images")
+    err = _takes_canvas(run.model, channels)
+    if err is not None:
+        return (f"the placed-tile benchmark shows {RRA_CANVAS}x{RRA_CANVAS} canvases and this model does not "
+                f"take that input size ({err})")
+    return None
+
+
+def _channel_auc_applies(run: LoadedRun, *, gaps: Sequence[str] = (), **_: Any) -> str | None:
+    if gaps:
+        more = f" and {len(gaps) - 4} more" if len(gaps) > 4 else ""
+        return (f"the channel-relevance AUC uses {EVAL_METHOD} LRP through zennit, which has no rule for "
+                f"{', '.join(gaps[:4])}{more}")
+    return None
+
+
+def _decoy_applies(run: LoadedRun, **_: Any) -> str | None:
+    if not str(run.config.get("data", {}).get("name", "")).startswith(DECOY_PREFIX):
+        return (f"needs a decoy dataset ({DECOY_PREFIX}*), this run used "
+                f"{run.config.get('data', {}).get('name')!r}")
+    return None
+
+
+def _morf_applies(run: LoadedRun, *, patch_size: int, steps: int | None, **_: Any) -> str | None:
+    shape = tuple(getattr(run.test, "input_shape", ()) or ())
+    if steps is not None and len(shape) == 3:
+        patches = -(-shape[1] // patch_size) * -(-shape[2] // patch_size)
+        if steps > patches:
+            return (f"--steps {steps} exceeds the {patches} patches of {shape[1]}x{shape[2]} images with "
+                    f"--patch-size {patch_size}; pass --steps <= {patches} (or --steps 0 for all)")
+    return None
+
+
+def _decoy_summary(d: dict[str, Any], requested: bool) -> list[str]:
+    return [f"decoy acc none/same/random {d['none']['accuracy']:.2f}/{d['same']['accuracy']:.2f}/"
+            f"{d['random']['accuracy']:.2f}%, relevance on decoy {d['same']['relevance_share']:.2f}% "
+            f"(chance {d['same']['chance']:.2f}%), RRA {d['same']['rra']:.2f}%"]
+
+
+def _zeroshot_summary(z: dict[str, Any], requested: bool) -> list[str]:
+    """ImageNet-R/-A accuracy and ImageNet-O AUROC, only when asked for this time."""
+    if not requested:
+        return []
+    parts = [f"{name} {z[key]['accuracy']:.2f}%" for key, name in (("r", "ImageNet-R"), ("a", "ImageNet-A"))
+             if key in z]
+    return parts + ([f"ImageNet-O AUROC {z['o']['auroc']:.3f}"] if "o" in z else [])
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of ``reldrop evaluate``.
+
+    ``function(ctx)``: its ``metrics.json`` entry; ``modalities``: the data it is defined for;
+    ``applies_to(run, patch_size=, steps=, gaps=)``: why it does not apply to a run of such data
+    (None: it does; the field None: always); ``summary(entry, requested)``: its parts of the
+    command's one-line summary (``requested``: asked for in this call, not only kept from an
+    earlier one); ``default``: in the selection without ``--metrics``.
+    """
+
+    name: str
+    function: Callable[[EvalContext], dict[str, Any]]
+    modalities: tuple[str, ...]
+    applies_to: Callable[..., str | None] | None = None
+    summary: Callable[[dict[str, Any], bool], list[str]] | None = None
+    default: bool = True
+
+
+#: every metric, in the order ``reldrop evaluate`` computes them (and ``metrics.json`` lists them)
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("acc", accuracy_metric, ("image", "points"), summary=lambda e, _: [f"acc {e['accuracy']:.2f}%"]),
+    Metric("corruption", corruption_metric, ("image",), _corruption_applies,
+           lambda e, _: [f"corruption {e['mean']:.2f}%"]),
+    Metric("rra", rra_metric, ("image",), _rra_applies, lambda e, _: [f"RRA {e['mean']:.2f}%"]),
+    Metric("morf", morf_metric, ("image",), _morf_applies,
+           lambda e, _: [f"MoRF AUC {e['morf']['accuracy_auc']:.2f}"]),
+    Metric("channel_auc", channel_auc_metric, ("image",), _channel_auc_applies),
+    Metric("heatmaps", heatmaps_metric, ("image",)),
+    Metric("decoy", decoy_metric, ("image",), _decoy_applies, _decoy_summary, default=False),
+    Metric("flipping", flipping_metric, ("points",), summary=lambda e, _: [f"flipping AUC {e['fixed']['accuracy_auc']:.2f}"]),
+    Metric("zeroshot", zeroshot_metric, ("image",), summary=_zeroshot_summary, default=False),
+)}
+
+
+def default_metrics(modality: str, data_name: str | None = None) -> list[str]:
+    """What ``reldrop evaluate`` computes without ``--metrics``: acc and decoy for a decoy dataset,
+    else every default metric of the modality (acc for an unknown one)."""
+    if str(data_name or "").startswith(DECOY_PREFIX):
+        return ["acc", "decoy"]
+    return [m.name for m in METRICS.values() if m.default and modality in m.modalities] or ["acc"]

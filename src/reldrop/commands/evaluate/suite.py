@@ -33,23 +33,10 @@ from typing import Any, Sequence
 import torch
 
 from ...runs import atomic_write_json
-from ...train.load import LoadedRun, load_run
-from .catalog import DECOY_PREFIX, METRIC_FUNCTIONS, RRA_CANVAS, EvalContext
+from ...train.load import LoadedRun
+from .catalog import EVAL_METHOD, METRICS, EvalContext, Metric, default_metrics
 
-__all__ = ["METRICS", "DEFAULT_METRICS", "LoadedRun", "load_run", "evaluate_run", "DECOY_PREFIX", "resolve_eval_method",
-           "EVAL_METHOD"]
-
-METRICS = ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps", "flipping", "zeroshot", "decoy")
-#: what ``reldrop evaluate`` computes when ``--metrics`` is not given, per modality
-DEFAULT_METRICS = {"image": ("acc", "corruption", "rra", "morf", "channel_auc", "heatmaps"),
-                   "points": ("acc", "flipping")}
-IMAGE_METRICS = ("corruption", "rra", "morf", "channel_auc", "heatmaps", "zeroshot", "decoy")
-
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-#: the paper's evaluation preset (Fig. 3, RRA, MoRF); ``method="auto"`` uses it where it has a rule for every layer
-EVAL_METHOD = "epsilon_gamma_box"
+__all__ = ["evaluate_run", "resolve_eval_method"]
 
 
 def _lrp_gaps(model: Any) -> list[str]:
@@ -74,61 +61,13 @@ def resolve_eval_method(model: Any, method: str | None, *, gaps: Sequence[str] |
     return default_method(unwrap_model(model), fallback=EVAL_METHOD)
 
 
-def _takes_canvas(model: Any, channels: int) -> str | None:
-    """None when ``model`` accepts a ``(1, channels, 64, 64)`` input, else the error it raised
-    (fixed-size models such as a ViT built for 32×32)."""
-    from ...attribution.state import preserve_model_state
-
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    with preserve_model_state(model), torch.no_grad():
-        model.eval()
-        try:
-            model(torch.zeros(1, channels, RRA_CANVAS, RRA_CANVAS, device=device))
-        except Exception as err:  # any failure means: this model cannot take the canvases
-            return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    return None
-
-
-def _not_applicable(metric: str, run: LoadedRun, *, patch_size: int, steps: int | None,
+def _not_applicable(metric: Metric, run: LoadedRun, *, patch_size: int, steps: int | None,
                     gaps: Sequence[str] = ()) -> str | None:
-    """Why ``metric`` does not apply to ``run`` (None when it does). Modality mismatches are handled
-    by the caller's error; this covers image runs the image metrics cannot take."""
-    info = run.test
-    if getattr(info, "modality", "image") != "image" or metric not in IMAGE_METRICS:
+    """Why ``metric`` does not apply to ``run`` (None when it does): its ``applies_to``, asked for runs of
+    the data it is defined for (a modality mismatch is the caller's error)."""
+    if getattr(run.test, "modality", "image") not in metric.modalities or metric.applies_to is None:
         return None
-    shape = tuple(getattr(info, "input_shape", ()) or ())
-    channels = shape[0] if shape else None
-    if metric == "corruption":
-        if channels != 3:
-            return f"the corruptions are defined for RGB images, this run's images have {channels} channel(s)"
-        if info.mean is None or info.std is None:
-            return "needs an image dataset with known mean/std normalization"
-    if metric == "rra":
-        data_name = run.config.get("data", {}).get("name")
-        if channels != 3 or (data_name != "cifar10" and tuple(info.class_names or ()) != CIFAR10_CLASSES):
-            return (f"the placed-tile benchmark is built from CIFAR-10 images and classes; this run is "
-                    f"{data_name!r} with {info.num_classes} classes and {channels}-channel images")
-        err = _takes_canvas(run.model, channels)
-        if err is not None:
-            return (f"the placed-tile benchmark shows {RRA_CANVAS}x{RRA_CANVAS} canvases and this model does not "
-                    f"take that input size ({err})")
-    if metric == "channel_auc":
-        if gaps:
-            more = f" and {len(gaps) - 4} more" if len(gaps) > 4 else ""
-            return (f"the channel-relevance AUC uses {EVAL_METHOD} LRP through zennit, which has no rule for "
-                    f"{', '.join(gaps[:4])}{more}")
-    if metric == "decoy" and not str(run.config.get("data", {}).get("name", "")).startswith(DECOY_PREFIX):
-        return (f"needs a decoy dataset ({DECOY_PREFIX}*), this run used "
-                f"{run.config.get('data', {}).get('name')!r}")
-    if metric == "morf" and steps is not None and len(shape) == 3:
-        patches = -(-shape[1] // patch_size) * -(-shape[2] // patch_size)
-        if steps > patches:
-            return (f"--steps {steps} exceeds the {patches} patches of {shape[1]}x{shape[2]} images with "
-                    f"--patch-size {patch_size}; pass --steps <= {patches} (or --steps 0 for all)")
-    return None
+    return metric.applies_to(run, patch_size=patch_size, steps=steps, gaps=gaps)
 
 
 def _select(run: LoadedRun, metrics: Sequence[str], *, patch_size: int, steps: int | None, skip_inapplicable: bool,
@@ -139,7 +78,7 @@ def _select(run: LoadedRun, metrics: Sequence[str], *, patch_size: int, steps: i
         raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
     skipped: dict[str, str] = {}
     for m in metrics:
-        why = _not_applicable(m, run, patch_size=patch_size, steps=steps, gaps=gaps)
+        why = _not_applicable(METRICS[m], run, patch_size=patch_size, steps=steps, gaps=gaps)
         if why is not None:
             if not skip_inapplicable:
                 raise ValueError(f"{m} does not apply to {run.name}: {why}")
@@ -147,10 +86,10 @@ def _select(run: LoadedRun, metrics: Sequence[str], *, patch_size: int, steps: i
             log(f"[{run.name}] skipping {m}: {why}")
     metrics = [m for m in metrics if m not in skipped]
     modality = getattr(run.test, "modality", "image")
-    wrong = [m for m in metrics if (m in IMAGE_METRICS) != (modality == "image") and m != "acc"]
+    wrong = [m for m in metrics if modality not in METRICS[m].modalities]
     if wrong:
         raise ValueError(f"metrics {wrong} do not apply to a {modality!r} run; for it use "
-                         f"{','.join(DEFAULT_METRICS.get(modality, ('acc',)))}")
+                         f"{','.join(default_metrics(modality))}")
     return metrics, skipped
 
 
@@ -188,7 +127,7 @@ def _start_results(run: LoadedRun, json_path: Path, method: str, skipped: dict[s
 
 def evaluate_run(
     run: LoadedRun,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = tuple(METRICS),
     *,
     out_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
@@ -221,8 +160,8 @@ def evaluate_run(
     ``metrics.json`` is rewritten (atomically) after every finished metric, so a later failure or a
     kill keeps what was computed. ``skip_inapplicable=True`` (the CLI's default selection) skips the
     metrics that do not apply to this run (e.g. corruption on 1-channel digits) with a note, listed
-    under ``"skipped"``; otherwise such a metric is a ValueError. One function per metric:
-    :data:`reldrop.commands.evaluate.catalog.METRIC_FUNCTIONS`.
+    under ``"skipped"``; otherwise such a metric is a ValueError. One record per metric:
+    :data:`reldrop.commands.evaluate.catalog.METRICS`.
     """
     # the layers zennit has no LRP rule for decide both "auto" and channel_auc's applicability: found once
     gaps = _lrp_gaps(run.model) if method in (None, "auto") or "channel_auc" in metrics else []
@@ -242,8 +181,8 @@ def evaluate_run(
                "channel_samples": channel_samples, "heatmap_samples": heatmap_samples, "seed": seed}
     results = _start_results(run, json_path, method, skipped, options, log)
     atomic_write_json(json_path, results, indent=1)
-    for name, fn in METRIC_FUNCTIONS.items():
+    for name, metric in METRICS.items():
         if name in metrics:
-            results[name] = fn(ctx)
+            results[name] = metric.function(ctx)
             atomic_write_json(json_path, results, indent=1)  # after every metric: a later failure keeps it
     return results

@@ -12,7 +12,7 @@ import pytest
 
 from reldrop.runs.archive import FINISHED, archive_runs, finished_epoch, is_archived, mark_finished, read_finished
 from reldrop.runs.files import load_checkpoint
-from reldrop.train.compare import run_compare
+from reldrop.commands.compare import run_compare  # trains and writes results.csv
 from reldrop.train.loop import train
 
 

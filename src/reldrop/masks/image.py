@@ -343,9 +343,10 @@ def relevance_erase(
         True = occluded. ``x_out == x`` outside the mask, ``== value`` inside.
 
     Raises:
-        TypeError / ValueError naming the argument for malformed input (rank, shape, batch
-        mismatch, dtype, NaN/inf, ``p`` outside [0, 1], bad ``scale``/``ratio``, ``B = 0``,
-        images smaller than 2x2, unknown ``centre``/``border``).
+        TypeError: naming the argument, for a wrong type or dtype.
+        ValueError: naming the argument, for malformed input (rank, shape, batch mismatch, NaN/inf,
+            ``p`` outside [0, 1], bad ``scale``/``ratio``, ``B = 0``, images smaller than 2x2,
+            unknown ``centre``/``border``).
     """
     x, p, s, r = _check_common(x, p, scale, ratio, value, border, generator, inplace, stats, count, max_count)
     check_choice("centre", centre, CENTRES)

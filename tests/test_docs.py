@@ -52,3 +52,12 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert "reldrop.RelDrop(model, p=0.5)" in re.sub(r"<[^>]+>", "", tutorial)  # the code cells, highlighted
     config = (site / "reference" / "config" / "index.html").read_text(encoding="utf-8")
     assert all(key in config for key in flat_keys())
+
+
+def test_citation_cff_names_the_paper_and_the_software() -> None:
+    cff = yaml.safe_load((REPO / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["title"].startswith("reldrop")
+    paper = cff["preferred-citation"]
+    assert paper["title"] == "Relevance-driven Input Dropout: an Explanation-guided Regularization Technique"
+    assert [a["family-names"] for a in paper["authors"]] == ["Gururaj", "Grüne", "Samek", "Lapuschkin", "Weber"]
+    assert "version" not in cff  # the version lives in one place, src/reldrop/_version.py

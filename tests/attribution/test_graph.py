@@ -14,7 +14,7 @@ from helpers.tolerance import assert_close_scaled
 
 from reldrop.attribution import Attributor, attribute, backend_names
 from reldrop.attribution.backends.graph import GraphLRP
-from reldrop.attribution.backends.graph.check import bias_free_copy, conservation_ratios
+from reldrop.attribution.check import bias_free_copy, conservation_ratios
 
 timm = pytest.importorskip("timm")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from reldrop.attribution import Attributor
-from reldrop.attribution.backends.graph.check import conservation_ratios, train_steps
+from reldrop.attribution.check import conservation_ratios, train_steps
 
 timm = pytest.importorskip("timm")
 

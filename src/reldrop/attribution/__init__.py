@@ -18,8 +18,8 @@ Layout: :mod:`.core` (``attribute``/``Attributor``), :mod:`.presets` (methods), 
 (backend selection), :mod:`.backends` (zennit, fast, points, vit), :mod:`.canonizers` (BN merge with
 zennit's eps bug fixed; torchvision and timm ResNets; inverted residuals; point nets; generic
 conv→BN chains), :mod:`.rules` (the numerics the backends share), :mod:`.coverage` (layers without
-an LRP rule), :mod:`.tracing` (the fx tracer), :mod:`.state` (the safety contract,
-:func:`~reldrop.attribution.state.preserve_model_state`).
+an LRP rule), :mod:`._trace` (the fx tracer), :mod:`.check` (bias-free conservation),
+:mod:`.state` (the safety contract, :func:`~reldrop.attribution.state.preserve_model_state`).
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@
 * :mod:`.plan` - the traced graph compiled into steps (signals, relevance path, first layer, top,
   BatchNorm folding, refusals naming the node),
 * :mod:`.ops` - the rules as modified gradients (autograd functions),
-* :mod:`.lrp` - :class:`GraphLRP` and the registry entry :class:`GraphBackend`,
-* :mod:`.check` - the bias-free conservation check (tests and ``benchmarks/coverage.py``).
+* :mod:`.lrp` - :class:`GraphLRP` and the registry entry :class:`GraphBackend`.
+
+The bias-free conservation check that tests it is :mod:`reldrop.attribution.check`.
 """
 from __future__ import annotations
 

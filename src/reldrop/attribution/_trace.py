@@ -31,6 +31,7 @@ Raises :class:`TraceError` (a ``ValueError``) when fx cannot trace the model, wi
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 from typing import Any, Callable
 
@@ -38,8 +39,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ._wrappers import unwrap_model
-from .state import preserve_model_state
-from .tracing import LeafTracer
+from .state import model_lock, preserve_model_state
 
 __all__ = ["trace_model", "TraceError", "TIMM_LEAF_NAMES", "module_signature", "leaf_types", "function_name"]
 
@@ -81,19 +81,30 @@ def _autowrap_functions() -> tuple[Callable, ...]:
     return tuple(out)
 
 
-class _Tracer(LeafTracer):
-    """:class:`~reldrop.attribution.tracing.LeafTracer`'s locking (the model's lock and the one
-    process-wide trace lock: a trace patches torch.nn.Module globally) with this module's leaves."""
+#: one fx trace at a time in this process (each patches torch.nn.Module globally while it runs)
+_TRACE_LOCK = threading.RLock()
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer with this module's leaves (``leaves`` besides fx's default torch.nn modules).
+
+    A trace patches ``torch.nn.Module`` process-wide while it runs, so it holds the model's lock
+    (:func:`~reldrop.attribution.state.model_lock`, also held by every attribution call on that
+    model) and :data:`_TRACE_LOCK` (one trace at a time), always in this order."""
 
     def __init__(self, leaves: set[type], autowrap: tuple[Callable, ...]) -> None:
         mods: tuple[Any, ...] = (math,)
         super().__init__(autowrap_modules=mods, autowrap_functions=autowrap)
         self._leaves = leaves
 
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        with model_lock(root), _TRACE_LOCK:  # an attribution call holds the model lock already
+            return super().trace(root, concrete_args)
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if type(m) in self._leaves:
             return True
-        return fx.Tracer.is_leaf_module(self, m, module_qualified_name)
+        return super().is_leaf_module(m, module_qualified_name)
 
 
 def module_signature(model: nn.Module) -> tuple:

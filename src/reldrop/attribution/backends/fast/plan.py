@@ -1,7 +1,8 @@
 """Compile a ReLU ResNet into a flat list of ops for the fast LRP backend (private).
 
-The model is traced ONCE with :mod:`torch.fx` (symbolic tracing never runs the model's real
-forward and never touches its parameters, buffers, modes or hooks). Every graph node is mapped
+The model is traced with the shared tracer (:func:`reldrop.attribution._trace.trace_model`: the
+eval-mode fx graph, cached per model; symbolic tracing never runs the model's real forward and the
+model is left unchanged). Every graph node is mapped
 to one of a handful of op records; anything unknown raises :class:`Unsupported`, so
 ``supports()`` answers False and the caller falls back to zennit. The records keep references
 to the *modules* (not to tensors), so every call reads the current parameters.
@@ -31,8 +32,8 @@ from ...canonizers.batchnorm import merge_leaves
 from ...canonizers.mobile import inverted_residual_classes
 from ...canonizers.resnet import resnet_block_classes
 from ...rules import Unsupported
+from ..._trace import TraceError, trace_model
 from ..._wrappers import unwrap_model
-from ...tracing import LeafTracer
 
 
 def _block_types() -> tuple[type, ...]:
@@ -50,6 +51,14 @@ def _is_bn_act(m: nn.Module) -> bool:
 
 def _is_drop_path(m: nn.Module) -> bool:
     return type(m).__name__ == "DropPath" and type(m).__module__.startswith("timm.")
+
+
+def _is_plan_leaf(m: nn.Module) -> bool:
+    """A module the plan reads as one layer: a torch.nn module or timm's Conv2dSame / BatchNormAct2d /
+    DropPath. The tracer keeps more timm classes whole (``StdConv2dSame``, ``MaxPool2dSame``, ...):
+    subclasses of ``nn.Conv2d`` / ``nn.MaxPool2d`` whose extra maths this plan has no rule for."""
+    torch_nn = type(m).__module__.startswith(("torch.nn.", "torch.ao.nn."))
+    return torch_nn or _is_conv_same(m) or _is_bn_act(m) or _is_drop_path(m)
 
 
 @dataclass
@@ -114,9 +123,9 @@ def build_plan(model: nn.Module) -> Plan:
     """Trace ``model`` and compile the op list (raises :class:`Unsupported`)."""
     model = unwrap_model(model)
     try:
-        graph = LeafTracer().trace(model)
-    except Exception as exc:  # data-dependent control flow etc.
-        raise Unsupported(f"torch.fx cannot trace the model: {exc}") from exc
+        graph = trace_model(model).graph
+    except TraceError as exc:  # data-dependent control flow etc.; the message names fx's reason
+        raise Unsupported(str(exc)) from exc
     modules = dict(model.named_modules())
     blocks = _block_types()
 
@@ -198,6 +207,8 @@ def build_plan(model: nn.Module) -> Plan:
 
         if n.op == "call_module":
             m = module_of(n)
+            if not _is_plan_leaf(m):
+                raise Unsupported(f"module {type(m).__name__}")
             if isinstance(m, nn.Conv2d) or isinstance(m, nn.Linear):
                 if id(m) in used_modules:
                     raise Unsupported("a conv/linear module is called twice")

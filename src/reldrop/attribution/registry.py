@@ -58,8 +58,11 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from ._wrappers import unwrap_model
+
 __all__ = [
     "Backend",
+    "HandWrittenBackend",
     "AttributionFn",
     "register_backend",
     "unregister_backend",
@@ -94,6 +97,35 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+class HandWrittenBackend(Backend):
+    """A one-pass backend with its maths written out: a fixed set of :attr:`methods`, the default
+    canonization and input layers hard-coded (custom ``canonizers``/``first_layers`` are refused),
+    and :meth:`accepts` deciding from the model's structure."""
+
+    #: the methods it computes
+    methods: tuple[str, ...] = ()
+    #: how the refusal of custom canonizers/first_layers names it, e.g. ``"backend='fast'"``
+    title: str = ""
+
+    def accepts(self, model: nn.Module, method: str) -> bool:
+        """True when :meth:`build` computes ``method`` for ``model`` exactly (never raises)."""
+        raise NotImplementedError
+
+    def supports(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
+                 **opts: Any) -> bool | str:
+        if canonizers is not None or first_layers is not None:
+            return (f"{self.title} computes the default canonization and input layers; "
+                    "custom canonizers/first_layers need backend='zennit' (or 'auto')")
+        if method not in self.methods:
+            return f"computes only {', '.join(self.methods)}"
+        if self.accepts(model, method):
+            return True
+        return f"does not support method {method!r} on {type(unwrap_model(model)).__name__}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 _BACKENDS: dict[str, Any] = {}  # insertion order = the order `auto` asks them in

@@ -6,13 +6,13 @@ BN into the layer before it, and the ``Unsupported`` signal of a backend without
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Unsupported", "SEEDS", "check_seed", "bn_scale", "fold_batchnorm", "stab_div", "pair",
+__all__ = ["Unsupported", "why_unsupported", "SEEDS", "check_seed", "bn_scale", "fold_batchnorm", "stab_div", "pair",
            "conv_transpose", "crop", "flat_conv2d"]
 
 #: output relevance of the LRP presets: ``one_hot(target)`` (default) or ``one_hot(target) * logit``
@@ -21,6 +21,16 @@ SEEDS = ("one_hot", "logit")
 
 class Unsupported(Exception):
     """The model is not one this backend reproduces exactly (the caller falls back or names it)."""
+
+
+def why_unsupported(parse: Callable[[Any], object], model: Any) -> str | None:
+    """The message of the :class:`Unsupported` that ``parse(model)`` raises (a backend's plan or
+    structure reader), None when it returns: a backend's ``supports`` without a second parse."""
+    try:
+        parse(model)
+    except Unsupported as exc:
+        return str(exc)
+    return None
 
 
 def check_seed(seed: object) -> str:

@@ -39,8 +39,8 @@ import torch.nn.functional as F
 
 from ...._checks import check_class_target, check_image_batch
 from ..._wrappers import unwrap_model
-from ...registry import register_backend
-from ...rules import Unsupported, bn_scale, check_seed, crop, flat_conv2d, pair, stab_div
+from ...registry import HandWrittenBackend, register_backend
+from ...rules import Unsupported, bn_scale, check_seed, crop, flat_conv2d, pair, stab_div, why_unsupported
 from .ops import (
     HAS_CONV_POINTWISE,
     act_stab_div,
@@ -68,13 +68,7 @@ def supports(model: nn.Module, method: str) -> bool:
     ``BatchNormAct2d`` with ReLU/ReLU6, ``Conv2dSame``), torchvision MobileNetV2 and VGG(-BN).
     Never raises for a bad model.
     """
-    if method not in METHODS or not isinstance(model, nn.Module):
-        return False
-    try:
-        build_plan(model)
-    except Unsupported:
-        return False
-    return True
+    return method in METHODS and isinstance(model, nn.Module) and why_unsupported(build_plan, model) is None
 
 
 def build(model: nn.Module, method: str = "epsilon_flat", **kwargs: Any) -> "FastLRP":
@@ -83,7 +77,7 @@ def build(model: nn.Module, method: str = "epsilon_flat", **kwargs: Any) -> "Fas
     return FastLRP(model, method, **kwargs)
 
 
-class FastBackend:
+class FastBackend(HandWrittenBackend):
     """Registry entry ``"fast"`` (:mod:`reldrop.attribution.registry`): :func:`supports` / :func:`build`.
 
     Custom ``canonizers``/``first_layers`` are refused (the plan hard-codes the default
@@ -91,27 +85,15 @@ class FastBackend:
     """
 
     name = "fast"
+    methods = METHODS
+    title = "backend='fast'"
 
-    def supports(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
-                 **opts: Any) -> bool | str:
-        if canonizers is not None or first_layers is not None:
-            return ("backend='fast' computes the default canonization and input layers; "
-                    "custom canonizers/first_layers need backend='zennit' (or 'auto')")
-        if method not in METHODS:
-            return f"computes only {', '.join(METHODS)}"
-        if supports(model, method):
-            return True
-        return f"does not support method {method!r} on {type(unwrap_model(model)).__name__}"
+    def accepts(self, model: nn.Module, method: str) -> bool:
+        return supports(model, method)
 
     def build(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
               **kwargs: Any) -> "FastLRP":
         return build(model, method, **kwargs)
-
-    def default_method(self, model: nn.Module) -> str | None:
-        return None
-
-    def __repr__(self) -> str:
-        return "FastBackend()"
 
 
 class FastLRP:

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 
 from ...._checks import check_class_target, check_point_cloud
 from ..._wrappers import unwrap_model
-from ...registry import register_backend
-from ...rules import Unsupported, check_seed, fold_batchnorm
+from ...registry import HandWrittenBackend, register_backend
+from ...rules import Unsupported, check_seed, fold_batchnorm, why_unsupported
 from .plan import Dense, TNetPlan, parse_point_model
 
 __all__ = ["supports", "FastPointLRP", "PointsBackend", "METHODS"]
@@ -51,13 +51,8 @@ TRANSFORM_EPSILON = 1e-6
 
 def supports(model: nn.Module, method: str) -> bool:
     """True when :class:`FastPointLRP` reproduces the zennit backend for ``model``/``method``."""
-    if method not in METHODS or not isinstance(model, nn.Module):
-        return False
-    try:
-        parse_point_model(unwrap_model(model))
-    except Unsupported:
-        return False
-    return True
+    return (method in METHODS and isinstance(model, nn.Module)
+            and why_unsupported(parse_point_model, unwrap_model(model)) is None)
 
 
 # ------------------------------------------------------------------------------------- maths
@@ -436,7 +431,7 @@ class FastPointLRP:
         return out
 
 
-class PointsBackend:
+class PointsBackend(HandWrittenBackend):
     """Registry entry ``"points"`` (:mod:`reldrop.attribution.registry`): :class:`FastPointLRP` for
     the models :func:`supports` accepts; ``default_method`` is ``"zplus_flat"`` for them. Also
     answers an explicit ``backend="fast"`` (registered with ``aliases=("fast",)``) on such a model.
@@ -446,17 +441,11 @@ class PointsBackend:
     """
 
     name = "points"
+    methods = METHODS
+    title = "the fast point backend"
 
-    def supports(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
-                 **opts: Any) -> bool | str:
-        if canonizers is not None or first_layers is not None:
-            return ("the fast point backend computes the default canonization and input layers; "
-                    "custom canonizers/first_layers need backend='zennit' (or 'auto')")
-        if method not in METHODS:
-            return f"computes only {', '.join(METHODS)}"
-        if supports(model, method):
-            return True
-        return f"does not support method {method!r} on {type(unwrap_model(model)).__name__}"
+    def accepts(self, model: nn.Module, method: str) -> bool:
+        return supports(model, method)
 
     def build(self, model: nn.Module, method: str, *, canonizers: Any = None, first_layers: Any = None,
               **kwargs: Any) -> FastPointLRP:
@@ -464,9 +453,6 @@ class PointsBackend:
 
     def default_method(self, model: nn.Module) -> str | None:
         return "zplus_flat" if supports(model, "zplus_flat") else None
-
-    def __repr__(self) -> str:
-        return "PointsBackend()"
 
 
 register_backend("points", PointsBackend(), aliases=("fast",))  # ahead of the general fallback

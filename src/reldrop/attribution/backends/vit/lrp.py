@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from ...._checks import check_class_target, check_image_batch
 from ..._wrappers import unwrap_model
 from ...registry import register_backend
-from ...rules import Unsupported, check_seed, flat_conv2d, stab_div
+from ...rules import Unsupported, check_seed, flat_conv2d, stab_div, why_unsupported
 from .plan import build_spec, is_vision_transformer
 
 __all__ = ["METHODS", "supports", "build", "unsupported_reason", "is_vision_transformer", "ViTLRP", "ViTBackend",
@@ -77,22 +77,12 @@ STABILIZER = 1e-6
 
 def supports(model: nn.Module, method: str) -> bool:
     """True when :func:`build` handles ``model`` with ``method`` (``"cp_lrp"``, ``"attnlrp"``). Never raises."""
-    if method not in METHODS or not isinstance(model, nn.Module):
-        return False
-    try:
-        build_spec(model)
-    except Unsupported:
-        return False
-    return True
+    return method in METHODS and isinstance(model, nn.Module) and unsupported_reason(model) is None
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
     """Why :func:`supports` is False for ``model`` (None when it is supported)."""
-    try:
-        build_spec(model)
-    except Unsupported as exc:
-        return str(exc)
-    return None
+    return why_unsupported(build_spec, model)
 
 
 def build(model: nn.Module, method: str = "cp_lrp", **kwargs: Any) -> "ViTLRP":

@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Unsupported", "why_unsupported", "SEEDS", "check_seed", "bn_scale", "fold_batchnorm", "stab_div", "pair",
+__all__ = ["Unsupported", "why_unsupported", "SEEDS", "check_seed", "bn_scale", "fold_batchnorm", "stabilize",
+           "stab_div", "pair",
            "conv_transpose", "crop", "flat_conv2d"]
 
 #: output relevance of the LRP presets: ``one_hot(target)`` (default) or ``one_hot(target) * logit``
@@ -38,6 +39,11 @@ def check_seed(seed: object) -> str:
     if seed not in SEEDS:
         raise ValueError(f"seed must be one of {', '.join(SEEDS)}, got {seed!r}")
     return seed
+
+
+def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """``stab_ε(z) = z + eps·sign(z)`` with sign(0) = +1, as a new tensor."""
+    return torch.where(z >= 0, z + eps, z - eps)
 
 
 def stab_div(z: torch.Tensor, eps: float) -> torch.Tensor:

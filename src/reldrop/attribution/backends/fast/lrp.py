@@ -40,7 +40,17 @@ import torch.nn.functional as F
 from ...._checks import check_class_target, check_image_batch
 from ..._wrappers import unwrap_model
 from ...registry import HandWrittenBackend, register_backend
-from ...rules import Unsupported, bn_scale, check_seed, crop, flat_conv2d, pair, stab_div, why_unsupported
+from ...rules import (
+    Unsupported,
+    bn_scale,
+    check_seed,
+    crop,
+    flat_conv2d,
+    pair,
+    stab_div,
+    stabilize,
+    why_unsupported,
+)
 from .ops import (
     HAS_CONV_POINTWISE,
     act_stab_div,
@@ -288,7 +298,7 @@ class FastLRP:
         seed = torch.zeros_like(logits).scatter_(1, index.unsqueeze(1), 1.0)
         if self.seed == "one_hot":  # R_out = one-hot: the top factor is 1 / stab_ε(z) instead of z / stab_ε(z)
             fac, in_shape, w, pads = store[-1]
-            store[-1] = (torch.where(logits >= 0, logits + eps, logits - eps).reciprocal_(), in_shape, w, pads)
+            store[-1] = (stabilize(logits, eps).reciprocal_(), in_shape, w, pads)
 
         # ---- backward by hand ----
         grads: list[Any] = [None] * plan.n_slots

@@ -32,12 +32,11 @@ import torch
 import torch.nn as nn
 
 from ...._checks import check_class_target
-from ...rules import Unsupported, check_seed
+from ...rules import Unsupported, check_seed, stabilize
 from ..._trace import TraceError, module_signature
 from ..._wrappers import unwrap_model
 from .plan import Options, Plan, build_plan
 from .rules import PRESET_RULES
-from .ops import stab
 
 __all__ = ["GraphLRP", "GraphBackend", "METHODS", "plan_for"]
 
@@ -174,7 +173,7 @@ class GraphLRP:
         idx = (logits.detach().argmax(dim=1) if isinstance(target, str) else target.to(logits.device).long())[:, None]
         value = logits.detach().gather(1, idx) if self.seed == "logit" else torch.ones_like(idx, dtype=logits.dtype)
         r_out = torch.zeros_like(logits).scatter_(1, idx, value)
-        grad_out = r_out if plan.top is not None else r_out / stab(logits.detach(), opts.epsilon)
+        grad_out = r_out if plan.top is not None else r_out / stabilize(logits.detach(), opts.epsilon)
         if not logits.requires_grad:
             raise ValueError("no relevance reaches the logits' first layer (the output does not depend on it)")
         zs = [rec[2] for rec in firsts]

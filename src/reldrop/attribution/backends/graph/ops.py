@@ -16,7 +16,9 @@ backward pass carries ``g`` with ``R = x ⊙ g`` at every tensor. Then
 * Flat and ZBox on the first layer work on the relevance itself (:func:`flat_rule`,
   :func:`zbox_rule`), after the backward.
 
-``stab_ε(z) = z + ε·sign(z)``, ``sign(0) = +1`` (zennit's ``stabilize``).
+``stab_ε(z) = z + ε·sign(z)``, ``sign(0) = +1`` (zennit's ``stabilize``):
+:func:`reldrop.attribution.rules.stabilize`, and ``z / stab_ε(z)`` is
+:func:`~reldrop.attribution.rules.stab_div`.
 """
 from __future__ import annotations
 
@@ -25,21 +27,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["stab", "ratio", "ScaleGrad", "scale_grad", "ScaleAct", "scale_act", "IdentityRule", "identity_rule", "UniformMul",
+from ...rules import stab_div, stabilize
+
+__all__ = ["ScaleGrad", "scale_grad", "ScaleAct", "scale_act", "IdentityRule", "identity_rule", "UniformMul",
            "UniformMatmul", "ZPlusLinear", "GammaLinear", "LayerNormConst", "GroupNormConst", "RMSNormConst",
            "flat_rule", "zbox_rule", "HalfGrad"]
-
-
-def stab(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """``z + eps·sign(z)`` with sign(0) = +1, as a new tensor."""
-    return torch.where(z >= 0, z + eps, z - eps)
-
-
-def ratio(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """``z / stab_eps(z)`` computed as ``|z| / (|z| + eps)`` (bit-identical, three passes)."""
-    a = z.abs()
-    den = a + eps
-    return torch.div(a, den, out=den)
 
 
 class ScaleGrad(torch.autograd.Function):
@@ -56,8 +48,8 @@ class ScaleGrad(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple:
         (z,) = ctx.saved_tensors
         if ctx.top:
-            return g / stab(z, ctx.eps), None, None
-        return g * ratio(z, ctx.eps), None, None
+            return g / stabilize(z, ctx.eps), None, None
+        return g * stab_div(z, ctx.eps), None, None
 
 
 def scale_grad(z: torch.Tensor, eps: float, top: bool = False) -> torch.Tensor:
@@ -169,6 +161,34 @@ def _unbroadcast(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 LinFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
+def _part(t: torch.Tensor | None, positive: bool) -> torch.Tensor | None:
+    """``t⁺`` (``positive``) or ``t⁻`` of an optional tensor (a bias)."""
+    if t is None:
+        return None
+    return t.clamp(min=0) if positive else t.clamp(max=0)
+
+
+def _save_linear(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, lin: LinFn,
+                 stabilizer: float, top: bool) -> torch.Tensor:
+    """The forward of a conv/linear layer with its own rule: ``z = lin(x, W, b)``, what the backward needs saved."""
+    z = lin(x, w, b)
+    ctx.lin, ctx.stabilizer, ctx.top, ctx.b = lin, stabilizer, top, b
+    ctx.save_for_backward(x, w, z)
+    return z
+
+
+def _sign_split_grad(x: torch.Tensor, halves: Callable[[torch.Tensor, torch.Tensor], tuple[tuple, tuple]]
+                     ) -> torch.Tensor:
+    """The backward of a rule that treats ``x⁺`` and ``x⁻`` apart (z⁺, γ): ``halves(x⁺, x⁻)`` gives the
+    modified outputs and their output gradients; the input gradient is x⁺'s where ``x > 0``, else x⁻'s."""
+    with torch.enable_grad():
+        xp = x.clamp(min=0).requires_grad_(True)
+        xn = x.clamp(max=0).requires_grad_(True)
+        outs, grads = halves(xp, xn)
+        gp, gn = torch.autograd.grad(outs, (xp, xn), grads)
+    return torch.where(x > 0, gp, gn)
+
+
 class ZPlusLinear(torch.autograd.Function):
     """A conv/linear layer ``z = lin(x, W, b)`` with zennit's ZPlus rule:
     ``R_x = x⁺ ⊙ W⁺ᵀ c + x⁻ ⊙ W⁻ᵀ c``, ``c = R_z / stab(lin(x⁺, W⁺, b⁺) + lin(x⁻, W⁻))``."""
@@ -176,22 +196,19 @@ class ZPlusLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, lin: LinFn, stabilizer: float,
                 top: bool) -> torch.Tensor:
-        z = lin(x, w, b)
-        ctx.lin, ctx.stabilizer, ctx.top, ctx.b = lin, stabilizer, top, b
-        ctx.save_for_backward(x, w, z)
-        return z
+        return _save_linear(ctx, x, w, b, lin, stabilizer, top)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple:
         x, w, z = ctx.saved_tensors
-        b = ctx.b
-        with torch.enable_grad():
-            xp = x.clamp(min=0).requires_grad_(True)
-            xn = x.clamp(max=0).requires_grad_(True)
-            zp = ctx.lin(xp, w.clamp(min=0), None if b is None else b.clamp(min=0)) + ctx.lin(xn, w.clamp(max=0), None)
-            r = g if ctx.top else g * z
-            gp, gn = torch.autograd.grad(zp, (xp, xn), r / stab(zp.detach(), ctx.stabilizer))
-        return torch.where(x > 0, gp, gn), None, None, None, None, None
+        b, lin = ctx.b, ctx.lin
+        r = g if ctx.top else g * z
+
+        def halves(xp: torch.Tensor, xn: torch.Tensor) -> tuple[tuple, tuple]:
+            zp = lin(xp, w.clamp(min=0), _part(b, True)) + lin(xn, w.clamp(max=0), None)
+            return (zp,), (r / stabilize(zp.detach(), ctx.stabilizer),)
+
+        return _sign_split_grad(x, halves), None, None, None, None, None
 
 
 class GammaLinear(torch.autograd.Function):
@@ -200,10 +217,8 @@ class GammaLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, lin: LinFn, gamma: float,
                 stabilizer: float, top: bool) -> torch.Tensor:
-        z = lin(x, w, b)
-        ctx.lin, ctx.gamma, ctx.stabilizer, ctx.top, ctx.b = lin, gamma, stabilizer, top, b
-        ctx.save_for_backward(x, w, z)
-        return z
+        ctx.gamma = gamma
+        return _save_linear(ctx, x, w, b, lin, stabilizer, top)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple:
@@ -214,15 +229,15 @@ class GammaLinear(torch.autograd.Function):
         bp = None if b is None else b + gm * b.clamp(min=0)
         bn = None if b is None else b + gm * b.clamp(max=0)
         r = g if ctx.top else g * z
-        with torch.enable_grad():
-            xp = x.clamp(min=0).requires_grad_(True)
-            xn = x.clamp(max=0).requires_grad_(True)
+
+        def halves(xp: torch.Tensor, xn: torch.Tensor) -> tuple[tuple, tuple]:
             pos = lin(xp, wp, bp) + lin(xn, wn, None)
             neg = lin(xp, wn, bn) + lin(xn, wp, None)
-            c_pos = (z > 0).to(r) * r / stab(pos.detach(), ctx.stabilizer)
-            c_neg = (z < 0).to(r) * r / stab(neg.detach(), ctx.stabilizer)
-            gp, gn = torch.autograd.grad((pos, neg), (xp, xn), (c_pos, c_neg))
-        return torch.where(x > 0, gp, gn), None, None, None, None, None, None
+            c_pos = (z > 0).to(r) * r / stabilize(pos.detach(), ctx.stabilizer)
+            c_neg = (z < 0).to(r) * r / stabilize(neg.detach(), ctx.stabilizer)
+            return (pos, neg), (c_pos, c_neg)
+
+        return _sign_split_grad(x, halves), None, None, None, None, None, None
 
 
 class LayerNormConst(torch.autograd.Function):
@@ -318,7 +333,7 @@ def flat_rule(r_out: torch.Tensor, x_shape: torch.Size, lin_struct: Callable[[to
         ones_w = torch.ones(w_shape, dtype=dt, device=dev)
         count = lin_struct(torch.ones(1, *x_shape[1:], dtype=dt, device=dev), ones_w)
         xo = torch.ones(r_out.shape[0], *x_shape[1:], dtype=dt, device=dev, requires_grad=True)
-        (r,) = torch.autograd.grad(lin_struct(xo, ones_w), xo, r_out / stab(count, stabilizer))
+        (r,) = torch.autograd.grad(lin_struct(xo, ones_w), xo, r_out / stabilize(count, stabilizer))
     return r
 
 
@@ -332,9 +347,8 @@ def zbox_rule(r_out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Te
         xa = x.detach().clone().requires_grad_(True)
         la = low_t.clone().requires_grad_(True)
         ha = high_t.clone().requires_grad_(True)
-        zb = lin(xa, w, b) - lin(la, w.clamp(min=0), None if b is None else b.clamp(min=0)) \
-            - lin(ha, w.clamp(max=0), None if b is None else b.clamp(max=0))
-        gx, gl, gh = torch.autograd.grad(zb, (xa, la, ha), r_out / stab(zb.detach(), stabilizer))
+        zb = lin(xa, w, b) - lin(la, w.clamp(min=0), _part(b, True)) - lin(ha, w.clamp(max=0), _part(b, False))
+        gx, gl, gh = torch.autograd.grad(zb, (xa, la, ha), r_out / stabilize(zb.detach(), stabilizer))
     return x * gx + low_t * gl + high_t * gh
 
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from ...._checks import check_class_target, check_point_cloud
 from ..._wrappers import unwrap_model
 from ...registry import HandWrittenBackend, register_backend
-from ...rules import Unsupported, check_seed, fold_batchnorm, why_unsupported
+from ...rules import Unsupported, check_seed, fold_batchnorm, stabilize, why_unsupported
 from .plan import Dense, TNetPlan, parse_point_model
 
 __all__ = ["supports", "FastPointLRP", "PointsBackend", "METHODS"]
@@ -200,8 +200,7 @@ def _scatter_rows(r: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
 def _eps_bmm_back(x: torch.Tensor, trans: torch.Tensor, r: torch.Tensor, eps: float) -> torch.Tensor:
     """ε-rule across ``z = x @ T`` (``x (B, N, k)``, constant ``T (B, k, k)``): relevance at ``x``."""
     z = torch.bmm(x, trans)
-    den = torch.where(z >= 0, z + eps, z - eps)
-    return x * torch.bmm(r / den, trans.transpose(1, 2))
+    return x * torch.bmm(r / stabilize(z, eps), trans.transpose(1, 2))
 
 
 # ------------------------------------------------------------------------------------- backend

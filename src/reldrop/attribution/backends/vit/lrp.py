@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from ...._checks import check_class_target, check_image_batch
 from ..._wrappers import unwrap_model
 from ...registry import register_backend
-from ...rules import Unsupported, check_seed, flat_conv2d, stab_div, why_unsupported
+from ...rules import Unsupported, check_seed, flat_conv2d, stab_div, stabilize, why_unsupported
 from .plan import build_spec, is_vision_transformer
 
 __all__ = ["METHODS", "supports", "build", "unsupported_reason", "is_vision_transformer", "ViTLRP", "ViTBackend",
@@ -276,7 +276,7 @@ class ViTLRP:
             target = logits.argmax(dim=1)
         idx = target.to(logits.device).long().unsqueeze(1)
         z_t = logits.gather(1, idx)
-        top = torch.where(z_t >= 0, z_t + eps, z_t - eps).reciprocal_()  # one_hot: R = 1
+        top = stabilize(z_t, eps).reciprocal_()  # one_hot: R = 1
         if self.seed == "logit":
             top = top * z_t
         c = torch.zeros_like(logits).scatter_(1, idx, top)

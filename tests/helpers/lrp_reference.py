@@ -89,140 +89,13 @@ class _Affine:
         return self._bwd(a.shape, ones_w, r / stabilize(z, stab))
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
-    blocks = []
-    i = 1
-    while hasattr(model, f"layer{i}"):
-        blocks += list(getattr(model, f"layer{i}"))
-        i += 1
-    return blocks
-
-
-def _downsample(block: nn.Module) -> tuple[nn.Module | None, _Affine | None]:
-    """(pre-pool or None, merged conv) of a block's downsample, or (None, None)."""
-    ds = getattr(block, "downsample", None)
-    if ds is None:
-        return None, None
-    mods = [m for m in ds if not isinstance(m, nn.Identity)]
-    if len(mods) == 2:
-        return None, _Affine(mods[0], mods[1])
-    if len(mods) == 3:  # timm downsample_avg: (AvgPool2d, conv, bn) - pool relevance via Norm
-        return mods[0], _Affine(mods[1], mods[2])
-    raise ValueError(f"unsupported downsample {ds}")
-
-
-def resnet_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits of the merged network (equals ``model.eval()(x)`` up to rounding)."""
-    return _run(model, x)[0]
-
-
-def _run(model: nn.Module, x: torch.Tensor):
-    stem = _Affine(model.conv1, model.bn1)
-    h = F.relu(stem.forward(x))
-    trace = {"stem": (stem, x), "stem_out": h}
-    a = model.maxpool(h)
-    layers = []
-    for block in _blocks(model):
-        convs = [_Affine(block.conv1, block.bn1), _Affine(block.conv2, block.bn2)]
-        if hasattr(block, "conv3"):
-            convs.append(_Affine(block.conv3, block.bn3))
-        acts = [a]
-        out = a
-        for k, conv in enumerate(convs):
-            out = conv.forward(out)
-            if k < len(convs) - 1:
-                out = F.relu(out)
-                acts.append(out)
-        pool, ds = _downsample(block)
-        if ds is None:
-            idn, ds_in = a, None
-        else:
-            ds_in = pool(a) if pool is not None else a
-            idn = ds.forward(ds_in)
-        z = out + idn
-        layers.append((convs, acts, out, pool, ds, ds_in, idn, z))
-        a = F.relu(z)
-    pooled = a.mean(dim=(2, 3))
-    fc = _Affine(model.fc, None)
-    logits = fc.forward(pooled)
-    trace.update(layers=layers, last=a, pooled=pooled, fc=fc)
-    return logits, trace
-
-
-def _norm(parts: list[torch.Tensor], total: torch.Tensor, r: torch.Tensor, stab: float) -> list[torch.Tensor]:
-    s = r / stabilize(total, stab)
-    return [p * s for p in parts]
-
-
-@torch.no_grad()
-def lrp_resnet(
-    model: nn.Module,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    rule: Literal["epsilon", "zplus"] = "epsilon",
-    epsilon: float = 1e-3,
-    stabilizer: float = 1e-6,
-    seed: Literal["logit", "one"] = "one",
-) -> torch.Tensor:
-    """Explicit LRP (Flat first conv, ``rule`` on every other conv/linear, Norm on sums/avg pool).
-
-    Args:
-        model: torchvision/timm-style ResNet (eval-mode statistics are used; the model is not modified).
-        x: ``(B, C, H, W)``; use float64 for a ground truth.
-        target: LongTensor ``(B,)``.
-        rule: ``"epsilon"`` (LRP-ε with ``epsilon``) or ``"zplus"``.
-        stabilizer: ε of the Flat/Norm/z⁺ denominators (zennit default 1e-6).
-        seed: ``"logit"`` (one_hot·logit, reldrop seed="logit") or ``"one"`` (plain one-hot, reldrop default).
-    Returns:
-        relevance ``(B, C, H, W)``.
-    """
-    x = x.to(model.conv1.weight.dtype)
-    logits, tr = _run(model, x)
-    idx = target.long()[:, None]
-    value = logits.gather(1, idx) if seed == "logit" else torch.ones_like(idx, dtype=logits.dtype)
-    r = torch.zeros_like(logits).scatter_(1, idx, value)
-
-    def lin(layer: _Affine, a: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
-        return layer.epsilon(a, rr, epsilon) if rule == "epsilon" else layer.zplus(a, rr, stabilizer)
-
-    r = lin(tr["fc"], tr["pooled"], r)
-    last = tr["last"]
-    (r,) = _norm([last / (last.shape[2] * last.shape[3])], tr["pooled"][:, :, None, None], r[:, :, None, None], stabilizer)
-    for convs, acts, out, pool, ds, ds_in, idn, z in reversed(tr["layers"]):
-        r_out, r_idn = _norm([out, idn], z, r, stabilizer)  # ReLU after the sum: pass
-        for conv, a in zip(reversed(convs), reversed(acts)):
-            r_out = lin(conv, a, r_out)  # ReLUs inside the branch: pass
-        if ds is None:
-            r = r_out + r_idn
-        else:
-            r_ds = lin(ds, ds_in, r_idn)
-            if pool is not None:
-                a_in = acts[0]
-                with torch.enable_grad():
-                    a_req = a_in.detach().requires_grad_(True)
-                    pooled = pool(a_req)
-                    (g,) = torch.autograd.grad(pooled, a_req, r_ds / stabilize(pooled.detach(), stabilizer))
-                r_ds = a_in * g
-            r = r_out + r_ds
-    # max pool (or Identity): route relevance like the gradient
-    stem_out = tr["stem_out"]
-    if not isinstance(model.maxpool, nn.Identity):
-        with torch.enable_grad():
-            h = stem_out.detach().requires_grad_(True)
-            (r,) = torch.autograd.grad(model.maxpool(h), h, r)
-    stem, x0 = tr["stem"]
-    return stem.flat(x0, r, stabilizer)
-
-
-# ------------------------------------------------------------------ inverted-residual CNNs and VGG
-# Explicit LRP of timm EfficientNet-Lite / MobileNet (InvertedResidual, DepthwiseSeparableConv,
-# BatchNormAct2d, Conv2dSame), torchvision MobileNetV2 and torchvision VGG (with BN), written out
-# layer by layer in the same style as lrp_resnet: every conv is merged with the BN after it, the
-# activations (ReLU, ReLU6; the activation *inside* timm's BatchNormAct2d) pass relevance, residual
-# adds and average pools use the Norm rule, max pools route relevance like the gradient, the first
-# conv gets Flat, every other conv/linear ε or z⁺. TF "same" padding (timm Conv2dSame) is an
-# explicit zero pad before the conv: its relevance backward is a crop.
+# ------------------------------------------------------------------ the walker: one tape for every family
+# Each family's walker records the forward steps on a _Tape (every conv merged with the BN after it;
+# activations - ReLU, ReLU6, the activation *inside* timm's BatchNormAct2d - pass relevance and record
+# nothing), and _replay runs the tape backwards: the first conv gets Flat, every other conv/linear ε
+# or z⁺, residual sums and average pools the Norm rule, max pools route relevance like the gradient.
+# TF "same" padding (timm Conv2dSame) is an explicit zero pad before the conv: its relevance backward
+# is a crop.
 
 
 def _same_pad(x: torch.Tensor, conv: nn.Module) -> tuple[int, int, int, int]:
@@ -272,6 +145,25 @@ class _Conv(_Affine):
         return self._crop(self._bwd(ones.shape, ones_w, r / stabilize(z, stab)), a.shape)
 
 
+def _norm(parts: list[torch.Tensor], total: torch.Tensor, r: torch.Tensor, stab: float) -> list[torch.Tensor]:
+    s = r / stabilize(total, stab)
+    return [p * s for p in parts]
+
+
+def _replay(logits: torch.Tensor, tape: "_Tape", target: torch.Tensor, rule: str, epsilon: float,
+            stabilizer: float, seed: str) -> torch.Tensor:
+    """The tape's backward from the seed ``one_hot(target)`` (· logit for ``seed="logit"``)."""
+    idx = target.long()[:, None]
+    value = logits.gather(1, idx) if seed == "logit" else torch.ones_like(idx, dtype=logits.dtype)
+    r = torch.zeros_like(logits).scatter_(1, idx, value)
+
+    def lin(layer: _Affine, a: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
+        return layer.epsilon(a, rr, epsilon) if rule == "epsilon" else layer.zplus(a, rr, stabilizer)
+
+    lin.stab = stabilizer  # type: ignore[attr-defined]
+    return tape.backward(r, lin)
+
+
 def _act_of(bn: nn.Module | None) -> nn.Module | None:
     """The activation a timm BatchNormAct2d applies after normalizing (None: identity)."""
     act = getattr(bn, "act", None)
@@ -294,7 +186,7 @@ class _Tape:
         act = _act_of(bn)
         return act(out) if act is not None else out
 
-    def act(self, fn: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    def act(self, fn, a: torch.Tensor) -> torch.Tensor:
         return fn(a)  # relevance passes: no step
 
     def maxpool(self, pool: nn.Module, a: torch.Tensor) -> torch.Tensor:
@@ -310,14 +202,19 @@ class _Tape:
         self.steps.append(("flatten", a.shape))
         return a.flatten(1)
 
-    def residual(self, body, a: torch.Tensor) -> torch.Tensor:
-        """``a + body(a)`` with body's steps on a sub-tape; the sum gets the Norm rule."""
+    def residual(self, body, a: torch.Tensor, shortcut=None) -> torch.Tensor:
+        """``body(a) + shortcut(a)`` (``shortcut`` None: ``a``), each with its steps on a sub-tape;
+        the sum gets the Norm rule."""
         sub = _Tape()
         sub.first = self.first
         out = body(sub, a)
         self.first = sub.first
-        z = out + a
-        self.steps.append(("residual", sub, out, a, z))
+        short = _Tape()
+        short.first = self.first
+        idn = a if shortcut is None else shortcut(short, a)
+        self.first = short.first
+        z = out + idn
+        self.steps.append(("residual", sub, short, out, idn, z))
         return z
 
     def chain(self, leaves: list[nn.Module], a: torch.Tensor) -> torch.Tensor:
@@ -364,9 +261,9 @@ class _Tape:
             elif kind == "flatten":
                 r = r.reshape(step[1])
             elif kind == "residual":
-                _, sub, out, a, z = step
-                r_out, r_idn = _norm([out, a], z, r, lin.stab)
-                r = sub.backward(r_out, lin) + r_idn
+                _, sub, short, out, idn, z = step
+                r_out, r_idn = _norm([out, idn], z, r, lin.stab)
+                r = sub.backward(r_out, lin) + short.backward(r_idn, lin)
         return r
 
 
@@ -377,6 +274,92 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
     return [leaf for child in module.children() for leaf in _leaves(child)]
 
 
+# ------------------------------------------------------------------------------- ResNets
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    blocks = []
+    i = 1
+    while hasattr(model, f"layer{i}"):
+        blocks += list(getattr(model, f"layer{i}"))
+        i += 1
+    return blocks
+
+
+def _resnet_branch(tape: _Tape, block: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """conv1/bn1 -> ReLU -> conv2/bn2 [-> ReLU -> conv3/bn3] of a BasicBlock/Bottleneck."""
+    pairs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+    if hasattr(block, "conv3"):
+        pairs.append((block.conv3, block.bn3))
+    for k, (conv, bn) in enumerate(pairs):
+        a = tape.conv(conv, bn, a)
+        if k < len(pairs) - 1:
+            a = tape.act(F.relu, a)
+    return a
+
+
+def _resnet_shortcut(block: nn.Module):
+    """The tape body of a block's downsample (conv+BN, timm's downsample_avg: AvgPool2d first), or None."""
+    ds = getattr(block, "downsample", None)
+    if ds is None:
+        return None
+    mods = [m for m in ds if not isinstance(m, nn.Identity)]
+    if len(mods) not in (2, 3):
+        raise ValueError(f"unsupported downsample {ds}")
+    pool, conv, bn = (None, *mods) if len(mods) == 2 else mods
+
+    def shortcut(t: _Tape, a: torch.Tensor) -> torch.Tensor:
+        return t.conv(conv, bn, a if pool is None else t.avgpool(pool, a))  # pool relevance via Norm
+
+    return shortcut
+
+
+def _trace_resnet(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, _Tape]:
+    """Logits and the forward tape of a torchvision/timm-style ResNet."""
+    tape = _Tape()
+    h = tape.act(F.relu, tape.conv(model.conv1, model.bn1, x))
+    h = tape.chain(_leaves(model.maxpool), h)  # max pool (or Identity): relevance routed like the gradient
+    for block in _blocks(model):
+        h = tape.act(F.relu, tape.residual(lambda t, a, b=block: _resnet_branch(t, b, a), h,
+                                           _resnet_shortcut(block)))
+    h = tape.flatten(tape.avgpool(nn.AdaptiveAvgPool2d(1), h))
+    return tape.conv(model.fc, None, h), tape
+
+
+def resnet_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of the merged network (equals ``model.eval()(x)`` up to rounding)."""
+    with torch.no_grad():
+        return _trace_resnet(model, x)[0]
+
+
+@torch.no_grad()
+def lrp_resnet(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    rule: Literal["epsilon", "zplus"] = "epsilon",
+    epsilon: float = 1e-3,
+    stabilizer: float = 1e-6,
+    seed: Literal["logit", "one"] = "one",
+) -> torch.Tensor:
+    """Explicit LRP (Flat first conv, ``rule`` on every other conv/linear, Norm on sums/avg pool).
+
+    Args:
+        model: torchvision/timm-style ResNet (eval-mode statistics are used; the model is not modified).
+        x: ``(B, C, H, W)``; use float64 for a ground truth.
+        target: LongTensor ``(B,)``.
+        rule: ``"epsilon"`` (LRP-ε with ``epsilon``) or ``"zplus"``.
+        stabilizer: ε of the Flat/Norm/z⁺ denominators (zennit default 1e-6).
+        seed: ``"logit"`` (one_hot·logit, reldrop seed="logit") or ``"one"`` (plain one-hot, reldrop default).
+    Returns:
+        relevance ``(B, C, H, W)``.
+    """
+    logits, tape = _trace_resnet(model, x.to(model.conv1.weight.dtype))
+    return _replay(logits, tape, target, rule, epsilon, stabilizer, seed)
+
+
+# ------------------------------------------------------------------ inverted-residual CNNs and VGG
+# timm EfficientNet-Lite / MobileNet (InvertedResidual, DepthwiseSeparableConv, BatchNormAct2d,
+# Conv2dSame), torchvision MobileNetV2 and torchvision VGG (with BN).
 def _timm_block(tape: _Tape, blk: nn.Module, a: torch.Tensor) -> torch.Tensor:
     name = type(blk).__name__
     if name == "InvertedResidual":
@@ -445,12 +428,4 @@ def lrp_family(
     """Explicit LRP of a timm EfficientNet(-Lite)/MobileNet, torchvision MobileNetV2 or VGG (see
     :func:`lrp_resnet` for the arguments; same rules)."""
     logits, tape = _trace_family(model, x)
-    idx = target.long()[:, None]
-    value = logits.gather(1, idx) if seed == "logit" else torch.ones_like(idx, dtype=logits.dtype)
-    r = torch.zeros_like(logits).scatter_(1, idx, value)
-
-    def lin(layer: _Affine, a: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
-        return layer.epsilon(a, rr, epsilon) if rule == "epsilon" else layer.zplus(a, rr, stabilizer)
-
-    lin.stab = stabilizer  # type: ignore[attr-defined]
-    return tape.backward(r, lin)
+    return _replay(logits, tape, target, rule, epsilon, stabilizer, seed)

@@ -30,7 +30,7 @@ from zennit.types import Linear as _LinearType
 
 from ..rules import bn_scale
 
-__all__ = ["MergeBatchNorm", "SequentialMergeBatchNorm", "merge_leaves", "merge_pairs", "mergeable_bn",
+__all__ = ["MergeBatchNorm", "SequentialMergeBatchNorm", "merge_leaves", "merge_pairs", "register_each", "mergeable_bn",
            "sequential_pairs"]
 
 def mergeable_bn(bn: Any) -> bool:
@@ -131,19 +131,25 @@ class MergeBatchNorm(Canonizer):
         return MergeBatchNorm()
 
 
-def merge_pairs(pairs: Iterable[tuple[nn.Module, nn.Module]]) -> list[Canonizer]:
-    """Merge every ``(linear, bn)`` pair; on failure undo the merges done so far and re-raise."""
+def register_each(todo: Iterable[tuple[Canonizer, tuple]]) -> list[Canonizer]:
+    """``instance.register(*args)`` for every ``(instance, args)`` of ``todo``, in order; on failure
+    (also while ``todo`` is iterated) the ones registered so far are removed, newest first, and the
+    error re-raised. Returns the registered instances."""
     instances: list[Canonizer] = []
     try:
-        for linear, bn in pairs:
-            instance = MergeBatchNorm()
-            instance.register((linear,), bn)
+        for instance, args in todo:
+            instance.register(*args)
             instances.append(instance)
     except BaseException:
         for instance in reversed(instances):
             instance.remove()
         raise
     return instances
+
+
+def merge_pairs(pairs: Iterable[tuple[nn.Module, nn.Module]]) -> list[Canonizer]:
+    """Merge every ``(linear, bn)`` pair; on failure undo the merges done so far and re-raise."""
+    return register_each((MergeBatchNorm(), ((linear,), bn)) for linear, bn in pairs)
 
 
 def merge_leaves(module: nn.Module) -> Iterable[nn.Module]:

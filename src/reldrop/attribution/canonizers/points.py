@@ -37,7 +37,7 @@ from zennit.canonizers import AttributeCanonizer, Canonizer, CompositeCanonizer
 
 from ...models import pointnet as _pointnet
 from ...models import pointnet2 as _pointnet2
-from .batchnorm import SequentialMergeBatchNorm
+from .batchnorm import SequentialMergeBatchNorm, register_each
 
 __all__ = ["PointNet2Canonizer", "CentroidDetachCanonizer", "PointNetCanonizer", "TransformDetachCanonizer",
            "canonizers_for", "claims", "factory", "input_layers"]
@@ -78,18 +78,8 @@ class CentroidDetachCanonizer(Canonizer):
     Every set abstraction of :mod:`reldrop.models.pointnet2` has that switch."""
 
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
-        out: list[Canonizer] = []
-        try:
-            for m in root_module.modules():
-                if _is_sa(m) and hasattr(m, "detach_centre"):
-                    inst = _SetAttribute("detach_centre", True)
-                    inst.register(m)
-                    out.append(inst)
-        except BaseException:
-            for inst in reversed(out):
-                inst.remove()
-            raise
-        return out
+        return register_each((_SetAttribute("detach_centre", True), (m,)) for m in root_module.modules()
+                             if _is_sa(m) and hasattr(m, "detach_centre"))
 
     def register(self) -> None:
         """Nothing to do: the instances returned by :meth:`apply` hold the changes."""

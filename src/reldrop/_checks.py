@@ -17,6 +17,7 @@ __all__ = [
     "check_float_tensor",
     "check_finite",
     "check_probability",
+    "check_nonnegative",
     "check_range_pair",
     "check_batch_match",
     "check_class_target",
@@ -61,6 +62,15 @@ def check_probability(name: str, v: object) -> float:
     if not (0.0 <= v <= 1.0):
         raise ValueError(f"{name} must be in [0, 1], got {v}")
     return v
+
+
+def check_nonnegative(name: str, v: object, *, positive: bool = False) -> float:
+    """``v`` must be a finite real number >= 0 (> 0 with ``positive``); ``ValueError`` otherwise
+    (also for a non-number: a rule's ε or δ)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf") \
+            or (positive and v == 0):
+        raise ValueError(f"{name} must be a finite float {'>' if positive else '>='} 0, got {v!r}")
+    return float(v)
 
 
 def check_range_pair(name: str, v: object, *, positive: bool = True) -> tuple[float, float]:

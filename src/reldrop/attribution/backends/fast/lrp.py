@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...._checks import check_class_target, check_image_batch
+from ...._checks import check_class_target, check_image_batch, check_nonnegative
 from ..._wrappers import unwrap_model
 from ...registry import HandWrittenBackend, register_backend
 from ...rules import (
@@ -132,9 +132,7 @@ class FastLRP:
             raise ValueError(f"method must be one of {METHODS} for FastLRP (zplus_flat on point nets: "
                              f"reldrop.attribution.backends.points.FastPointLRP), got {method!r}")
         for name, val in (("epsilon", epsilon), ("stabilizer", stabilizer)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0 \
-                    or val == float("inf"):
-                raise ValueError(f"{name} must be a finite float >= 0, got {val!r}")
+            check_nonnegative(name, val)
         try:
             self._plan: Plan = build_plan(model)
         except Unsupported as exc:

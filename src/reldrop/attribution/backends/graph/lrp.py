@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ...._checks import check_class_target
+from ...._checks import check_class_target, check_nonnegative
 from ...rules import Unsupported, check_seed, stabilize
 from ..._trace import TraceError, module_signature
 from ..._wrappers import unwrap_model
@@ -58,8 +58,7 @@ def _options(method: str, kwargs: dict[str, Any]) -> Options:
     if kw:
         raise TypeError(f"method {method!r} got unexpected keyword argument(s) {', '.join(sorted(kw))}")
     for name, val in (("epsilon", eps), ("stabilizer", stabilizer), ("gamma", gamma)):
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0 or val == float("inf"):
-            raise ValueError(f"{name} must be a finite float >= 0, got {val!r}")
+        check_nonnegative(name, val)
     if stabilizer == 0:
         raise ValueError("stabilizer must be > 0")
     if method == "epsilon_gamma_box":

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...._checks import check_class_target, check_point_cloud
+from ...._checks import check_class_target, check_nonnegative, check_point_cloud
 from ..._wrappers import unwrap_model
 from ...registry import HandWrittenBackend, register_backend
 from ...rules import Unsupported, check_seed, fold_batchnorm, stabilize, why_unsupported
@@ -226,9 +226,7 @@ class FastPointLRP:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS} for the fast point backend, got {method!r}")
-        if isinstance(stabilizer, bool) or not isinstance(stabilizer, (int, float)) \
-                or not 0 < stabilizer < float("inf"):
-            raise ValueError(f"stabilizer must be a finite float > 0, got {stabilizer!r}")
+        check_nonnegative("stabilizer", stabilizer, positive=True)
         check_seed(seed)
         self.model: Any = unwrap_model(model)  # a PointNet2Classifier or PointNetClassifier (parsed below)
         try:

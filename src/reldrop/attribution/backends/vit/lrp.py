@@ -58,7 +58,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...._checks import check_class_target, check_image_batch
+from ...._checks import check_class_target, check_image_batch, check_nonnegative
 from ..._wrappers import unwrap_model
 from ...registry import register_backend
 from ...rules import Unsupported, check_seed, flat_conv2d, stab_div, stabilize, why_unsupported
@@ -142,9 +142,7 @@ class ViTLRP:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS} for the ViT backend, got {method!r}")
         for name, val in (("epsilon", epsilon), ("stabilizer", stabilizer)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0 \
-                    or val == float("inf"):
-                raise ValueError(f"{name} must be a finite float >= 0, got {val!r}")
+            check_nonnegative(name, val)
         check_seed(seed)
         try:
             self._spec = build_spec(model)

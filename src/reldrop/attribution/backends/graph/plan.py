@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, TypeGuard, cast
 
 import torch
 import torch.fx as fx
@@ -77,7 +77,7 @@ class FirstLayer:
     dense: bool
     groups: int
     lin: Callable
-    params: Callable[[torch.dtype], tuple]
+    params: Callable[[dict], tuple]  # params(env) -> (w, b), detached (BN folded in)
     top: bool = False
 
 
@@ -113,7 +113,7 @@ def _where(n: fx.Node) -> str:
 
 def _describe(n: fx.Node, modules: dict[str, nn.Module]) -> str:
     if n.op == "call_module":
-        return f"node {n.name!r} (module {type(modules[n.target]).__name__} at {n.target!r})"
+        return f"node {n.name!r} (module {type(modules[cast(str, n.target)]).__name__} at {n.target!r})"
     if n.op == "call_function":
         return f"node {n.name!r} (function {function_name(n.target)}){_where(n)}"
     if n.op == "call_method":
@@ -137,11 +137,11 @@ def _bind(target: Callable, args: tuple, kwargs: dict) -> dict[str, Any] | None:
         return b
     try:
         sig = inspect.signature(target)
-        b = sig.bind(*args, **kwargs)
+        bound = sig.bind(*args, **kwargs)
     except (TypeError, ValueError):
         return None
-    b.apply_defaults()
-    return dict(b.arguments)
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def _no_inplace(target: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -177,16 +177,17 @@ def _act_name(n: fx.Node, modules: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------- layers
-def _layer_spec(n: fx.Node, m: nn.Module | None, args: tuple, kwargs: dict, env_val: Callable
+def _layer_spec(n: fx.Node, m: nn.Module | None, args: tuple, kwargs: dict, env_val: Callable | None
                 ) -> tuple[fx.Node | Any, Callable, Callable, bool, int, tuple | None]:
     """(data input, lin(x, w, b), params(env) -> (w, b), dense, groups, weight shape fn) of a conv/linear node."""
     if m is not None:
         name = type(m).__name__
         if isinstance(m, nn.Linear):
             return args[0], ops.dense_fn, lambda env: (m.weight, m.bias), True, 1, None
+        m = cast("nn.Conv1d | nn.Conv2d | nn.Conv3d", m)  # kind "conv": one of these or a subclass (timm's *Conv2dSame)
         dims = m.weight.dim() - 2
-        pre_pad = None
-        padding = m.padding
+        pre_pad: Callable[[torch.Tensor], torch.Tensor] | None = None
+        padding: str | tuple[int, ...] | int = m.padding
         if name in ("Conv2dSame", "StdConv2dSame", "ScaledStdConv2dSame") and type(m).__module__.startswith("timm."):
             same = name == "Conv2dSame" or bool(getattr(m, "same_pad", False))
             if same:
@@ -207,17 +208,18 @@ def _layer_spec(n: fx.Node, m: nn.Module | None, args: tuple, kwargs: dict, env_
                 return F.pad(x, pads, mode=mode)
             padding = 0
         lin = ops.conv_fn(dims, m.stride, padding, m.dilation, m.groups, pre_pad)
+        std: Any = m  # timm's StdConv2dSame / ScaledStdConv2dSame (timm has no type information): eps, gain, scale
         if name == "StdConv2dSame":
             def params(env: dict) -> tuple:
                 w = m.weight
                 w = F.batch_norm(w.reshape(1, m.out_channels, -1), None, None, training=True, momentum=0.,
-                                 eps=m.eps).reshape_as(w)
+                                 eps=std.eps).reshape_as(w)
                 return w, m.bias
         elif name == "ScaledStdConv2dSame":
             def params(env: dict) -> tuple:
                 w = m.weight
-                w = F.batch_norm(w.reshape(1, m.out_channels, -1), None, None, weight=(m.gain * m.scale).view(-1),
-                                 training=True, momentum=0., eps=m.eps).reshape_as(w)
+                w = F.batch_norm(w.reshape(1, m.out_channels, -1), None, None, weight=(std.gain * std.scale).view(-1),
+                                 training=True, momentum=0., eps=std.eps).reshape_as(w)
                 return w, m.bias
         else:
             def params(env: dict) -> tuple:
@@ -227,7 +229,18 @@ def _layer_spec(n: fx.Node, m: nn.Module | None, args: tuple, kwargs: dict, env_
     raise AssertionError  # pragma: no cover - handled by _functional_layer
 
 
-_CONV_FUNCS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
+class _BatchNormLike(Protocol):
+    """What a BatchNorm step reads: ``nn.BatchNorm*d``, timm's ``BatchNormAct2d`` and ``FrozenBatchNormAct2d``
+    (a plain ``nn.Module`` with BatchNorm's buffers)."""
+
+    running_mean: torch.Tensor | None
+    running_var: torch.Tensor | None
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    eps: float
+
+
+_CONV_FUNCS: dict[Any, int] = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
 
 
 class Builder:
@@ -344,7 +357,7 @@ class Builder:
                 if k in ("conv", "dense") or (k == "matmul" and self._is_const_matmul(u)):
                     if self._data_input(u) is not cur:
                         raise Unsupported(f"the input reaches {_describe(u, modules)} other than as its data input")
-                    first[u] = None  # type: ignore[assignment]
+                    first[u] = None  # type: ignore[assignment]  # a placeholder: the FirstLayer is built below, once the top is known
                 elif self._bijective(u):
                     if u not in pre_first:
                         pre_first.add(u)
@@ -482,7 +495,7 @@ class Builder:
         kw = self.kwargs[n]
         return kw.get("input", kw.get("x"))
 
-    def _sig(self, a: Any) -> bool:
+    def _sig(self, a: Any) -> TypeGuard[fx.Node]:
         return isinstance(a, fx.Node) and a in self.signal
 
     def is_gate(self, n: Any) -> bool:
@@ -740,7 +753,7 @@ class Builder:
                 return fwd(m, x.clone() if inplace else x)
             return (lambda env: f_mod), name
         if n.op == "call_function":
-            t = n.target
+            t = cast(Callable[..., Any], n.target)  # fx: a call_function target is callable
             rest_a, rest_k = _no_inplace(t, self.args[n][1:], self.kwargs[n])
             ra, rk = self._val(rest_a), self._val(rest_k)
 
@@ -757,9 +770,11 @@ class Builder:
         return make_m, name
 
     def _bn_fn(self, m: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        bn = cast(_BatchNormLike, m)  # kind "batchnorm": a torch BatchNorm*d or a timm *BatchNormAct2d
+
         def f(x: torch.Tensor) -> torch.Tensor:
-            return F.batch_norm(x, m.running_mean, m.running_var, None if m.weight is None else m.weight.detach(),
-                                None if m.bias is None else m.bias.detach(), False, 0.0, m.eps)
+            return F.batch_norm(x, bn.running_mean, bn.running_var, None if bn.weight is None else bn.weight.detach(),
+                                None if bn.bias is None else bn.bias.detach(), False, 0.0, bn.eps)
         return f
 
     def _bn_act_tail(self, m: nn.Module, rel: bool, fused_eps: float | None = None
@@ -931,13 +946,16 @@ class Builder:
         if m is not None:
             xv = self._val(args[0])
             if k == "layernorm":
+                ln = cast(nn.LayerNorm, m)
                 return lambda env: ops.LayerNormConst.apply(
-                    xv(env), tuple(m.normalized_shape), _detach(m.weight), _detach(m.bias), m.eps)
+                    xv(env), tuple(ln.normalized_shape), _detach(ln.weight), _detach(ln.bias), ln.eps)
             if k == "groupnorm":
                 return lambda env: ops.GroupNormConst.apply(xv(env), m.num_groups, _detach(m.weight),
                                                             _detach(m.bias), m.eps)
-            return lambda env: ops.RMSNormConst.apply(xv(env), tuple(m.normalized_shape), _detach(m.weight), m.eps)
+            rms = cast("nn.RMSNorm", m)  # a string: nn.RMSNorm is missing from older torch
+            return lambda env: ops.RMSNormConst.apply(xv(env), tuple(rms.normalized_shape), _detach(rms.weight), rms.eps)
         target = {"layernorm": F.layer_norm, "groupnorm": F.group_norm, "rmsnorm": getattr(F, "rms_norm", None)}[k]
+        assert target is not None  # a functional rmsnorm node exists only where F.rms_norm does (FUNCTION_RULES)
         b = _bind(target, args, kwargs) or {}
         xv = self._val(b["input"])
         if k == "layernorm":
@@ -980,7 +998,7 @@ class Builder:
         mv, cv, sv = self._val(b.get("attn_mask")), self._val(b.get("is_causal", False)), self._val(b.get("scale"))
         return lambda env: self._attention(qv(env), kv(env), vv(env), _detach(mv(env)), bool(cv(env)), sv(env))
 
-    def _mha_step(self, n: fx.Node, m: nn.Module) -> Callable[[dict], Any]:
+    def _mha_step(self, n: fx.Node, m: nn.MultiheadAttention) -> Callable[[dict], Any]:
         b = _bind(type(m).forward, (m, *self.args[n]), self.kwargs[n]) or {}
         qn, kn, vn = b["query"], b["key"], b["value"]
         qv, kv, vv = self._val(qn), self._val(kn), self._val(vn)
@@ -1021,7 +1039,7 @@ class Builder:
         args, kwargs = self.args[n], self.kwargs[n]
         av, kv = self._val(args), self._val(kwargs)
         if n.op == "call_function":
-            t = n.target
+            t = cast(Callable[..., Any], n.target)  # fx: a call_function target is callable
             if t is operator.iadd:
                 t = operator.add
             elif t is operator.isub:
@@ -1035,7 +1053,7 @@ class Builder:
             if "inplace" in kwargs:
                 kwargs2 = dict(kwargs, inplace=False)
                 kv = self._val(kwargs2)
-            elif isinstance(t, Callable) and getattr(t, "__module__", "") == "torch.nn.functional":
+            elif callable(t) and getattr(t, "__module__", "") == "torch.nn.functional":
                 a2, k2 = _no_inplace(t, args, kwargs)
                 av, kv = self._val(a2), self._val(k2)
             return lambda env: t(*av(env), **kv(env))
@@ -1058,6 +1076,7 @@ class Builder:
             if k in ("conv", "dense"):
                 return self._plain_layer(n)
             if k == "batchnorm":
+                assert m is not None  # a call_module node with a kind: _step passes its module
                 if not self._bn_ok(m):
                     raise Unsupported(f"{_describe(n, self.modules)}: BatchNorm without running statistics")
                 bn = self._bn_fn(m)
@@ -1067,6 +1086,7 @@ class Builder:
             if k in ("layernorm", "groupnorm", "rmsnorm", "mha"):
                 if k == "mha":
                     raise Unsupported(f"{_describe(n, self.modules)} off the relevance path is not implemented")
+                assert m is not None  # a call_module node with a kind: _step passes its module
                 fwd = type(m).forward
                 av = self._val(self.args[n])
                 return lambda env: fwd(m, *av(env))

@@ -54,7 +54,7 @@ attention weight (never receiving relevance) may be anything.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -182,7 +182,8 @@ def module_kind(m: nn.Module) -> str | None:
         return TIMM_MODULE_RULES[t.__name__]
     for cls in t.__mro__:
         if cls in MODULE_RULES:
-            return MODULE_RULES[cls] if t.forward is cls.forward else None
+            listed = cast("type[nn.Module]", cls)  # MODULE_RULES lists nn.Module classes
+            return MODULE_RULES[cls] if t.forward is listed.forward else None
         if cls in REFUSE_HINTS:
             return None
     return None

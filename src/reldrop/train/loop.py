@@ -113,26 +113,26 @@ def _resolve_config(cfg: Mapping[str, Any], resume: bool | str | os.PathLike[str
                     ) -> tuple[dict[str, Any], dict[str, Any] | None, Path | None]:
     """``(config, checkpoint or None, checkpoint path or None)``: a resumed run keeps its saved config."""
     validate(cfg)
-    cfg = json.loads(json.dumps(cfg))  # private copy, plain types
+    config: dict[str, Any] = json.loads(json.dumps(cfg))  # private copy, plain types
     ckpt: dict[str, Any] | None = None
     ckpt_path: Path | None = None
     if resume:
         if resume is True:
-            if not cfg.get("out"):
+            if not config.get("out"):
                 raise ValueError("resume=True needs cfg['out'] (the run directory); or pass the run directory path")
-            ckpt_path = Path(cfg["out"]) / "last.pt"
+            ckpt_path = Path(config["out"]) / "last.pt"
         else:
             ckpt_path = Path(resume)
             if ckpt_path.is_dir():
                 ckpt_path = ckpt_path / "last.pt"
-        _check_resume_out(cfg.get("out"), ckpt_path)
+        _check_resume_out(config.get("out"), ckpt_path)
         ckpt = load_checkpoint(ckpt_path)
         saved = ckpt["config"]
         saved["out"] = str(ckpt_path.parent)
-        cfg = saved  # a resumed run keeps its config
+        config = saved  # a resumed run keeps its config
     if epochs is not None:
-        cfg["train"]["epochs"] = int(epochs)
-    return cfg, ckpt, ckpt_path
+        config["train"]["epochs"] = int(epochs)
+    return config, ckpt, ckpt_path
 
 
 def _check_resume_out(out: Any, ckpt_path: Path) -> None:
@@ -314,7 +314,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     meter = Meter(run.train_info.num_classes, device)
     guard = guard_for(cfg, device)  # a non-finite loss stops the run before this epoch is saved
     guard.reset(epoch)
-    aug_time, stats = 0.0, {}
+    stats: dict[str, Any] = {}  # the augmentation's counters, summed over the epoch
+    aug_time = 0.0
     lr = run.opt.param_groups[0]["lr"]
     bar = None
     if _progress(cfg["train"]["progress"], run.quiet, info.is_main):

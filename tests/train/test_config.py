@@ -1,4 +1,5 @@
-"""Config: embedded default == configs/digits.yaml, presets, overrides, validation, CLI flags."""
+"""Config: embedded default == configs/digits.yaml, presets (shipped in the package, ./configs overrides),
+overrides, validation, CLI flags."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,11 @@ import yaml
 
 from reldrop.cli import build_parser
 from reldrop.commands.train import config_from_args
-from reldrop.train.config import DEFAULTS, apply_overrides, flat_keys, load_config
+from reldrop.train.config import (CONFIG_DIRS, DEFAULTS, PACKAGE_CONFIG_DIR, apply_overrides, flat_keys, load_config,
+                                  preset_names, preset_path)
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"  # the documented path: a link to the package's src/reldrop/configs
 
 
 def test_embedded_default_equals_configs_digits_yaml() -> None:
@@ -21,6 +24,32 @@ def test_embedded_default_equals_configs_digits_yaml() -> None:
 def test_every_shipped_config_resolves(path: Path) -> None:
     cfg = load_config(path)
     assert cfg["name"] == path.stem
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*/*.yaml")), ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_every_config_in_a_subfolder_resolves_by_path_and_by_preset_name(path: Path) -> None:
+    name = path.relative_to(CONFIGS).with_suffix("").as_posix()  # e.g. decoy_sweep/pilot
+    assert name in preset_names()
+    assert load_config(name) == load_config(path)
+
+
+def test_the_presets_live_in_the_package_and_the_repo_configs_links_there() -> None:
+    assert PACKAGE_CONFIG_DIR == REPO / "src" / "reldrop" / "configs"
+    assert CONFIGS.resolve() == PACKAGE_CONFIG_DIR.resolve()  # configs/x.yaml paths of docs and benchmarks
+    assert CONFIG_DIRS[-1] == PACKAGE_CONFIG_DIR and (PACKAGE_CONFIG_DIR / "points_shapes.yaml").is_file()
+
+
+def test_presets_are_found_from_any_directory_and_cwd_configs_override_them(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELDROP_CONFIG_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./configs here: the package's presets
+    assert preset_path("points_shapes") == PACKAGE_CONFIG_DIR / "points_shapes.yaml"
+    assert load_config("points_shapes")["data"]["name"] == "shapes"
+    (tmp_path / "configs").mkdir()  # a user's ./configs: first hit wins, over the shipped preset of that name
+    (tmp_path / "configs" / "points_shapes.yaml").write_text("name: mine\noptim: {lr: 0.5}\n")
+    (tmp_path / "configs" / "my_run.yaml").write_text("name: my_run\n")
+    assert (load_config("points_shapes")["name"], load_config("points_shapes")["optim"]["lr"]) == ("mine", 0.5)
+    assert load_config("my_run")["name"] == "my_run" and {"my_run", "decoy_digits"} <= set(preset_names())
 
 
 def test_paper_configs_match_table_3() -> None:

@@ -28,8 +28,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, single_run: bool = 
     g = parser.add_argument_group("configuration")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--config", "-c", metavar="FILE|PRESET", default=None,
-                     help="YAML config file or preset name from configs/ (default: embedded 'digits')")
-    src.add_argument("--preset", metavar="NAME", default=None, help="preset name (configs/NAME.yaml), e.g. digits")
+                     help="YAML config file or preset name (see --preset; default: embedded 'digits')")
+    src.add_argument("--preset", metavar="NAME", default=None,
+                     help="preset name: NAME.yaml in $RELDROP_CONFIG_DIR or ./configs, else among the presets shipped in the package "
+                          "(reldrop/configs), e.g. digits, points_shapes, decoy_sweep/pilot")
     g.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                    help="override config keys, e.g. --set optim.lr=0.05 data.subset=5000 aug.scale=[0.02,0.3]")
     g.add_argument("--data-root", default=None,

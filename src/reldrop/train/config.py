@@ -1,7 +1,7 @@
 """Experiment configuration: nested dicts from YAML, defaults, presets and command-line overrides.
 
 A config is a plain nested ``dict`` (YAML-serializable). :data:`DEFAULTS` is the embedded
-``digits`` preset (identical to ``configs/digits.yaml``); every YAML file is merged onto it, so a
+``digits`` preset (identical to ``reldrop/configs/digits.yaml``); every YAML file is merged onto it, so a
 file only states what differs. Sections::
 
     name, seed, device, out
@@ -36,7 +36,7 @@ from ..runs import RunConfigMismatchError, config_diff, config_hash, saved_confi
 from .aug_schedule import validate_aug_schedule
 
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "set_key", "get_key", "deep_merge", "validate",
-           "dump_config", "preset_path", "preset_names", "flat_keys", "CONFIG_DIRS",
+           "dump_config", "preset_path", "preset_names", "flat_keys", "CONFIG_DIRS", "PACKAGE_CONFIG_DIR",
            "check_run_config"]
 
 DEFAULTS: dict[str, Any] = {
@@ -150,8 +150,12 @@ def yaml_load(text: str, what: str = "config") -> Any:
     finally:
         loader.dispose()
 
-#: where preset names are looked up (first hit wins): $RELDROP_CONFIG_DIR, ./configs, the repository's configs/
-CONFIG_DIRS: list[Path] = [Path("configs"), Path(__file__).resolve().parents[3] / "configs"]
+#: the presets shipped inside the package (``src/reldrop/configs``; a clone's top-level ``configs`` links to it)
+PACKAGE_CONFIG_DIR: Path = Path(__file__).resolve().parents[1] / "configs"
+
+#: where preset names are looked up (first hit wins): $RELDROP_CONFIG_DIR, ./configs of the working
+#: directory (user presets, or overrides of shipped ones), then the package's own presets
+CONFIG_DIRS: list[Path] = [Path("configs"), PACKAGE_CONFIG_DIR]
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,16 +175,18 @@ def _dirs() -> list[Path]:
 
 
 def preset_names() -> list[str]:
-    """Names of the YAML presets found in the config directories."""
+    """Names of the YAML presets found in the config directories (``decoy_sweep/pilot`` for one in a subfolder)."""
     found = {"digits"}
     for d in _dirs():
         if d.is_dir():
-            found.update(p.stem for p in d.glob("*.yaml"))
+            found.update(p.relative_to(d).with_suffix("").as_posix() for p in d.rglob("*.yaml"))
     return sorted(found)
 
 
 def preset_path(name: str) -> Path | None:
-    """The YAML file of preset ``name`` (None for the embedded ``digits`` default when no file exists)."""
+    """The YAML file of preset ``name`` (None for the embedded ``digits`` default when no file exists).
+
+    ``name`` may name a subfolder (``decoy_sweep/pilot``: ``decoy_sweep/pilot.yaml`` of a config directory)."""
     for d in _dirs():
         p = d / f"{name}.yaml"
         if p.is_file():
@@ -210,7 +216,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None
         update: Mapping[str, Any] = source
     elif source is not None:
         s = str(source)
-        path = Path(s) if (s.endswith((".yaml", ".yml")) or os.sep in s or Path(s).is_file()) else preset_path(s)
+        path = Path(s) if (s.endswith((".yaml", ".yml")) or Path(s).is_file()) else preset_path(s)
         if path is None:
             update = {}
         else:

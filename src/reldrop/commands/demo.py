@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads on CPU (default 1: stays fast next to other jobs, see README "
-                             "'CPU threads'; 0 = torch's default, one per core)")
+                        help="torch threads on CPU (default 1: stays fast next to other jobs, see "
+                             "docs/guarantees.md#cpu-threads; 0 = torch's default, one per core)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -62,9 +62,12 @@ def figure(rows: list[dict], path: Path) -> Path:
             names.append(r["arm"])
         if xs:
             ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color=colour, capsize=4, label=label)
-            for x, y, n in zip(xs, ys, names):
-                ax.annotate(n, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7, color=colour)
+            if tag == "baseline":  # one label per arm, left of its pair of points
+                for x, y, n in zip(xs, ys, names):
+                    ax.annotate(n, (x, y), textcoords="offset points", xytext=(-8, 0), ha="right", va="center",
+                                fontsize=7, color="0.25")
     ax.axhline(0.0, color="0.4", lw=0.8)
+    ax.set_xlim(-20, 105)  # room for the arm labels
     ax.set_xlabel("baseline's shortcut reliance: same − random accuracy (points)")
     ax.set_ylabel("Δ clean test accuracy (points), mean and 95 % CI")
     ax.set_title("Shortcut-strength sweep (CIFAR-10 decoys, resnet8, 5 seeds)")

@@ -106,3 +106,27 @@ def test_archive_marks_runs_of_older_code(tmp_path: Path, make_cfg: Any) -> None
     assert sorted(res["finished"]) == ["RE/seed0", "baseline/seed0"]
     assert (out / "RE" / "seed0" / FINISHED).is_file()
     shutil.rmtree(tmp_path / "arch")
+
+
+def test_a_test_set_that_sets_test_subset_is_cached_and_archivable(tmp_path: Path, make_cfg: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``{full: {test_subset: null}}`` (the few-shot study's headline) is stored with its key: a second
+    compare reuses the cache instead of evaluating again, and an archived run is served from it."""
+    cfg = _cfg(make_cfg, tmp_path)
+    cfg["compare"]["test_sets"] = {"full": {"test_subset": None}}
+    out = tmp_path / "cmp"
+    run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    calls = {"n": 0}
+
+    def no_eval(*a: Any, **k: Any) -> None:
+        calls["n"] += 1
+        raise AssertionError("a cached test set was evaluated again")
+
+    import sys
+
+    monkeypatch.setattr(sys.modules["reldrop.train.evaluate"], "evaluate", no_eval)
+    run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    arch = tmp_path / "arch"
+    archive_runs(out, arch)
+    res = run_compare(cfg, out=arch, seeds=[0], quiet=True, plot=False)
+    assert calls["n"] == 0 and res["runs"][0]["test_sets"]["full"] > 0

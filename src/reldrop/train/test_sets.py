@@ -93,7 +93,7 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
                 index = subset_index(info.dataset, int(test_subset))
             res = evaluate(model, info.dataset, info.num_classes, device=torch.device("cpu"),
                            batch_size=int(cfg["train"]["eval_batch_size"]), index=index)
-            sets[name] = {"kwargs": json.loads(json.dumps(kw)), "acc": float(res["test_acc"]),
+            sets[name] = {"kwargs": json.loads(json.dumps(todo[name])), "acc": float(res["test_acc"]),
                           "macro": float(res["test_macro"])}
         atomic_write_json(cache_path, cache, indent=1)
     return {n: float(sets[n]["acc"]) for n in test_sets}

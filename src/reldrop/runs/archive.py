@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .files import atomic_write_json, load_checkpoint, read_json
 
@@ -113,12 +113,11 @@ def _copy_files(src: Path, dst: Path, *, recursive: bool = False) -> None:
             _copy_files(f, dst / f.name, recursive=True)
 
 
-def archive_runs(src: str | os.PathLike[str], dst: str | os.PathLike[str],
-                 *, epochs_of: Callable[[Path], int] | None = None) -> dict[str, list[str]]:
+def archive_runs(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Copy the finished runs of study folder ``src`` into ``dst`` without their checkpoints.
 
-    A run is finished when ``last.pt`` holds the epochs its ``config.yaml`` asks for (``train.epochs``; or
-    ``epochs_of(run_dir)`` when given); it is marked (:func:`mark_finished`) in ``src`` and its files and
+    A run is finished when ``last.pt`` holds the epochs its ``config.yaml`` asks for (``train.epochs``);
+    it is marked (:func:`mark_finished`) in ``src`` and its files and
     subfolders (``*.pt``, locks and temp files left out) copied to the same relative path below ``dst``, as are the
     plain files of every folder above it up to ``src`` (``compare.json``, ``epochs_scale.json``, results,
     logs). Archived runs already in ``src`` are copied as they are. Unfinished runs are left out.
@@ -140,7 +139,7 @@ def archive_runs(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         if is_archived(run):
             ok = True
         elif (run / "last.pt").is_file():
-            want = epochs_of(run) if epochs_of else int(yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"])
+            want = int(yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"])
             ok = finished_epoch(run) == int(want)
             if ok:
                 mark_finished(run)

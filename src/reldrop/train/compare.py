@@ -239,8 +239,10 @@ def _check_archived(run_dir: Path, name: str, seed: int, epochs: int) -> None:
     """An archived run (no last.pt) must hold the epochs asked for: it cannot be trained further."""
     from ..runs.archive import is_archived
 
+    if not is_archived(run_dir):  # a run with its checkpoint can be resumed: nothing to check
+        return
     held = _checkpoint_epoch(run_dir)
-    if is_archived(run_dir) and held != epochs:
+    if held != epochs:
         raise ValueError(f"{run_dir} (variant {name!r}, seed {seed}) is an archived run (finished.json, no last.pt) "
                          f"of {held} epochs, but {epochs} are asked for; it cannot be trained further without its "
                          "checkpoint: restore last.pt, or move the folder away to retrain that run")

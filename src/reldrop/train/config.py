@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ..runs import RunConfigMismatchError, config_diff, config_hash, saved_config
+from ..runs.archive import FINISHED
 from .aug_schedule import validate_aug_schedule
 
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "set_key", "get_key", "deep_merge", "validate",
@@ -403,7 +404,7 @@ def check_run_config(run_dir: str | os.PathLike[str], cfg: Mapping[str, Any]) ->
     the config after that run was trained (absent from its saved config) count as their current
     defaults, which keep the old behaviour (e.g. ``aug.count: 1``)."""
     run_dir = Path(run_dir)
-    if not ((run_dir / "last.pt").is_file() or (run_dir / "finished.json").is_file()):
+    if not ((run_dir / "last.pt").is_file() or (run_dir / FINISHED).is_file()):
         return
     old = saved_config(run_dir)
     if old is None:

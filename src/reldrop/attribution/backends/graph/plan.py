@@ -894,13 +894,9 @@ class Builder:
                     s = av(env)
                     return s if mk is None else ops.scale_grad(s + mk, o.stabilizer, top)
                 return mask_fn
-            nat = self._native(n)
-            if n in self.fused:
-                return nat
-            return lambda env: ops.scale_grad(nat(env), o.stabilizer, top)
+            return self._stabilized(n, fused_ok=True)
         if k == "addcmul":
-            nat = self._native(n)
-            return lambda env: ops.scale_grad(nat(env), o.stabilizer, top)
+            return self._stabilized(n, fused_ok=False)
         if k == "normalize":
             b = _bind(F.normalize, args, kwargs) or {}
             xv, pv, dv, ev = (self._val(b.get(key, d)) for key, d in
@@ -913,15 +909,11 @@ class Builder:
                 return x / den
             return normalize_fn
         if k == "linmap":
-            nat = self._native(n)
-            if n in self.fused:
-                return nat
-            return lambda env: ops.scale_grad(nat(env), o.stabilizer, top)
+            return self._stabilized(n, fused_ok=True)
         if k == "upsample":
-            nat = self._native(n)
             if self._upsample_mode(n) in ("nearest", "nearest-exact"):
-                return nat
-            return lambda env: ops.scale_grad(nat(env), o.stabilizer, top)
+                return self._native(n)  # a copy of each value: relevance passes through unchanged
+            return self._stabilized(n, fused_ok=False)
         if k in ("max", "pass", "softmax"):
             return self._native(n)
         if k == "glu":
@@ -937,6 +929,18 @@ class Builder:
         if k == "mha":
             return self._mha_step(n, m)
         raise Unsupported(f"{_describe(n, modules)} has no LRP rule")  # pragma: no cover - _check_rule
+
+    def _stabilized(self, n: fx.Node, fused_ok: bool) -> Callable[[dict], Any]:
+        """The node's own op with the epsilon rule on its output (a sum, an interpolation, a linear map).
+
+        With ``fused_ok`` and the node in ``self.fused``, the activation reading it applies the factor
+        instead, so the op runs plain.
+        """
+        nat = self._native(n)
+        if fused_ok and n in self.fused:
+            return nat
+        eps, top = self.opts.stabilizer, self.top is n
+        return lambda env: ops.scale_grad(nat(env), eps, top)
 
     def _inp(self) -> fx.Node:
         return next(n for n in self.nodes if n.op == "placeholder")

@@ -130,3 +130,39 @@ def test_a_test_set_that_sets_test_subset_is_cached_and_archivable(tmp_path: Pat
     archive_runs(out, arch)
     res = run_compare(cfg, out=arch, seeds=[0], quiet=True, plot=False)
     assert calls["n"] == 0 and res["runs"][0]["test_sets"]["full"] > 0
+
+
+def test_a_run_stopped_before_its_test_sets_is_not_archived(tmp_path: Path, make_cfg: Any) -> None:
+    """Killed after its last epoch but before ``compare`` evaluated its test sets: archiving it would leave
+    a run that can never be evaluated; it stays unfinished until ``compare`` finishes it."""
+    cfg = _cfg(make_cfg, tmp_path)
+    out = tmp_path / "cmp"
+    run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)
+    run = out / "RE" / "seed0"
+    (run / "test_sets.json").unlink()
+    (run / FINISHED).unlink()
+    res = archive_runs(out, tmp_path / "arch")
+    assert res == {"finished": ["baseline/seed0"], "unfinished": ["RE/seed0"]}
+    assert not (run / FINISHED).exists() and not (tmp_path / "arch" / "RE" / "seed0").exists()
+    # a cache of another epoch (or other settings) does not count either
+    (run / "test_sets.json").write_text(json.dumps({"epoch": 1, "sets": {"noshift": {"kwargs": {"shift": 0},
+                                                                                      "acc": 50.0}}}))
+    assert archive_runs(out, tmp_path / "arch2")["unfinished"] == ["RE/seed0"]
+    run_compare(cfg, out=out, seeds=[0], quiet=True, plot=False)  # evaluates the missing test set
+    res = archive_runs(out, tmp_path / "arch3")
+    assert sorted(res["finished"]) == ["RE/seed0", "baseline/seed0"] and res["unfinished"] == []
+    assert is_archived(tmp_path / "arch3" / "RE" / "seed0")
+
+
+def test_missing_test_sets(tmp_path: Path) -> None:
+    from reldrop.train.test_sets import missing_test_sets
+
+    sets = {"a": {"shift": 0}, "b": {"test_subset": None}}
+    assert missing_test_sets(tmp_path, sets, 3) == ["a", "b"]
+    (tmp_path / "test_sets.json").write_text(json.dumps(
+        {"epoch": 3, "sets": {"a": {"kwargs": {"shift": 0}, "acc": 1.0}, "b": {"kwargs": {"test_subset": 5}}}}))
+    assert missing_test_sets(tmp_path, sets, 3) == ["b"]  # b was computed with other settings
+    assert missing_test_sets(tmp_path, sets, 4) == ["a", "b"]  # another checkpoint
+    assert missing_test_sets(tmp_path, {}, 3) == []
+    (tmp_path / "test_sets.json").write_text("[1, 2]")  # not a cache: nothing counts
+    assert missing_test_sets(tmp_path, sets, 3) == ["a", "b"]

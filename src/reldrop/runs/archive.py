@@ -113,11 +113,27 @@ def _copy_files(src: Path, dst: Path, *, recursive: bool = False) -> None:
             _copy_files(f, dst / f.name, recursive=True)
 
 
+def _comparison_test_sets(run: Path, src: Path) -> dict[str, Any]:
+    """``compare.test_sets`` of the comparison ``run`` belongs to: the config in the nearest ``compare.json``
+    between ``run`` and ``src`` (``{}`` when there is none: a run of ``reldrop train``)."""
+    for folder in run.parents:
+        path = folder / "compare.json"
+        if path.is_file():
+            cfg = read_json(path).get("config") or {}
+            return dict((cfg.get("compare") or {}).get("test_sets") or {})
+        if folder == src:
+            break
+    return {}
+
+
 def archive_runs(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Copy the finished runs of study folder ``src`` into ``dst`` without their checkpoints.
 
-    A run is finished when ``last.pt`` holds the epochs its ``config.yaml`` asks for (``train.epochs``);
-    it is marked (:func:`mark_finished`) in ``src`` and its files and
+    A run is finished when ``last.pt`` holds the epochs its ``config.yaml`` asks for (``train.epochs``)
+    and ``test_sets.json`` holds every test set of its comparison (``compare.test_sets`` in the nearest
+    ``compare.json``) for that epoch: an archived run cannot evaluate one later. A run stopped between
+    its last epoch and those evaluations counts as unfinished (``compare`` on ``src`` finishes it). A
+    finished run is marked (:func:`mark_finished`) in ``src`` and its files and
     subfolders (``*.pt``, locks and temp files left out) copied to the same relative path below ``dst``, as are the
     plain files of every folder above it up to ``src`` (``compare.json``, ``epochs_scale.json``, results,
     logs). Archived runs already in ``src`` are copied as they are. Unfinished runs are left out.
@@ -125,6 +141,8 @@ def archive_runs(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> di
     Returns ``{"finished": [relative run paths], "unfinished": [...]}``.
     """
     import yaml
+
+    from ..train.test_sets import missing_test_sets
 
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
@@ -140,7 +158,8 @@ def archive_runs(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> di
             ok = True
         elif (run / "last.pt").is_file():
             want = int(yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"])
-            ok = finished_epoch(run) == int(want)
+            epoch = finished_epoch(run)
+            ok = epoch == want and not missing_test_sets(run, _comparison_test_sets(run, src), epoch)
             if ok:
                 mark_finished(run)
         else:

@@ -155,7 +155,7 @@ def test_a_run_stopped_before_its_test_sets_is_not_archived(tmp_path: Path, make
 
 
 def test_missing_test_sets(tmp_path: Path) -> None:
-    from reldrop.train.test_sets import missing_test_sets
+    from reldrop.runs.test_set_cache import missing_test_sets
 
     sets = {"a": {"shift": 0}, "b": {"test_subset": None}}
     assert missing_test_sets(tmp_path, sets, 3) == ["a", "b"]

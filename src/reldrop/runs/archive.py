@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import atomic_write_json, load_checkpoint, read_json
+from .test_set_cache import missing_test_sets
 
 __all__ = ["FINISHED", "finished_epoch", "is_archived", "mark_finished", "read_finished", "archive_runs",
            "run_folders"]
@@ -141,8 +142,6 @@ def archive_runs(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> di
     Returns ``{"finished": [relative run paths], "unfinished": [...]}``.
     """
     import yaml
-
-    from ..train.test_sets import missing_test_sets
 
     src, dst = Path(src), Path(dst)
     if not src.is_dir():

@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import torch
 
+from ..runs.test_set_cache import missing_test_sets, read_cache, uncached
+
 __all__ = ["evaluate_test_sets", "check_test_sets", "missing_test_sets"]
 
 
@@ -42,33 +44,6 @@ def check_test_sets(test_sets: Any) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in test_sets.items()}
 
 
-def _read_cache(cache_path: Path, epoch: Any) -> dict[str, Any]:
-    """``test_sets.json`` as ``{"epoch": .., "sets": {..}}``; empty sets when missing, unreadable or of another
-    epoch (a cache is valid only for the checkpoint it was computed from)."""
-    cache: dict[str, Any] = {}
-    if cache_path.is_file():
-        try:
-            cache = json.loads(cache_path.read_text())
-        except json.JSONDecodeError:
-            cache = {}
-    if not isinstance(cache, dict) or cache.get("epoch") != epoch or not isinstance(cache.get("sets"), dict):
-        cache = {"epoch": epoch, "sets": {}}
-    return cache
-
-
-def _uncached(sets: Mapping[str, Any], test_sets: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {n: dict(kw) for n, kw in test_sets.items()
-            if not isinstance(sets.get(n), dict) or sets[n].get("kwargs") != json.loads(json.dumps(kw))}
-
-
-def missing_test_sets(run_dir: str | Path, test_sets: Any, epoch: int | None) -> list[str]:
-    """Names of ``test_sets`` whose epoch-``epoch`` accuracy ``<run_dir>/test_sets.json`` does not hold (with
-    these settings), sorted; empty when every one is cached. Reads no checkpoint."""
-    test_sets = check_test_sets(test_sets)
-    sets = _read_cache(Path(run_dir) / "test_sets.json", epoch)["sets"]
-    return sorted(_uncached(sets, test_sets))
-
-
 def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: Mapping[str, Mapping[str, Any]],
                        *, data_root: str | None = None) -> dict[str, float]:
     """``{name: test accuracy %}`` of the run's ``last.pt`` on each test set (cached in ``test_sets.json``)."""
@@ -86,9 +61,9 @@ def evaluate_test_sets(run_dir: str | Path, cfg: Mapping[str, Any], test_sets: M
     archived = is_archived(run_dir)
     ckpt = None if archived else load_checkpoint(ckpt_path)
     epoch = finished_epoch(run_dir) if ckpt is None else ckpt.get("epoch")
-    cache = _read_cache(cache_path, epoch)
+    cache = read_cache(cache_path, epoch)
     sets = cache["sets"]
-    todo = _uncached(sets, test_sets)
+    todo = uncached(sets, test_sets)
     if todo and ckpt is None:
         raise ValueError(f"{run_dir} is an archived run (finished.json, no last.pt) and its test_sets.json has no "
                          f"epoch-{epoch} accuracy for test set(s) {sorted(todo)} with these settings; evaluating them "

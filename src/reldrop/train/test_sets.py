@@ -21,9 +21,9 @@ from typing import Any, Mapping
 
 import torch
 
-from ..runs.test_set_cache import missing_test_sets, read_cache, uncached
+from ..runs.test_set_cache import read_cache, uncached
 
-__all__ = ["evaluate_test_sets", "check_test_sets", "missing_test_sets"]
+__all__ = ["evaluate_test_sets", "check_test_sets"]
 
 
 def check_test_sets(test_sets: Any) -> dict[str, dict[str, Any]]:

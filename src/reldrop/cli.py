@@ -38,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     prefer_passive_openmp()  # before any subcommand loads torch; see reldrop._threads
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    from reldrop.commands._signals import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # `kill PID` releases run locks like Ctrl-C; see reldrop.commands._signals
+        return int(args._run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -81,10 +81,12 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"reldrop compare: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        from ._signals import interrupt_exit_code
+
         print("reldrop compare: interrupted; run the same command again to continue (finished runs are reused, "
               "interrupted ones resumed)", file=sys.stderr)
-        return 130
+        return interrupt_exit_code(err)
     finally:
         cleanup()
     print((res["out"] and open(f"{res['out']}/results.md").read()) or "")

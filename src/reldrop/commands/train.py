@@ -156,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
         run_dir = getattr(err, "run_dir", None) or args.out
         how = f"reldrop train --resume {run_dir}" if run_dir else "reldrop train --resume RUN_DIR"
         print(f"reldrop train: interrupted; resume with `{how}`", file=sys.stderr)
-        return 130
+        from ._signals import interrupt_exit_code
+
+        return interrupt_exit_code(err)
     finally:
         cleanup()
     if result["rank"] == 0:

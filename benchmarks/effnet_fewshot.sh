@@ -12,7 +12,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CFG="$HERE/../configs/effnet_fewshot"
 export OMP_NUM_THREADS=1
 queue() {
-  local phase size
+  local phase size log failed=0
   for phase in 1 2 3; do
     for size in "$@"; do
       case $phase in
@@ -20,15 +20,23 @@ queue() {
         2) v=(CutMix Mixup) ;;
         3) v=("baseline equal compute") ;;
       esac
+      log="$RUNS/ipc$size.phase$phase.log"
+      # one failed compare (e.g. a run folder locked by a live process) must not end the whole queue
       reldrop compare --config "$CFG/ipc$size.yaml" --out "$RUNS/ipc$size" --data-root "$ROOT" --quiet \
-        --variants "${v[@]}" > "$RUNS/ipc$size.phase$phase.log" 2>&1
+        --variants "${v[@]}" > "$log" 2>&1 || { echo "ipc$size phase $phase failed (exit $?): $(tail -n 1 "$log")" >&2; failed=1; }
     done
   done
+  return $failed
 }
 mkdir -p "$RUNS"
 queue 250 &      # ~1 440 steps per run
+a=$!
 queue 50 100 &   # ~480 + 640 steps per run
-wait
+b=$!
+ok=0
+wait $a || ok=1
+wait $b || ok=1
+[ $ok = 0 ] || { echo "a compare failed (see the lines above and RUNS/*.log); the final pass retries it" >&2; }
 for size in 50 100 250; do
   reldrop compare --config "$CFG/ipc$size.yaml" --out "$RUNS/ipc$size" --data-root "$ROOT" --quiet > "$RUNS/ipc$size.log" 2>&1
 done

@@ -6,7 +6,7 @@ Student-t CI of the headline metric, the means of the secondary metrics, and pai
 matching seeds against the arm's baseline, its Random Erasing variant and (for RelDrop) its
 equal-compute baseline, with Holm-corrected p-values over every test of the table.
 
-Where the numbers come from (the run folders listed in ``<arm out>/runs.csv``, written by ``compare``):
+Where the numbers come from (the run folders ``compare`` writes, ``<arm out>/<variant>/seed<k>``):
 ``metrics.jsonl`` (last row: ``test_acc``, ``train_clean_acc``), ``test_sets.json`` (the extra test
 sets of ``compare.test_sets``, e.g. the decoy modes or ``full``), ``eval/metrics.json`` of
 ``reldrop evaluate`` (relevance share on the decoy), if present. A run that has not finished its
@@ -24,7 +24,7 @@ import numpy as np
 
 from reldrop.runs.archive import finished_epoch
 from reldrop.stats import describe, holm, paired_test, roles
-from reldrop.train.compare import expand_variants
+from reldrop.train.compare import expand_variants, variant_dirs
 from reldrop.train.config import load_config
 
 Getter = Callable[[Path], "float | None"]
@@ -84,15 +84,12 @@ def arm_values(config: str | Path, out: Path, metrics: Mapping[str, Getter]
     """``({variant: {metric: {seed: value}}}, {variant: aug role name}, {variant: missing runs})`` of one arm."""
     cfg = load_config(str(config))
     seeds = [int(s) for s in cfg["compare"]["seeds"]]
-    listing = out / "runs.csv"
-    if not listing.is_file():
-        raise FileNotFoundError(f"{listing} not found: run `reldrop compare --config {config} --out {out}` first")
-    with open(listing, newline="") as f:
-        dirs = {(r["variant"], int(r["seed"])): Path(r["run_dir"]) for r in csv.DictReader(f)}
-    # runs.csv holds the paths compare wrote; a study folder that was moved or archived elsewhere
-    # (reldrop.runs.archive) keeps its runs at <out>/<variant folder>/seed<k>
-    dirs = {k: (out / d.parent.name / d.name if (out / d.parent.name / d.name).is_dir() or not d.is_absolute() else d)
-            for k, d in dirs.items()}
+    if not out.is_dir():
+        raise FileNotFoundError(f"{out} not found: run `reldrop compare --config {config} --out {out}` first")
+    # the folders compare writes, <out>/<variant folder>/seed<k> (not runs.csv: it lists only the variants
+    # of the last compare call, and none while the first has not finished)
+    folders = variant_dirs(out, [name for name, _ in expand_variants(cfg)])
+    dirs = {(name, seed): folders[name] / f"seed{seed}" for name in folders for seed in seeds}
     values: dict[str, dict[str, dict[int, float]]] = {}
     augs: dict[str, str] = {}
     missing: dict[str, int] = {}

@@ -59,7 +59,7 @@ from ..runs import atomic_write_json
 from ..stats import GROUP_STATS
 from .config import apply_overrides, check_run_config, deep_merge, validate
 
-__all__ = ["expand_variants", "run_compare", "summarize", "read_metrics", "STAT_KEYS"]
+__all__ = ["expand_variants", "run_compare", "summarize", "read_metrics", "variant_dirs", "STAT_KEYS"]
 
 
 def _fmt_value(v: Any) -> str:
@@ -183,9 +183,11 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _variant_dirs(out_dir: Path, names: Sequence[str]) -> dict[str, Path]:
-    """``{variant: <out_dir>/<folder>}``; refuses names whose folders collide (after sanitizing, ignoring
-    case) or leave ``out_dir`` (``..``, ``.``)."""
+def variant_dirs(out_dir: str | Path, names: Sequence[str]) -> dict[str, Path]:
+    """``{variant: <out_dir>/<folder>}``, the folders ``compare`` writes (runs ``seed<k>`` inside).
+
+    Refuses names whose folders collide (after sanitizing, ignoring case) or leave ``out_dir`` (``..``, ``.``)."""
+    out_dir = Path(out_dir)
     dirs: dict[str, Path] = {}
     seen: dict[str, str] = {}
     for name in names:
@@ -200,6 +202,9 @@ def _variant_dirs(out_dir: Path, names: Sequence[str]) -> dict[str, Path]:
         seen[slug.casefold()] = name
         dirs[name] = out_dir / slug
     return dirs
+
+
+_variant_dirs = variant_dirs
 
 
 def _checkpoint_epoch(run_dir: Path) -> int | None:

@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     table = st.markdown(rows, "clean", [("train_clean_mean", "clean train acc"), ("gap_clean_mean", "clean gap")])
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(table + "\n")
+        args.md.write_text(table + "\n\n" + "\n".join(st.readings(rows)) + "\n")
     print(table)
+    print("\n".join(["", *st.readings(rows)]))
     print(f"\nwrote {args.csv} and {figure(rows, args.figure)}")
     missing = sum(int(r["missing"]) for r in rows)
     if missing:

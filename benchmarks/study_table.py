@@ -209,3 +209,25 @@ def markdown(rows: Sequence[Mapping[str, Any]], headline: str, columns: Sequence
                       fmt_p(r.get(f"p_holm_vs_{tag}")) if d is not None else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+_AGAINST = {"baseline": "the baseline", "re": "Random Erasing", "equal_compute": "the equal-compute baseline"}
+
+
+def readings(rows: Sequence[Mapping[str, Any]], unit: str = "points") -> list[str]:
+    """One Markdown bullet per test of the table, in its order: the paired difference (mean, 95 % CI,
+    n seeds), raw and Holm p, and "significant" only when Holm p < 0.05 (else "not significant")."""
+    from reldrop.stats import fmt_ci, fmt_p
+
+    out: list[str] = []
+    for r in rows:
+        for tag, against in _AGAINST.items():
+            p_holm = r.get(f"p_holm_vs_{tag}")
+            if p_holm is None:
+                continue
+            d = r[f"diff_vs_{tag}"]
+            verdict = "**significant**" if p_holm < 0.05 else "not significant"
+            out.append(f"- {r['arm']}: {r['variant']} − {against}: {d:+.2f} {unit} "
+                       f"{fmt_ci(r[f'diff_ci95_low_vs_{tag}'], r[f'diff_ci95_high_vs_{tag}'])} over {r['n']} seeds, "
+                       f"p = {fmt_p(r[f'p_vs_{tag}'])}, Holm p = {fmt_p(p_holm)}: {verdict}")
+    return out

@@ -58,6 +58,9 @@ def test_rows_of_a_partial_archived_study(tmp_path: Path) -> None:
     got = [by["RE"]["p_holm_vs_baseline"], by["RelDrop"]["p_holm_vs_baseline"], by["RelDrop"]["p_holm_vs_re"]]
     assert got == pytest.approx(expected, rel=1e-9)
     assert by["RE"]["p_holm_vs_re"] is None and by["CutMix"]["p_vs_baseline"] is None
+    lines = st.readings(rows)
+    assert len(lines) == 3 and lines[0].startswith(f"- ipc50: RE − the baseline: {t_re.diff_mean:+.2f} points")
+    assert all(("**significant**" in ln) == (p < 0.05) for ln, p in zip(lines, expected))
     png = ef.figure(rows, tmp_path / "fig.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 

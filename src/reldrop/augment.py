@@ -64,16 +64,24 @@ class RelDrop:
         p: per-sample erasing probability. Images: default 0.5 (paper); relevance is computed only
             for the samples the coin selects. Points: default 1.0 (Alg. A.2 drops points in every
             sample; the α/β rule decides how many).
-        scale, ratio, value, centre, border, k: block law and fill of
-            :func:`reldrop.relevance_erase` (images). ``value="rand"``: one random colour per block
-            (timm ``mode='rand'``); ``"random"``: per-pixel noise (timm ``mode='pixel'``).
-        count, max_count: blocks per image (images; default 1, timm's ``min_count``/``max_count``):
-            block ``k`` is centred on the most relevant pixel outside blocks ``1..k-1``; with
-            ``max_count`` the count is drawn per image in ``[count, max_count]``.
-        alpha, beta, value: the point-dropout rule of :func:`reldrop.relevance_point_drop` (points),
-            applied as is: ``alpha=1`` is pure random point dropout and skips attribution entirely;
-            ``beta=0`` still drops the most relevant point(s) unless ``alpha=1`` (the paper's ``>=``;
-            use ``p=0`` or ``enabled=False`` to switch the augmentation off).
+        scale: images: block area range ``(low, high)`` as a fraction of ``H * W``
+            (:func:`reldrop.relevance_erase`).
+        ratio: images: block aspect-ratio range ``(low, high)``, ``H_O / W_O``.
+        value: the fill. Images: a float, a per-channel sequence, ``"rand"`` (one random colour per
+            block, timm ``mode='rand'``) or ``"random"`` (per-pixel noise, timm ``mode='pixel'``).
+            Points: what a dropped point becomes, all ``D`` features (:func:`reldrop.relevance_point_drop`).
+        centre: images: ``"argmax"`` (paper), ``"topk"`` or ``"random"``; see
+            :func:`reldrop.relevance_erase`.
+        border: images: ``"clip"`` (the block is clipped to the image) or ``"reject"``.
+        k: images: top pixels for ``centre="topk"`` (``None``: 1 % of the pixels).
+        count: images: blocks per image (default 1, timm's ``min_count``): block ``k`` is centred on
+            the most relevant pixel outside blocks ``1..k-1``.
+        max_count: images: with it, the count is drawn per image in ``[count, max_count]``.
+        alpha: points: share of randomness in the drop decision, in [0, 1]
+            (:func:`reldrop.relevance_point_drop`, applied as is); ``alpha=1`` is pure random point
+            dropout and skips attribution entirely.
+        beta: points: controls the fraction of dropped points, in [0, 1]; ``beta=0`` still drops the most relevant point(s) unless ``alpha=1`` (the
+            paper's ``>=``; use ``p=0`` or ``enabled=False`` to switch the augmentation off).
         target: ``"label"`` (the true labels ``y``, paper) or ``"predicted"`` (argmax of the logits).
         generator: optional ``torch.Generator`` for the coins and masks (reproducibility).
         enabled: when False, ``__call__`` returns ``x`` unchanged (e.g. for warm-up epochs).
